@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv and install everything the project needs into it (idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+[ -x "$PY" ] || python3 -m venv .venv
+pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
+pip_install torch==2.14.1 torchvision==0.29.1
+pip_install -r requirements.txt
+PY="$PY" bash scripts/build_mmcv.sh
+pip_install --no-deps -e .
+"$PY" -c 'import torch, open_clip, mmseg, mmcv.ops, pydensecrf.densecrf; print("[install] ok: torch", torch.__version__, "mmseg", mmseg.__version__)'
