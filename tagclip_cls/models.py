@@ -1,0 +1,183 @@
+"""Loading a frozen CLIP: open_clip names and tags, OpenAI checkpoints, local open_clip files.
+
+Three ways to name weights, all returning a :class:`LoadedClip` in eval mode:
+
+* ``pretrained="openai"`` (or any open_clip tag) with an architecture name such as ``ViT-B-16``:
+  open_clip downloads the weights where the network allows.
+* ``pretrained=PATH`` and no architecture: an OpenAI checkpoint, either the TorchScript archive
+  OpenAI distributes or a plain state dict; the architecture (width, depth, patch size, ...) is
+  read from the checkpoint itself, so any ViT size works.
+* ``pretrained=PATH`` with an architecture name: an open_clip checkpoint or ``.safetensors``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import open_clip
+import torch
+from open_clip.model import build_model_from_openai_state_dict
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "ViT-B-16"
+OPENAI_KEYS = ("visual.conv1.weight", "visual.class_embedding", "visual.proj", "text_projection",
+               "token_embedding.weight", "logit_scale")
+
+
+@dataclass
+class LoadedClip:
+    """A CLIP model with what the stages need beside it."""
+
+    model: open_clip.CLIP
+    tokenizer: Callable[[list[str]], torch.Tensor]
+    name: str  # human-readable: architecture and source of the weights
+
+    @property
+    def visual(self) -> torch.nn.Module:
+        return self.model.visual
+
+    @property
+    def patch_size(self) -> int:
+        return self.model.visual.conv1.kernel_size[0]
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.model.visual.transformer.resblocks)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.logit_scale.device
+
+    def text_fingerprint(self) -> str:
+        """A hash of the text tower's weights: the key that text-embedding caches depend on."""
+        h = hashlib.sha256()
+        for key, value in sorted(self.model.state_dict().items()):
+            if key.startswith("visual."):
+                continue
+            h.update(key.encode())
+            h.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:24]
+
+
+def load_clip(model_name: str | None = None, pretrained: str = "openai",
+              device: str | torch.device = "cpu") -> LoadedClip:
+    """Load CLIP weights named by an open_clip tag or a local file (see the module docstring)."""
+    if _looks_like_path(pretrained):
+        path = Path(pretrained)
+        if not path.is_file():
+            raise UserError(f"{path}: checkpoint not found (pass an existing file, or an open_clip "
+                            f"tag such as 'openai')")
+        if model_name is None:
+            model = _load_openai_checkpoint(path)
+            name = f"OpenAI checkpoint {path.name}"
+        else:
+            model = _load_open_clip_checkpoint(model_name, path)
+            name = f"{model_name} from {path.name}"
+        tokenizer = open_clip.get_tokenizer(model_name or DEFAULT_MODEL)
+    else:
+        model_name = model_name or DEFAULT_MODEL
+        model = _create_from_tag(model_name, pretrained)
+        name = f"{model_name} ({pretrained})"
+        tokenizer = open_clip.get_tokenizer(model_name)
+    _check_supported(model, name)
+    model = model.float().eval().requires_grad_(False).to(device)
+    log.info("loaded %s: %d vision layers, patch %d", name, len(model.visual.transformer.resblocks),
+             model.visual.conv1.kernel_size[0])
+    return LoadedClip(model=model, tokenizer=tokenizer, name=name)
+
+
+def _looks_like_path(pretrained: str) -> bool:
+    return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt")) \
+        or Path(pretrained).exists()
+
+
+def _create_from_tag(model_name: str, tag: str) -> open_clip.CLIP:
+    if model_name not in open_clip.list_models():
+        raise UserError(f"unknown open_clip architecture {model_name!r} (see open_clip.list_models())")
+    known = open_clip.list_pretrained_tags_by_model(model_name)
+    if tag not in known:
+        raise UserError(f"no pretrained weights {tag!r} for {model_name}; known tags: "
+                        f"{', '.join(known) or 'none'}, or pass --pretrained PATH")
+    try:
+        return open_clip.create_model(model_name, pretrained=tag)
+    except Exception as exc:  # network errors come in many types (requests, hub, OSError)
+        raise UserError(f"could not fetch {model_name} weights {tag!r} ({type(exc).__name__}: no network?); "
+                        f"download them elsewhere and pass --pretrained PATH") from None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from a TorchScript archive, a safetensors file or a (weights-only) pickle."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
+    if _is_torchscript(path):
+        try:
+            return torch.jit.load(str(path), map_location="cpu").state_dict()
+        except Exception as exc:
+            raise UserError(f"{path}: unreadable TorchScript archive ({exc})") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({first})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path}: does not hold a state dict of tensors")
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zip files with a ``constants.pkl``/``code/`` entry."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+def _load_openai_checkpoint(path: Path) -> open_clip.CLIP:
+    state_dict = read_state_dict(path)
+    missing = [k for k in OPENAI_KEYS if k not in state_dict]
+    if missing:
+        raise UserError(f"{path}: not an OpenAI CLIP ViT checkpoint (missing {missing[0]}); "
+                        f"for an open_clip checkpoint also pass --model NAME")
+    try:
+        model = build_model_from_openai_state_dict(state_dict, cast_dtype=torch.float32)
+    except Exception as exc:
+        raise UserError(f"{path}: inconsistent OpenAI CLIP checkpoint ({type(exc).__name__}: {exc})") from None
+    return model
+
+
+def _load_open_clip_checkpoint(model_name: str, path: Path) -> open_clip.CLIP:
+    if model_name not in open_clip.list_models():
+        raise UserError(f"unknown open_clip architecture {model_name!r} (see open_clip.list_models())")
+    state_dict = read_state_dict(path)
+    model = open_clip.create_model(model_name, pretrained=None)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not fit {model_name} "
+                        f"({str(exc).splitlines()[0]}); check --model") from None
+    return model
+
+
+def _check_supported(model: torch.nn.Module, name: str) -> None:
+    visual = getattr(model, "visual", None)
+    ok = (visual is not None and hasattr(visual, "conv1") and hasattr(visual, "class_embedding")
+          and getattr(visual, "attn_pool", None) is None and visual.proj is not None
+          and getattr(visual, "pool_type", "tok") == "tok")
+    if not ok:
+        raise UserError(f"{name}: only CLIP vision transformers with a class token are supported")

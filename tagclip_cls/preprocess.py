@@ -1,0 +1,121 @@
+"""Image reading and CLIP preprocessing shared by stages 1 and 2.
+
+Images go to RGB whatever their mode (grey, palette, CMYK, alpha, 16-bit), are resized with
+bicubic interpolation straight to the next multiple of the patch size on each side (no crop)
+and normalised with CLIP's mean and std.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .errors import UserError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+MAX_PIXELS = 30_000 * 30_000  # refuse decompression bombs beyond this, read anything smaller
+
+
+@dataclass
+class PreparedImage:
+    """One image ready for CLIP: the normalised tensor and the size it came from."""
+
+    image_id: str
+    tensor: torch.Tensor  # 3 x H' x W', H' and W' multiples of the patch size
+    orig_size: tuple[int, int]  # (H, W) of the file
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.tensor.shape[1], self.tensor.shape[2]
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Read an image file as 8-bit RGB; unreadable or truncated files raise :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: image not found")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file, not an image")
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return _to_rgb(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable image ({_first_line(exc)})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(f"{path}: image larger than {MAX_PIXELS} pixels") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # high-bit-depth grey: scale to 8 bits instead of letting PIL clip at 255
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, mode="L")
+    return img.convert("RGB")
+
+
+def snapped_size(height: int, width: int, patch: int) -> tuple[int, int]:
+    """The (H', W') the image is resized to: each side rounded up to a multiple of ``patch``."""
+    return math.ceil(height / patch) * patch, math.ceil(width / patch) * patch
+
+
+def to_clip_tensor(img: Image.Image, patch: int, max_side: int | None = None) -> torch.Tensor:
+    """Resize (bicubic) to patch multiples and normalise; ``max_side`` bounds the longer side."""
+    width, height = img.size
+    if max_side is not None and max(width, height) > max_side:
+        scale = max_side / max(width, height)
+        width, height = max(1, round(width * scale)), max(1, round(height * scale))
+    new_h, new_w = snapped_size(height, width, patch)
+    resized = img.resize((new_w, new_h), Image.BICUBIC)
+    arr = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    return (arr - mean) / std
+
+
+def prepare_image(path: str | os.PathLike, patch: int, max_side: int | None = None) -> PreparedImage:
+    img = load_rgb(path)
+    return PreparedImage(image_id=Path(path).stem, tensor=to_clip_tensor(img, patch, max_side),
+                         orig_size=(img.height, img.width))
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """All image files directly in ``root``, sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: image folder not found")
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
+def find_image(root: str | os.PathLike, image_id: str) -> Path:
+    """The file for a split's image id: ``ID`` plus any known image suffix."""
+    root = Path(root)
+    for suffix in IMAGE_SUFFIXES + tuple(s.upper() for s in IMAGE_SUFFIXES):
+        candidate = root / f"{image_id}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"{root / image_id}.*: image named in the split not found")

@@ -1,0 +1,216 @@
+"""TagCLIP: training-free multi-label scores from a frozen CLIP (SPEC.md, stage 1).
+
+Per image: a dense forward with the last self-attention removed gives patch-level class
+probabilities (coarse scores); dual-masking attention refinement (DMAR) spreads them along the
+attention of the middle-late layers; class-wise re-identification (CWR) re-scores each likely
+class on a crop with a masked class token; tags are the scores above a relative threshold.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .boxes import score_map_box_mask
+from .models import LoadedClip
+from .vit import block_forward, embed, project_tokens
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TagConfig:
+    """Switches and constants of the method; defaults reproduce the published code."""
+
+    dmar: bool = True  # dual-masking attention refinement
+    cwr: bool = True  # class-wise re-identification (needs dmar)
+    dmar_layers: tuple[int, int] = (-4, -1)  # slice of layers averaged for the refinement
+    vote_min_layers: int = 4  # attention entries must be above their layer mean in >= this many
+    cwr_ratio: float = 0.5  # relative threshold on the refined score matrix for CWR candidates
+    tag_ratio: float = 0.5  # relative threshold on the final scores for tags
+    round_fp16_pos: bool = True  # quirk: positional table rounded to fp16 (published runs in fp16)
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.cwr and not self.dmar:
+            raise ValueError("CWR works on the DMAR-refined scores: enable dmar too")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}")
+
+
+@dataclass
+class ImageScores:
+    """Stage-1 result for one image; the intermediate arrays are kept for inspection."""
+
+    scores: np.ndarray  # K final class scores
+    tags: list[int]  # chosen class indices, ascending
+    local_scores: np.ndarray = field(repr=False)  # K scores before CWR
+    refined: np.ndarray = field(repr=False)  # N x C refined patch scores (coarse when DMAR is off)
+
+
+def select_tags(scores: np.ndarray, ratio: float) -> list[int]:
+    """Classes scoring above ``min + ratio * (max - min)``; the arg-max alone if none does."""
+    lo, hi = float(scores.min()), float(scores.max())
+    chosen = np.flatnonzero(scores > lo + ratio * (hi - lo))
+    return chosen.tolist() if chosen.size else [int(scores.argmax())]
+
+
+def minmax(x: torch.Tensor) -> torch.Tensor:
+    return (x - x.min()) / (x.max() - x.min())
+
+
+class TagCLIP:
+    """Scores images against ``text`` (``C x E``, the first ``num_targets`` rows are the classes)."""
+
+    def __init__(self, clip: LoadedClip, text: torch.Tensor, num_targets: int, config: TagConfig = TagConfig()):
+        self.clip = clip
+        self.text = text.float().to(clip.device)
+        self.num_targets = num_targets
+        self.config = config
+        self.logit_scale = clip.model.logit_scale.exp().float()
+        layers = range(clip.num_layers)[slice(*config.dmar_layers)]
+        if not layers:
+            raise ValueError(f"dmar_layers {config.dmar_layers} selects no layer of {clip.num_layers}")
+        self.avg_layers = list(layers)
+
+    def _autocast(self):
+        if self.config.precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
+        return torch.autocast(self.clip.device.type, dtype=dtype)
+
+    def _class_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """Softmax over the C text classes of CLIP logits, any leading shape."""
+        logits = self.logit_scale * F.normalize(features.float(), dim=-1) @ self.text.T
+        return logits.softmax(dim=-1)
+
+    @torch.inference_mode()
+    def dense_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Patch probabilities ``B x N x C``, attention votes ``B x N x N`` and the averaged map.
+
+        Votes count the layers in which an attention entry is above that layer's mean; the
+        averaged map is the mean over :attr:`avg_layers`. The class token is dropped.
+        """
+        visual = self.clip.visual
+        blocks = visual.transformer.resblocks
+        with self._autocast():
+            x = embed(visual, images, self.config.round_fp16_pos)
+            votes = avg = None
+            for index, block in enumerate(blocks):
+                x, attn = block_forward(block, x, self_only=index == len(blocks) - 1)
+                if not self.config.dmar:
+                    continue
+                attn = attn[:, 1:, 1:].float()
+                above = attn > attn.mean(dim=(1, 2), keepdim=True)
+                votes = above.to(torch.int16) if votes is None else votes + above
+                if index in self.avg_layers:
+                    avg = attn if avg is None else avg + attn
+            tokens = project_tokens(visual, x)[:, 1:]
+        probs = self._class_probs(tokens)
+        if avg is not None:
+            avg = avg / len(self.avg_layers)
+        return probs, votes, avg
+
+    def refine(self, probs: torch.Tensor, votes: torch.Tensor, avg: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """DMAR for one image: attention voting mask, then class-wise box masks (``N x C``)."""
+        attn = avg * (votes >= self.config.vote_min_layers)
+        refined = attn @ probs
+        for c in range(refined.shape[1]):
+            column = refined[:, c]
+            if column.max() <= 0:
+                continue
+            norm = minmax(column)
+            mask = score_map_box_mask(norm.reshape(grid), float(norm.mean()))
+            keys = torch.from_numpy(mask.reshape(-1)).to(attn.device)
+            refined[:, c] = (attn * keys[None, :]) @ probs[:, c]
+        return refined
+
+    def cwr_crops(self, image: torch.Tensor, refined: torch.Tensor, local: torch.Tensor,
+                  grid: tuple[int, int]) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]]:
+        """Classes to re-identify with their crops (``3 x S x S``) and token masks (``g x g``).
+
+        Candidates are the target classes whose local score is above the relative threshold of
+        the whole refined matrix; the list stops at the first class whose box is empty.
+        """
+        lo, hi = refined.min(), refined.max()
+        threshold = lo + self.config.cwr_ratio * (hi - lo)
+        patch = self.clip.patch_size
+        side = self.clip.visual.grid_size[0]
+        classes, crops, masks = [], [], []
+        for c in range(self.num_targets):
+            if not local[c] > threshold:
+                continue
+            cells = (minmax(refined[:, c]) > 0.5).reshape(grid)
+            rows = torch.nonzero(cells.any(dim=1)).flatten()
+            cols = torch.nonzero(cells.any(dim=0)).flatten()
+            if rows.numel() == 0:
+                break  # a constant column has no cell above 0.5: treated as an empty box
+            y1, y2 = int(rows.min()), min(int(rows.max()) + 1, grid[0] - 1)
+            x1, x2 = int(cols.min()), min(int(cols.max()) + 1, grid[1] - 1)
+            if y2 <= y1 or x2 <= x1:
+                break  # published behaviour: an empty box ends CWR for this image
+            crop = image[:, y1 * patch:y2 * patch, x1 * patch:x2 * patch]
+            crops.append(F.interpolate(crop[None], size=(side * patch, side * patch), mode="bilinear",
+                                       align_corners=False)[0])
+            cell_mask = cells[y1:y2, x1:x2].float()[None, None]
+            masks.append(F.interpolate(cell_mask, size=(side, side), mode="nearest")[0, 0])
+            classes.append(c)
+        return classes, crops, masks
+
+    @torch.inference_mode()
+    def masked_class_probs(self, crops: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of the class token when it may only attend inside each mask."""
+        visual = self.clip.visual
+        tokens = 1 + masks[0].numel()
+        bias = torch.zeros(len(crops), 1, tokens, tokens, device=crops.device)
+        bias[:, 0, 0, 1:] = (1 - masks.flatten(1)) * -1000.0
+        with self._autocast():
+            x = embed(visual, crops, self.config.round_fp16_pos)
+            for block in visual.transformer.resblocks:
+                x, _ = block_forward(block, x, mask=bias.to(x.dtype))
+            cls = project_tokens(visual, x[:, :1])[:, 0]
+        return self._class_probs(cls)
+
+    def score(self, images: torch.Tensor) -> list[ImageScores]:
+        """Score a batch of preprocessed images of one size (``B x 3 x H x W``)."""
+        images = images.to(self.clip.device)
+        patch = self.clip.patch_size
+        grid = (images.shape[2] // patch, images.shape[3] // patch)
+        probs, votes, avg = self.dense_forward(images)
+        results = []
+        pending: list[tuple[int, list[int]]] = []
+        all_crops, all_masks = [], []
+        for b in range(len(images)):
+            refined = self.refine(probs[b], votes[b], avg[b], grid) if self.config.dmar else probs[b]
+            local = refined[:, :self.num_targets].max(dim=0).values
+            results.append(ImageScores(scores=local.cpu().numpy().copy(), tags=[],
+                                       local_scores=local.cpu().numpy(), refined=refined.cpu().numpy()))
+            if self.config.cwr:
+                classes, crops, masks = self.cwr_crops(images[b], refined, local, grid)
+                pending.append((b, classes))
+                all_crops += crops
+                all_masks += masks
+        if all_crops:
+            global_probs = self.masked_class_probs(torch.stack(all_crops), torch.stack(all_masks)).cpu().numpy()
+            row = 0
+            for b, classes in pending:
+                for c in classes:
+                    scores = results[b].scores
+                    scores[c] = 0.5 * scores[c] + 0.5 * global_probs[row, c]
+                    row += 1
+        for result in results:
+            result.tags = select_tags(result.scores, self.config.tag_ratio)
+        return results
+
+
+@torch.inference_mode()
+def global_clip_scores(clip: LoadedClip, text: torch.Tensor, images: torch.Tensor, num_targets: int) -> np.ndarray:
+    """Baseline: plain CLIP, class token of a 224-px view, softmax over the target classes."""
+    side = clip.visual.grid_size[0] * clip.patch_size
+    views = F.interpolate(images.to(clip.device), size=(side, side), mode="bicubic", align_corners=False)
+    feats = F.normalize(clip.model.encode_image(views).float(), dim=-1)
+    logits = clip.model.logit_scale.exp() * feats @ text[:num_targets].float().to(clip.device).T
+    return logits.softmax(dim=-1).cpu().numpy()

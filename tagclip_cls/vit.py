@@ -1,0 +1,78 @@
+"""Building blocks for running an open_clip vision transformer on images of any size.
+
+open_clip's own forward pools to one vector; both stages need more: every token, the attention
+probabilities of every layer (averaged over heads) and attention masks. These functions reuse
+the model's weights and follow the same arithmetic as ``nn.MultiheadAttention``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def resized_pos_embed(visual: nn.Module, grid: tuple[int, int], round_fp16: bool = False) -> torch.Tensor:
+    """The positional table for a ``gh x gw`` grid: class row kept, grid resized bilinearly.
+
+    ``round_fp16`` rounds the table to half precision as the published code does (its model runs
+    in fp16 there); the effect is below 1e-3.
+    """
+    table = visual.positional_embedding
+    cls_row, grid_rows = table[:1], table[1:]
+    side = int(round(grid_rows.shape[0] ** 0.5))
+    if (side, side) != tuple(grid):
+        grid_rows = grid_rows.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        grid_rows = F.interpolate(grid_rows, size=grid, mode="bilinear", align_corners=False)
+        grid_rows = grid_rows.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)
+    out = torch.cat([cls_row, grid_rows], dim=0)
+    return out.half().to(table.dtype) if round_fp16 else out
+
+
+def embed(visual: nn.Module, images: torch.Tensor, round_fp16_pos: bool = False) -> torch.Tensor:
+    """Patch embedding + class token + positional table + ``ln_pre``: ``B x (1+N) x D``."""
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))
+    grid = (x.shape[2], x.shape[3])
+    x = x.flatten(2).transpose(1, 2)
+    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1)
+    x = x + resized_pos_embed(visual, grid, round_fp16_pos).to(x.dtype)
+    return visual.ln_pre(x)
+
+
+def attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None = None,
+              self_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-head self-attention returning the output and the head-averaged probabilities.
+
+    ``mask`` is additive, broadcastable to ``B x heads x T x T``. With ``self_only`` each token
+    attends only to itself (additive -100 off the diagonal, as TagCLIP removes the last
+    self-attention); the probabilities returned are then those *before* that mask.
+    """
+    batch, tokens, width = x.shape
+    heads = attn.num_heads
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.reshape(batch, tokens, heads, width // heads).transpose(1, 2) for t in (q, k, v))
+    logits = (q * (width // heads) ** -0.5) @ k.transpose(-2, -1)
+    if mask is not None:
+        logits = logits + mask
+    probs = logits.softmax(dim=-1)
+    mean_probs = probs.mean(dim=1)
+    if self_only:
+        eye = torch.eye(tokens, dtype=torch.bool, device=x.device)
+        off_diagonal = torch.zeros(tokens, tokens, dtype=logits.dtype, device=x.device).masked_fill(~eye, -100.0)
+        probs = (logits + off_diagonal).softmax(dim=-1)
+    out = (probs @ v).transpose(1, 2).reshape(batch, tokens, width)
+    return attn.out_proj(out), mean_probs
+
+
+def block_forward(block: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None,
+                  self_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One residual attention block (``ln_1``, attention, ``ln_2``, MLP) with its attention map."""
+    out, probs = attention(block.attn, block.ln_1(x), mask, self_only)
+    x = x + block.ls_1(out)
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return x, probs
+
+
+def project_tokens(visual: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``ln_post`` and the projection applied to every token."""
+    return visual.ln_post(x) @ visual.proj
