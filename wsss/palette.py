@@ -1,0 +1,69 @@
+"""Label PNGs: class-id maps stored as palette images (0 background, class + 1, 255 ignore).
+
+Masks are written as PIL mode "P" with the standard VOC colour palette, so they are both
+viewable and readable as plain indices; reading returns the index array, never RGB.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tagclip_cls.errors import UserError
+from tagclip_cls.io_utils import atomic_write
+
+IGNORE = 255
+
+
+def voc_palette() -> list[int]:
+    """The 256-entry VOC colour map (flat ``[r, g, b, r, g, b, ...]``); index 255 is (224, 224, 192)."""
+    palette: list[int] = []
+    for index in range(256):
+        r = g = b = 0
+        code = index
+        for bit in range(8):
+            r |= ((code >> 0) & 1) << (7 - bit)
+            g |= ((code >> 1) & 1) << (7 - bit)
+            b |= ((code >> 2) & 1) << (7 - bit)
+            code >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+_PALETTE = voc_palette()
+
+
+def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
+    """Write an ``H x W`` map of label ids (0..255) as a palette PNG, atomically."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"label map must be 2-D, got shape {labels.shape}")
+    if labels.dtype != np.uint8:
+        if labels.size and (labels.min() < 0 or labels.max() > 255):
+            raise ValueError("label ids must lie in 0..255")
+        labels = labels.astype(np.uint8)
+    image = Image.fromarray(np.ascontiguousarray(labels), mode="P")
+    image.putpalette(_PALETTE)
+    atomic_write(path, lambda f: image.save(f, format="PNG"), mode="wb")
+
+
+def read_label_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a palette or greyscale label PNG as its ``H x W`` uint8 index array."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: label file not found")
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"{path}: cannot read label image ({exc})") from None
+    if mode in ("P", "L"):
+        return array
+    if mode.startswith("I") and array.ndim == 2:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise UserError(f"{path}: label values outside 0..255")
+        return array.astype(np.uint8)
+    raise UserError(f"{path}: expected a palette or greyscale label image, got mode {mode}")
