@@ -44,7 +44,7 @@ def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
         if labels.size and (labels.min() < 0 or labels.max() > 255):
             raise ValueError("label ids must lie in 0..255")
         labels = labels.astype(np.uint8)
-    image = Image.fromarray(np.ascontiguousarray(labels), mode="P")
+    image = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels).tobytes())
     image.putpalette(_PALETTE)
     atomic_write(path, lambda f: image.save(f, format="PNG"), mode="wb")
 

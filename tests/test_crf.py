@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from tagclip_cls.errors import UserError
+from tagclip_cls.presets import load_preset
+from wsss.crf import (CRFJob, CRFSettings, crf_image, crf_label_map, crf_rows, load_cam_npz,
+                      run_crf_batch)
+from wsss.label_maps import LabelSpace
+from wsss.palette import read_label_png
+
+VOC = LabelSpace.from_preset(load_preset("voc2012"))
+
+
+def two_region_image(h=32, w=48, split=24):
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[:, :split] = (20, 120, 220)
+    rgb[:, split:] = (200, 60, 40)
+    truth = np.zeros((h, w), int)
+    truth[:, split:] = 1
+    return rgb, truth
+
+
+def test_published_image_wraps_like_truncation_mod_256():
+    rgb = np.array([[[20, 120, 220], [0, 0, 0], [255, 255, 255], [123, 117, 104]]], np.uint8)
+    # BGR minus (104.008, 116.669, 122.675), truncated toward zero, modulo 256
+    assert crf_image(rgb, "published").tolist() == [[[115, 3, 154], [152, 140, 134],
+                                                      [150, 138, 132], [0, 0, 0]]]
+    assert crf_image(rgb, "rgb").tolist() == rgb.tolist()
+    with pytest.raises(ValueError):
+        crf_image(rgb, "bgr")
+
+
+def test_crf_cleans_noisy_unaries_in_both_modes():
+    rgb, truth = two_region_image()
+    rng = np.random.default_rng(0)
+    p1 = np.clip(np.where(truth == 1, 0.7, 0.3) + rng.uniform(-0.35, 0.35, truth.shape), 0, 1)
+    prob = np.stack([1 - p1, p1]).astype(np.float32)
+    assert (prob.argmax(0) != truth).mean() > 0.1
+    for mode in ("published", "rgb"):
+        assert (crf_rows(rgb, prob, mode) == truth).all()
+
+
+def test_image_modes_differ_where_the_wrap_hides_an_edge():
+    # blue 0 vs 255: a strong edge in RGB, but 152 vs 150 after the published wrap
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1] = 123, 117
+    rgb[:, 36:, 2] = 255
+    truth = np.zeros((32, 48), int)
+    truth[:, 36:] = 1
+    p1 = np.where(truth == 1, 0.55, 0.1).astype(np.float32)
+    prob = np.stack([1 - p1, p1])
+    assert (crf_rows(rgb, prob, "rgb") == truth).all()
+    assert (crf_rows(rgb, prob, "published") == 0).all()  # the weak region is smoothed away
+
+
+def test_threshold_marks_unsure_pixels_255():
+    rgb = np.full((16, 16, 3), 90, np.uint8)
+    unsure = np.full((2, 16, 16), 0.5, np.float32)
+    assert (crf_rows(rgb, unsure, "rgb", threshold=0.95) == 255).all()
+    sure = np.stack([np.full((16, 16), 0.99), np.full((16, 16), 0.01)]).astype(np.float32)
+    assert (crf_rows(rgb, sure, "rgb", threshold=0.95) == 0).all()
+    assert (crf_rows(rgb, unsure, "rgb") != 255).all()
+
+
+def test_crf_label_map_uses_class_plus_one():
+    rgb, truth = two_region_image()
+    cams = np.where(truth == 1, 0.9, 0.05)[None].astype(np.float32)
+    assert (crf_label_map(rgb, cams, [14], VOC, "rgb") == np.where(truth == 1, 15, 0)).all()
+
+
+def _make_jobs(tmp_path, n):
+    rgb, truth = two_region_image()
+    jobs = []
+    for i in range(n):
+        Image.fromarray(rgb).save(tmp_path / f"{i}.png")
+        cams = np.where(truth == 1, 0.9, 0.05)[None].astype(np.float32)
+        np.savez(tmp_path / f"{i}.npz", keys=np.array([i]), cams=cams)
+        jobs.append(CRFJob(str(tmp_path / f"{i}.png"), str(tmp_path / f"{i}.npz"),
+                           str(tmp_path / "out" / f"{i}.png")))
+    return jobs, truth
+
+
+def test_batch_inline_and_pool_agree_and_resume(tmp_path):
+    jobs, truth = _make_jobs(tmp_path, 3)
+    settings = CRFSettings(space=VOC, mode="published")
+    assert run_crf_batch(jobs, settings, workers=0, progress=False).written == 3
+    first = [read_label_png(j.out_path) for j in jobs]
+    for i, labels in enumerate(first):
+        assert (labels == np.where(truth == 1, i + 1, 0)).all()
+    again = run_crf_batch(jobs, settings, workers=2, progress=False)
+    assert (again.written, again.skipped) == (0, 3)
+    assert run_crf_batch(jobs, settings, workers=2, overwrite=True, progress=False).written == 3
+    assert all((read_label_png(j.out_path) == f).all() for j, f in zip(jobs, first))
+
+
+def test_batch_errors_name_the_file(tmp_path):
+    jobs, _ = _make_jobs(tmp_path, 1)
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(jobs[0].image_path)
+    with pytest.raises(UserError, match="0.npz.*differs from image"):
+        run_crf_batch(jobs, CRFSettings(space=VOC), progress=False)
+    with pytest.raises(UserError, match="missing.npz"):
+        load_cam_npz(tmp_path / "missing.npz")
+    np.savez(tmp_path / "bad.npz", cams=np.zeros((1, 2, 2)))
+    with pytest.raises(UserError, match="bad.npz"):
+        load_cam_npz(tmp_path / "bad.npz")

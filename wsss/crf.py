@@ -1,0 +1,228 @@
+"""Stage 2 step 5: dense-CRF post-processing of the CAM label maps.
+
+The unary is ``-log(prob)`` of the probability stack (``[bg, cams]``, or just the CAMs for
+COCO-Stuff) as given, not renormalised, clipped below at 1e-5 exactly like
+``pydensecrf.utils.unary_from_softmax``. Pairwise terms: Gaussian ``sxy=1, compat=3`` and
+bilateral ``sxy=67, srgb=3, compat=4``; 10 mean-field iterations; arg-max over Q.
+
+CRF image inputs (``mode``):
+
+* ``published``: the published evaluation's quirk, the BGR image minus the Caffe mean
+  (104.008, 116.669, 122.675) cast to uint8. Negative values wrap: on x86-64 numpy's
+  float -> uint8 ``astype`` truncates toward zero and keeps the low 8 bits, i.e.
+  ``trunc(x) mod 256`` (-0.5 -> 0, -1.7 -> 255, -104.008 -> 152). C leaves that cast undefined
+  (ARM saturates to 0), so it is computed here with integer arithmetic, the same on every
+  platform and equal to what the published masks were made with.
+* ``rgb``: the plain RGB uint8 image (the corrected behaviour).
+
+Many images run in a process pool (``run_crf_batch``); workers are spawned with
+OMP/BLAS thread counts set to 1.
+"""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tagclip_cls.errors import UserError
+
+from .label_maps import LabelSpace, probability_stack, rows_to_labels
+from .palette import IGNORE, write_label_png
+
+CRF_IMAGE_MODES = ("published", "rgb")
+PUBLISHED_BGR_MEAN = (104.008, 116.669, 122.675)
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+@dataclass(frozen=True)
+class CRFParams:
+    """Dense-CRF settings; the defaults are the published ones."""
+
+    iterations: int = 10
+    gauss_sxy: float = 1.0
+    gauss_compat: float = 3.0
+    bilateral_sxy: float = 67.0
+    bilateral_srgb: float = 3.0
+    bilateral_compat: float = 4.0
+
+
+def crf_image(rgb: np.ndarray, mode: str = "published") -> np.ndarray:
+    """The ``H x W x 3`` C-contiguous uint8 image the bilateral kernel sees (see module doc)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {rgb.dtype} {rgb.shape}")
+    if mode == "rgb":
+        return np.ascontiguousarray(rgb)
+    if mode == "published":
+        shifted = rgb[..., ::-1].astype(np.float64) - np.asarray(PUBLISHED_BGR_MEAN)
+        return np.ascontiguousarray(np.mod(np.trunc(shifted).astype(np.int64), 256).astype(np.uint8))
+    raise ValueError(f"unknown CRF image mode {mode!r}; choose one of {', '.join(CRF_IMAGE_MODES)}")
+
+
+def dense_crf(image: np.ndarray, prob: np.ndarray, params: CRFParams = CRFParams()) -> np.ndarray:
+    """Mean-field Q (``R x H x W`` float32) for the probability stack ``prob`` on ``image``."""
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_softmax
+
+    rows, height, width = prob.shape
+    if image.shape[:2] != (height, width):
+        raise ValueError(f"image {image.shape[:2]} and probabilities {prob.shape[1:]} differ in size")
+    crf = dcrf.DenseCRF2D(width, height, rows)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(prob)))
+    crf.addPairwiseGaussian(sxy=params.gauss_sxy, compat=params.gauss_compat)
+    crf.addPairwiseBilateral(sxy=params.bilateral_sxy, srgb=params.bilateral_srgb,
+                             rgbim=np.ascontiguousarray(image), compat=params.bilateral_compat)
+    q = crf.inference(params.iterations)
+    return np.asarray(q, dtype=np.float32).reshape(rows, height, width)
+
+
+def crf_rows(rgb: np.ndarray, prob: np.ndarray, mode: str = "published", threshold: float | None = None,
+             params: CRFParams = CRFParams()) -> np.ndarray:
+    """Row index (into ``prob``) per pixel after the CRF, uint8; 255 where ``max Q < threshold``."""
+    prob = np.asarray(prob, dtype=np.float32)
+    if prob.shape[0] == 0:
+        return np.full(prob.shape[1:], IGNORE, dtype=np.uint8)
+    if prob.shape[0] == 1:  # a single label: nothing to decide, Q is 1 everywhere
+        return np.zeros(prob.shape[1:], dtype=np.uint8)
+    q = dense_crf(crf_image(rgb, mode), prob, params)
+    rows = q.argmax(axis=0).astype(np.uint8)
+    if threshold is not None:
+        rows[q.max(axis=0) < threshold] = IGNORE
+    return rows
+
+
+def crf_label_map(rgb: np.ndarray, cams: np.ndarray, keys: Sequence[int], space: LabelSpace,
+                  mode: str = "published", threshold: float | None = None, bg_power: float = 1.0,
+                  params: CRFParams = CRFParams()) -> np.ndarray:
+    """CRF-refined label map (uint8 ``H x W``: label values of ``space``, 255 = below threshold)."""
+    cams = np.asarray(cams)
+    if cams.ndim != 3 or cams.shape[0] != len(keys):
+        raise ValueError(f"cams of shape {cams.shape} do not match {len(keys)} keys")
+    prob = probability_stack(cams, space, bg_power)
+    return rows_to_labels(crf_rows(rgb, prob, mode, threshold, params), keys, space)
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as ``H x W x 3`` uint8 RGB (grey, palette, CMYK and alpha converted)."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: image not found") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"{path}: cannot read image ({exc})") from None
+
+
+def load_cam_npz(path: str | os.PathLike) -> tuple[list[int], np.ndarray]:
+    """Default CAM reader: an ``.npz`` with ``keys`` (class indices) and ``cams`` (K x H x W)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return [int(k) for k in data["keys"]], np.asarray(data["cams"])
+    except FileNotFoundError:
+        raise UserError(f"{path}: CAM file not found") from None
+    except (KeyError, ValueError, OSError) as exc:
+        raise UserError(f"{path}: not a CAM file with 'keys' and 'cams' arrays ({exc})") from None
+
+
+@dataclass(frozen=True)
+class CRFJob:
+    """One image: where its pixels and CAMs are and where its label PNG goes."""
+
+    image_path: str
+    cam_path: str
+    out_path: str
+
+
+@dataclass(frozen=True)
+class CRFSettings:
+    """Everything a worker needs besides the job (must be picklable: ``load_cams`` module-level)."""
+
+    space: LabelSpace
+    mode: str = "published"
+    threshold: float | None = None
+    bg_power: float = 1.0
+    params: CRFParams = field(default_factory=CRFParams)
+    load_cams: Callable[[str], tuple[list[int], np.ndarray]] = load_cam_npz
+
+
+@dataclass
+class CRFBatchResult:
+    written: int = 0
+    skipped: int = 0  # outputs that already existed
+
+
+def run_crf_job(job: CRFJob, settings: CRFSettings, overwrite: bool = False) -> bool:
+    """CRF one image and write its palette PNG; False when the output exists and is kept."""
+    if not overwrite and Path(job.out_path).exists():
+        return False
+    keys, cams = settings.load_cams(job.cam_path)
+    rgb = load_rgb(job.image_path)
+    if tuple(cams.shape[1:]) != rgb.shape[:2]:
+        raise UserError(f"{job.cam_path}: CAM size {cams.shape[2]}x{cams.shape[1]} differs from image "
+                        f"{job.image_path} ({rgb.shape[1]}x{rgb.shape[0]})")
+    labels = crf_label_map(rgb, cams, keys, settings.space, settings.mode, settings.threshold,
+                           settings.bg_power, settings.params)
+    write_label_png(job.out_path, labels)
+    return True
+
+
+@contextlib.contextmanager
+def _single_threaded_children() -> Iterator[None]:
+    """Set the thread-count variables to 1 while workers are spawned (they inherit them)."""
+    saved = {name: os.environ.get(name) for name in _THREAD_ENV}
+    os.environ.update({name: "1" for name in _THREAD_ENV})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_crf_batch(jobs: Sequence[CRFJob], settings: CRFSettings, workers: int = 0,
+                  overwrite: bool = False, progress: bool = True) -> CRFBatchResult:
+    """CRF many images; ``workers`` 0 or 1 runs inline, more uses a spawned process pool.
+
+    Existing outputs are skipped unless ``overwrite`` (resumable). The first failing job's
+    error is raised after the pool shuts down.
+    """
+    from tqdm import tqdm
+
+    if settings.mode not in CRF_IMAGE_MODES:
+        raise UserError(f"unknown CRF image mode {settings.mode!r}; choose one of {', '.join(CRF_IMAGE_MODES)}")
+    result = CRFBatchResult()
+    bar = tqdm(total=len(jobs), desc="crf", unit="img", disable=not progress)
+
+    def count(written: bool) -> None:
+        if written:
+            result.written += 1
+        else:
+            result.skipped += 1
+        bar.update()
+
+    with bar:
+        if workers <= 1:
+            for job in jobs:
+                count(run_crf_job(job, settings, overwrite))
+            return result
+        with _single_threaded_children(), ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(run_crf_job, job, settings, overwrite) for job in jobs]
+            try:
+                for future in as_completed(futures):
+                    count(future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    return result
