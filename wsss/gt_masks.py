@@ -1,0 +1,171 @@
+"""Ground-truth label PNGs for evaluation, and image labels read off label masks.
+
+* COCO-Object (81 labels: 0 background, class + 1): painted from the instances JSON with
+  pycocotools. Instances are painted largest first, so a small object on top of a large one
+  stays visible. Crowd regions (``iscrowd=1``) are 255 by default (``crowd="ignore"``: painted
+  first, so any ordinary instance overlapping them wins), or painted as their class like any
+  other instance (``crowd="class"``).
+* COCO-Stuff-27: the 164k ``stuffthingmaps`` PNGs (value 0..181, 255 unlabeled) mapped through
+  the preset's ``png_value_to_class`` and ``class_to_coarse27``; 255 and the 11 unused values
+  become 255.
+* VOC2012 masks already exist as PNGs (SegmentationClass / SegmentationClassAug).
+
+All writers are atomic and resumable: an existing output is kept unless ``overwrite``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from tagclip_cls.annotations import coco_category_index, coco_image_id, load_coco_json
+from tagclip_cls.errors import UserError
+from tagclip_cls.presets import Preset
+
+from .palette import IGNORE, read_label_png, write_label_png
+
+CROWD_MODES = ("ignore", "class")
+
+
+def _segmentation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """Decode a COCO polygon list, uncompressed or compressed RLE into an ``H x W`` bool mask."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return mask_utils.decode(rle).astype(bool)
+
+
+def coco_instance_mask(image: dict[str, Any], annotations: Sequence[dict[str, Any]],
+                       category_index: dict[int, int], crowd: str = "ignore") -> np.ndarray:
+    """The ``H x W`` uint8 COCO-Object label map of one image (see module doc for the order)."""
+    if crowd not in CROWD_MODES:
+        raise ValueError(f"unknown crowd mode {crowd!r}; choose one of {', '.join(CROWD_MODES)}")
+    height, width = int(image["height"]), int(image["width"])
+    labels = np.zeros((height, width), dtype=np.uint8)
+    painted: list[tuple[int, np.ndarray, int]] = []
+    for ann in annotations:
+        region = _segmentation_mask(ann["segmentation"], height, width)
+        if crowd == "ignore" and ann.get("iscrowd", 0):
+            labels[region] = IGNORE
+        else:
+            painted.append((int(region.sum()), region, category_index[int(ann["category_id"])] + 1))
+    for _, region, value in sorted(painted, key=lambda item: -item[0]):
+        labels[region] = value
+    return labels
+
+
+def write_coco_masks(instances_json: str | os.PathLike, out_dir: str | os.PathLike, num_classes: int,
+                     crowd: str = "ignore", keep_empty: bool = False, overwrite: bool = False,
+                     progress: bool = True) -> tuple[int, int]:
+    """Write ``out_dir/ID.png`` COCO-Object masks for every annotated image; returns (written, skipped).
+
+    Images without annotations are skipped unless ``keep_empty`` (then all background).
+    """
+    from tqdm import tqdm
+
+    data = load_coco_json(instances_json)
+    category = coco_category_index(data, num_classes, instances_json)
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for ann in data["annotations"]:
+        if int(ann["category_id"]) not in category:
+            raise UserError(f"{instances_json}: annotation {ann.get('id')} has unknown category id "
+                            f"{ann['category_id']}")
+        by_image.setdefault(int(ann["image_id"]), []).append(ann)
+    images = [im for im in sorted(data["images"], key=lambda im: int(im["id"]))
+              if keep_empty or int(im["id"]) in by_image]
+    out_dir = Path(out_dir)
+    written = skipped = 0
+    for image in tqdm(images, desc="coco masks", unit="img", disable=not progress):
+        out = out_dir / f"{coco_image_id(image['file_name'])}.png"
+        if out.exists() and not overwrite:
+            skipped += 1
+            continue
+        write_label_png(out, coco_instance_mask(image, by_image.get(int(image["id"]), []), category, crowd))
+        written += 1
+    return written, skipped
+
+
+def stuff_value_lookup(preset: Preset) -> tuple[np.ndarray, np.ndarray]:
+    """Two 256-entry tables for COCO-Stuff PNG values: -> 171-class index and -> coarse-27 (255 = none)."""
+    to_class = np.full(256, IGNORE, dtype=np.uint8)
+    values = preset.clip_es["png_value_to_class"]
+    to_class[:len(values)] = values
+    to_coarse = np.full(256, IGNORE, dtype=np.uint8)
+    known = to_class != IGNORE
+    to_coarse[known] = np.asarray(preset.clip_es["class_to_coarse27"], dtype=np.uint8)[to_class[known]]
+    return to_class, to_coarse
+
+
+def _check_stuff_values(values: np.ndarray, preset: Preset, path: Path) -> None:
+    limit = len(preset.clip_es["png_value_to_class"])
+    bad = (values >= limit) & (values != IGNORE)
+    if bad.any():
+        raise UserError(f"{path}: value {int(values[bad][0])} is not a COCO-Stuff label (0..{limit - 1} or 255)")
+
+
+def write_stuff_masks(src_dir: str | os.PathLike, out_dir: str | os.PathLike, preset: Preset,
+                      ids: Sequence[str] | None = None, overwrite: bool = False,
+                      progress: bool = True) -> tuple[int, int]:
+    """Map COCO-Stuff PNGs (``src_dir/ID.png``) to coarse-27 masks in ``out_dir``; returns (written, skipped)."""
+    from tqdm import tqdm
+
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    if not src_dir.is_dir():
+        raise UserError(f"{src_dir}: directory not found")
+    if ids is None:
+        ids = sorted(p.stem for p in src_dir.glob("*.png"))
+        if not ids:
+            raise UserError(f"{src_dir}: no PNG masks found")
+    _, to_coarse = stuff_value_lookup(preset)
+    written = skipped = 0
+    for image_id in tqdm(ids, desc="stuff masks", unit="img", disable=not progress):
+        out = out_dir / f"{image_id}.png"
+        if out.exists() and not overwrite:
+            skipped += 1
+            continue
+        src = src_dir / f"{image_id}.png"
+        values = read_label_png(src)
+        _check_stuff_values(values, preset, src)
+        write_label_png(out, to_coarse[values])
+        written += 1
+    return written, skipped
+
+
+def mask_labels(values: np.ndarray, preset: Preset, path: Path) -> list[int]:
+    """Class indices present in one mask: VOC-style (value = class + 1) or COCO-Stuff PNG values."""
+    present = np.unique(values)
+    present = present[present != IGNORE]
+    if "png_value_to_class" in preset.clip_es:
+        _check_stuff_values(present, preset, path)
+        to_class, _ = stuff_value_lookup(preset)
+        return sorted({int(c) for c in to_class[present] if c != IGNORE})
+    bad = present[present > preset.num_classes]
+    if bad.size:
+        raise UserError(f"{path}: value {int(bad[0])} is not a {preset.name} label (0..{preset.num_classes} or 255)")
+    return [int(v) - 1 for v in present if v > 0]
+
+
+def mask_split_rows(mask_dir: str | os.PathLike, preset: Preset,
+                    ids: Sequence[str] | None = None, progress: bool = True) -> list[tuple[str, list[int]]]:
+    """Rows ``(ID, classes present)`` read off ``mask_dir/ID.png`` (all PNGs when ``ids`` is None)."""
+    from tqdm import tqdm
+
+    mask_dir = Path(mask_dir)
+    if not mask_dir.is_dir():
+        raise UserError(f"{mask_dir}: directory not found")
+    if ids is None:
+        ids = sorted(p.stem for p in mask_dir.glob("*.png"))
+        if not ids:
+            raise UserError(f"{mask_dir}: no PNG masks found")
+    rows = []
+    for image_id in tqdm(ids, desc="mask labels", unit="img", disable=not progress):
+        path = mask_dir / f"{image_id}.png"
+        rows.append((image_id, mask_labels(read_label_png(path), preset, path)))
+    return rows
