@@ -29,11 +29,14 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
+import pydensecrf.densecrf as dcrf
 from PIL import Image, UnidentifiedImageError
+from pydensecrf.utils import unary_from_softmax
+from tqdm import tqdm
 
 from tagclip_cls.errors import UserError
 
-from .label_maps import LabelSpace, probability_stack, rows_to_labels
+from .label_maps import LabelSpace, check_cams, probability_stack, rows_to_labels
 from .palette import IGNORE, write_label_png
 
 CRF_IMAGE_MODES = ("published", "rgb")
@@ -69,9 +72,6 @@ def crf_image(rgb: np.ndarray, mode: str = "published") -> np.ndarray:
 
 def dense_crf(image: np.ndarray, prob: np.ndarray, params: CRFParams = CRFParams()) -> np.ndarray:
     """Mean-field Q (``R x H x W`` float32) for the probability stack ``prob`` on ``image``."""
-    import pydensecrf.densecrf as dcrf
-    from pydensecrf.utils import unary_from_softmax
-
     rows, height, width = prob.shape
     if image.shape[:2] != (height, width):
         raise ValueError(f"image {image.shape[:2]} and probabilities {prob.shape[1:]} differ in size")
@@ -103,10 +103,7 @@ def crf_label_map(rgb: np.ndarray, cams: np.ndarray, keys: Sequence[int], space:
                   mode: str = "published", threshold: float | None = None, bg_power: float = 1.0,
                   params: CRFParams = CRFParams()) -> np.ndarray:
     """CRF-refined label map (uint8 ``H x W``: label values of ``space``, 255 = below threshold)."""
-    cams = np.asarray(cams)
-    if cams.ndim != 3 or cams.shape[0] != len(keys):
-        raise ValueError(f"cams of shape {cams.shape} do not match {len(keys)} keys")
-    prob = probability_stack(cams, space, bg_power)
+    prob = probability_stack(check_cams(cams, keys), space, bg_power)
     return rows_to_labels(crf_rows(rgb, prob, mode, threshold, params), keys, space)
 
 
@@ -196,8 +193,6 @@ def run_crf_batch(jobs: Sequence[CRFJob], settings: CRFSettings, workers: int = 
     Existing outputs are skipped unless ``overwrite`` (resumable). The first failing job's
     error is raised after the pool shuts down.
     """
-    from tqdm import tqdm
-
     if settings.mode not in CRF_IMAGE_MODES:
         raise UserError(f"unknown CRF image mode {settings.mode!r}; choose one of {', '.join(CRF_IMAGE_MODES)}")
     result = CRFBatchResult()

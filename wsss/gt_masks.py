@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from pycocotools import mask as mask_utils
+from tqdm import tqdm
 
 from tagclip_cls.annotations import coco_category_index, coco_image_id, load_coco_json
 from tagclip_cls.errors import UserError
@@ -31,8 +33,6 @@ CROWD_MODES = ("ignore", "class")
 
 def _segmentation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
     """Decode a COCO polygon list, uncompressed or compressed RLE into an ``H x W`` bool mask."""
-    from pycocotools import mask as mask_utils
-
     if isinstance(segmentation, list):
         rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     elif isinstance(segmentation.get("counts"), list):
@@ -68,8 +68,6 @@ def write_coco_masks(instances_json: str | os.PathLike, out_dir: str | os.PathLi
 
     Images without annotations are skipped unless ``keep_empty`` (then all background).
     """
-    from tqdm import tqdm
-
     data = load_coco_json(instances_json)
     category = coco_category_index(data, num_classes, instances_json)
     by_image: dict[int, list[dict[str, Any]]] = {}
@@ -114,8 +112,6 @@ def write_stuff_masks(src_dir: str | os.PathLike, out_dir: str | os.PathLike, pr
                       ids: Sequence[str] | None = None, overwrite: bool = False,
                       progress: bool = True) -> tuple[int, int]:
     """Map COCO-Stuff PNGs (``src_dir/ID.png``) to coarse-27 masks in ``out_dir``; returns (written, skipped)."""
-    from tqdm import tqdm
-
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     if not src_dir.is_dir():
         raise UserError(f"{src_dir}: directory not found")
@@ -155,8 +151,6 @@ def mask_labels(values: np.ndarray, preset: Preset, path: Path) -> list[int]:
 def mask_split_rows(mask_dir: str | os.PathLike, preset: Preset,
                     ids: Sequence[str] | None = None, progress: bool = True) -> list[tuple[str, list[int]]]:
     """Rows ``(ID, classes present)`` read off ``mask_dir/ID.png`` (all PNGs when ``ids`` is None)."""
-    from tqdm import tqdm
-
     mask_dir = Path(mask_dir)
     if not mask_dir.is_dir():
         raise UserError(f"{mask_dir}: directory not found")

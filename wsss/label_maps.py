@@ -46,7 +46,8 @@ class LabelSpace:
         raise ValueError(f"preset {preset.name}: unknown label_space {space!r}")
 
 
-def _check(cams: np.ndarray, keys: Sequence[int]) -> np.ndarray:
+def check_cams(cams: np.ndarray, keys: Sequence[int]) -> np.ndarray:
+    """``cams`` as an array, after checking it is ``K x H x W`` with one map per key."""
     cams = np.asarray(cams)
     if cams.ndim != 3:
         raise ValueError(f"cams must be K x H x W, got shape {cams.shape}")
@@ -87,7 +88,7 @@ def label_map(cams: np.ndarray, keys: Sequence[int], space: LabelSpace, bg_power
 
     With no background row and no tags every pixel is 255 (ignored).
     """
-    cams = _check(cams, keys)
+    cams = check_cams(cams, keys)
     prob = probability_stack(cams, space, bg_power)
     if prob.shape[0] == 0:
         return np.full(cams.shape[1:], IGNORE, dtype=np.uint8)
