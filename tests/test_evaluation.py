@@ -26,10 +26,10 @@ def test_confusion_by_hand():
 def test_metrics_by_hand():
     m = metrics_from_confusion(confusion_matrix(PRED, GT, 3), ["a", "b", "c"])
     # IoU: a 1/(2+2-1), b 2/(3+3-2), c 1/(2+1-1); pred-255 counts against b but is nobody's FP
-    assert [c["iou"] for c in m["classes"]] == pytest.approx([1 / 3, 1 / 2, 1 / 2])
-    assert m["miou"] == pytest.approx(4 / 9)
-    assert m["pixel_accuracy"] == pytest.approx(4 / 7)
-    assert m["mean_class_accuracy"] == pytest.approx((1 / 2 + 2 / 3 + 1 / 2) / 3)
+    assert [c["iou"] for c in m["classes"]] == pytest.approx([100 / 3, 50, 50])
+    assert m["miou"] == pytest.approx(400 / 9)
+    assert m["pixel_accuracy"] == pytest.approx(400 / 7)
+    assert m["mean_class_accuracy"] == pytest.approx(100 * (1 / 2 + 2 / 3 + 1 / 2) / 3)
 
 
 def test_class_without_gt_is_null_and_left_out():
@@ -37,7 +37,7 @@ def test_class_without_gt_is_null_and_left_out():
     pred = np.array([[0, 2, 1, 1]], np.uint8)
     m = metrics_from_confusion(confusion_matrix(pred, gt, 3), ["a", "b", "c"])
     assert m["classes"][2]["iou"] is None and m["classes"][2]["pred_pixels"] == 1
-    assert m["miou"] == pytest.approx((1 / 2 + 1) / 2)
+    assert m["miou"] == pytest.approx(100 * (1 / 2 + 1) / 2)
     assert m["num_classes_with_gt"] == 2
 
 
@@ -78,7 +78,7 @@ def test_evaluate_dirs_accumulates_images(tmp_path):
     r = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", "voc2012")
     assert r["num_images"] == 2
     # totals: class 0: tp 3, gt 4, pred 4 -> 3/5; class 1: tp 5, gt 6, pred 6 -> 5/7; class 2: tp 3, gt 4, pred 3 -> 3/4
-    assert r["miou"] == pytest.approx((3 / 5 + 5 / 7 + 3 / 4) / 3)
+    assert r["miou"] == pytest.approx(100 * (3 / 5 + 5 / 7 + 3 / 4) / 3)
     assert r["classes"][3]["iou"] is None
     assert "mIoU" in format_table(r)
     pooled = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", "voc2012", workers=2)
@@ -95,7 +95,7 @@ def test_split_missing_and_size_errors(tmp_path):
     r = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", "voc2012", split, missing_as_wrong=True)
     assert r["missing"] == ["b"]
     # b's 7 valid pixels are all wrong: pixel accuracy 4 / 14
-    assert r["pixel_accuracy"] == pytest.approx(4 / 14)
+    assert r["pixel_accuracy"] == pytest.approx(400 / 14)
     write_label_png(tmp_path / "pred" / "b.png", np.zeros((3, 3), np.uint8))
     with pytest.raises(UserError, match=r"pred/b\.png: prediction is 3x3"):
         evaluate_dirs(tmp_path / "pred", tmp_path / "gt", "voc2012", split)
@@ -112,7 +112,7 @@ def test_tool_writes_json_and_reports_errors_in_one_line(tmp_path):
                                 "--dataset", "voc2012", "--out", str(tmp_path / "m.json")],
                         capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
-    assert json.loads((tmp_path / "m.json").read_text())["miou"] == pytest.approx(4 / 9)
+    assert json.loads((tmp_path / "m.json").read_text())["miou"] == pytest.approx(400 / 9)
     bad = subprocess.run(tool + ["--pred", str(tmp_path / "nope"), "--gt", str(tmp_path / "gt"),
                                  "--dataset", "voc2012"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2

@@ -3,7 +3,7 @@
 The matrix is ``n x (n + 1)``: rows are ground-truth classes, columns predictions, and the
 extra last column counts pixels predicted 255 (ignored/undecided), which are therefore wrong
 for their ground-truth class but never a false positive of any class. Ground truth 255 is left
-out. IoU and class accuracy are null for classes without ground-truth pixels, and those
+out. Scores are in percent. IoU and class accuracy are null for classes without ground-truth pixels, and those
 classes are left out of the means.
 
 Label files are ``ID.png`` palette/greyscale PNGs of label ids (0 background, class + 1 for
@@ -61,7 +61,7 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.n
 
 
 def metrics_from_confusion(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
-    """mIoU, pixel accuracy, mean class accuracy and per-class IoU/accuracy (fractions, null = no GT)."""
+    """mIoU, pixel accuracy, mean class accuracy and per-class IoU/accuracy in percent (null = no GT)."""
     n = len(class_names)
     if confusion.shape != (n, n + 1):
         raise ValueError(f"confusion matrix {confusion.shape} does not fit {n} classes")
@@ -70,8 +70,8 @@ def metrics_from_confusion(confusion: np.ndarray, class_names: Sequence[str]) ->
     pred_pixels = confusion[:, :n].sum(axis=0)
     present = gt_pixels > 0
     union = gt_pixels + pred_pixels - tp
-    iou = np.where(present, tp / np.maximum(union, 1), np.nan)
-    acc = np.where(present, tp / np.maximum(gt_pixels, 1), np.nan)
+    iou = np.where(present, 100 * tp / np.maximum(union, 1), np.nan)
+    acc = np.where(present, 100 * tp / np.maximum(gt_pixels, 1), np.nan)
     total = int(gt_pixels.sum())
 
     def mean(values: np.ndarray) -> float | None:
@@ -79,7 +79,7 @@ def metrics_from_confusion(confusion: np.ndarray, class_names: Sequence[str]) ->
 
     return {
         "miou": mean(iou),
-        "pixel_accuracy": float(tp.sum() / total) if total else None,
+        "pixel_accuracy": float(100 * tp.sum() / total) if total else None,
         "mean_class_accuracy": mean(acc),
         "num_classes_with_gt": int(present.sum()),
         "classes": [
@@ -156,9 +156,9 @@ def evaluate_dirs(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, datase
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """A printable per-class table (percentages) with the summary lines."""
+    """A printable per-class table (percent) with the summary lines."""
     def pct(value: float | None) -> str:
-        return "   n/a" if value is None else f"{100 * value:6.2f}"
+        return "   n/a" if value is None else f"{value:6.2f}"
 
     width = max(len(c["name"]) for c in result["classes"])
     lines = [f"{'class':<{width}}    IoU    Acc", "-" * (width + 14)]
