@@ -80,13 +80,21 @@ def snapped_size(height: int, width: int, patch: int) -> tuple[int, int]:
     return math.ceil(height / patch) * patch, math.ceil(width / patch) * patch
 
 
-def to_clip_tensor(img: Image.Image, patch: int, max_side: int | None = None) -> torch.Tensor:
-    """Resize (bicubic) to patch multiples and normalise; ``max_side`` bounds the longer side."""
-    width, height = img.size
+def model_input_size(height: int, width: int, patch: int, max_side: int | None = None) -> tuple[int, int]:
+    """The (H', W') an image of ``height x width`` is resized to before CLIP.
+
+    Each side is rounded up to a multiple of ``patch``; ``max_side`` first scales down images
+    whose longer side exceeds it (attention memory grows with the fourth power of the side).
+    """
     if max_side is not None and max(width, height) > max_side:
         scale = max_side / max(width, height)
         width, height = max(1, round(width * scale)), max(1, round(height * scale))
-    new_h, new_w = snapped_size(height, width, patch)
+    return snapped_size(height, width, patch)
+
+
+def to_clip_tensor(img: Image.Image, patch: int, max_side: int | None = None) -> torch.Tensor:
+    """Resize (bicubic) to :func:`model_input_size` and normalise with CLIP's mean and std."""
+    new_h, new_w = model_input_size(img.height, img.width, patch, max_side)
     resized = img.resize((new_w, new_h), Image.BICUBIC)
     arr = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
     mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
@@ -98,6 +106,18 @@ def prepare_image(path: str | os.PathLike, patch: int, max_side: int | None = No
     img = load_rgb(path)
     return PreparedImage(image_id=Path(path).stem, tensor=to_clip_tensor(img, patch, max_side),
                          orig_size=(img.height, img.width))
+
+
+def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(H, W)`` from the file header only (cheap), or :class:`UserError` if it can't be read."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except FileNotFoundError:
+        raise UserError(f"{path}: image not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UserError(f"{path}: unreadable image ({_first_line(exc)})") from None
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:

@@ -1,0 +1,263 @@
+"""Tag a list of images and write stage 1's outputs (resumable, shardable).
+
+Outputs in ``OUT_DIR``: ``tags.jsonl`` (one object per image, input order), ``tags.txt``
+(published ``ID tag tag ...`` format, read by stage 2), ``metrics.json`` when labels are known,
+and ``skipped.txt`` listing unreadable images. While running, each rank appends finished
+batches to ``parts/rank-R-of-W.jsonl``; a killed run resumes from there.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .distributed import RankInfo, shard, wait_for_all
+from .errors import UserError
+from .io_utils import write_json_atomic, write_text_atomic
+from .metrics import classification_metrics, format_summary
+from .preprocess import (PreparedImage, find_image, list_images, model_input_size, prepare_image,
+                         read_image_size)
+from .splits import format_split_line, read_split
+from .tagger import TagCLIP, global_clip_scores, select_tags
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    image_id: str
+    path: Path
+    labels: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Images of one model input size, computed together."""
+
+    entries: tuple[ImageEntry, ...]
+
+
+def plan_batches(entries: Sequence[ImageEntry], patch: int, max_side: int | None, batch_size: int,
+                 strict: bool) -> tuple[list[Batch], dict[str, str]]:
+    """Group images by model input size (input order within a size) into batches.
+
+    Only file headers are read. Returns the batches and, for unreadable files, the reasons
+    they are skipped (raises instead when ``strict``).
+    """
+    by_size: dict[tuple[int, int], list[ImageEntry]] = {}
+    skipped: dict[str, str] = {}
+    for entry in entries:
+        try:
+            height, width = read_image_size(entry.path)
+        except UserError as err:
+            if strict:
+                raise
+            skipped[entry.image_id] = str(err)
+            continue
+        by_size.setdefault(model_input_size(height, width, patch, max_side), []).append(entry)
+    batches = [Batch(tuple(group[i:i + batch_size]))
+               for group in by_size.values() for i in range(0, len(group), batch_size)]
+    return batches, skipped
+
+
+class PartFile:
+    """Append-only record of finished batches for one rank; a torn last line is ignored."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self) -> dict[str, dict]:
+        done: dict[str, dict] = {}
+        if not self.path.is_file():
+            return done
+        for line in self.path.read_text().splitlines():
+            try:
+                records = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill: its batch is simply redone
+            done.update({r["id"]: r for r in records})
+        return done
+
+    def append(self, records: list[dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(records) + "\n"
+        with open(self.path, "a") as f:
+            if f.tell() and not self._ends_with_newline():
+                f.write("\n")  # seal a torn line left by an earlier kill
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+
+class ImageTagger:
+    """Runs TagCLIP (or the global-CLIP baseline) over batches and returns JSON-ready records."""
+
+    def __init__(self, tagger: TagCLIP, class_names: Sequence[str], method: str = "tagclip",
+                 max_side: int | None = None):
+        self.tagger = tagger
+        self.class_names = list(class_names)
+        self.method = method
+        self.max_side = max_side
+
+    def load(self, batch: Batch, strict: bool) -> tuple[list[PreparedImage], list[dict]]:
+        images, errors = [], []
+        for entry in batch.entries:
+            try:
+                images.append(prepare_image(entry.path, self.tagger.clip.patch_size, self.max_side))
+            except UserError as err:
+                if strict:
+                    raise
+                errors.append({"id": entry.image_id, "error": str(err)})
+        return images, errors
+
+    def run(self, images: list[PreparedImage]) -> list[dict]:
+        if not images:
+            return []
+        stacked = torch.stack([im.tensor for im in images])
+        if self.method == "global":
+            probs = global_clip_scores(self.tagger.clip, self.tagger.text, stacked, self.tagger.num_targets)
+            results = [(p, select_tags(p, self.tagger.config.tag_ratio)) for p in probs]
+        else:
+            results = [(r.scores, r.tags) for r in self.tagger.score(stacked)]
+        return [{"id": im.image_id, "scores": [float(v) for v in scores], "tags": tags,
+                 "tag_names": [self.class_names[t] for t in tags]}
+                for im, (scores, tags) in zip(images, results)]
+
+
+def _prefetch(tagger: ImageTagger, batches: list[Batch], strict: bool, threads: int) -> Iterator:
+    """Decode the next batches in threads while the model works on the current one."""
+    if threads <= 0:
+        for batch in batches:
+            yield tagger.load(batch, strict)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(tagger.load, b, strict) for b in batches[:threads + 1]]
+        for i in range(len(batches)):
+            result = futures[i].result()
+            nxt = i + threads + 1
+            if nxt < len(batches):
+                futures.append(pool.submit(tagger.load, batches[nxt], strict))
+            yield result
+
+
+def tag_images(tagger: ImageTagger, entries: Sequence[ImageEntry], out_dir: str | os.PathLike,
+               run_config: dict, batch_size: int = 1, strict: bool = False, overwrite: bool = False,
+               rank: RankInfo = RankInfo(), loader_threads: int = 2) -> dict | None:
+    """Tag ``entries`` into ``out_dir``; returns the metrics (when labels are known) on rank 0.
+
+    ``run_config`` describes what produces the scores (model, classes, method, ...): resuming
+    into a folder written with a different one is refused.
+    """
+    out_dir = Path(out_dir)
+    ids = [e.image_id for e in entries]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise UserError(f"image id {dup!r} appears twice in the input (ids are file names without extension)")
+    parts_dir = out_dir / "parts"
+    own_part = PartFile(parts_dir / f"rank-{rank.rank}-of-{rank.world_size}.jsonl")
+    if overwrite and rank.is_main:
+        for path in [*parts_dir.glob("rank-*.jsonl"), parts_dir / "run_config.json"]:
+            path.unlink(missing_ok=True)
+    wait_for_all(rank)  # nobody reads the parts before rank 0 has cleared them
+    _check_run_config(parts_dir, run_config, rank)
+    batches, skipped = plan_batches(entries, tagger.tagger.clip.patch_size, tagger.max_side, batch_size, strict)
+    done = load_parts(parts_dir)
+    todo = [b for b in shard(batches, rank) if not all(e.image_id in done for e in b.entries)]
+    log.info("rank %d/%d: %d batches to run, %d images already done", rank.rank, rank.world_size,
+             len(todo), len(done))
+    with tqdm(total=sum(len(b.entries) for b in todo), desc="tagging", unit="img",
+              disable=not rank.is_main) as bar:
+        for images, errors in _prefetch(tagger, todo, strict, loader_threads):
+            own_part.append(tagger.run(images) + errors)
+            bar.update(len(images) + len(errors))
+    wait_for_all(rank)
+    if not rank.is_main:
+        return None
+    return merge_outputs(entries, out_dir, tagger.class_names, skipped)
+
+
+def _check_run_config(parts_dir: Path, run_config: dict, rank: RankInfo) -> None:
+    path = parts_dir / "run_config.json"
+    if path.is_file():
+        if json.loads(path.read_text()) != json.loads(json.dumps(run_config)):
+            raise UserError(f"{parts_dir.parent}: holds results of a different run configuration "
+                            f"({path}); pass --overwrite or choose another --out")
+    elif rank.is_main:
+        write_json_atomic(path, run_config)
+
+
+def load_parts(parts_dir: Path) -> dict[str, dict]:
+    """Every finished record in the part files of ``parts_dir``, whatever rank wrote it."""
+    records: dict[str, dict] = {}
+    for path in sorted(parts_dir.glob("rank-*.jsonl")):
+        records.update(PartFile(path).load())
+    return records
+
+
+def merge_outputs(entries: Sequence[ImageEntry], out_dir: Path, class_names: Sequence[str],
+                  skipped: dict[str, str]) -> dict | None:
+    """Collect every rank's part file into the final outputs, in input order."""
+    records = load_parts(out_dir / "parts")
+    for image_id, record in list(records.items()):
+        if "error" in record:
+            skipped[image_id] = record.pop("error")
+            del records[image_id]
+    missing = [e.image_id for e in entries if e.image_id not in records and e.image_id not in skipped]
+    if missing:
+        raise RuntimeError(f"{len(missing)} images have no result (first: {missing[0]}); rerun to resume")
+    kept = [e for e in entries if e.image_id in records]
+    write_text_atomic(out_dir / "tags.jsonl", "".join(json.dumps(records[e.image_id]) + "\n" for e in kept))
+    write_text_atomic(out_dir / "tags.txt", "".join(
+        format_split_line(e.image_id, records[e.image_id]["tags"], class_names) + "\n" for e in kept))
+    if skipped:
+        write_text_atomic(out_dir / "skipped.txt", "".join(f"{k}\t{v}\n" for k, v in sorted(skipped.items())))
+        log.warning("%d unreadable images skipped, listed in %s", len(skipped), out_dir / "skipped.txt")
+    log.info("wrote %d images to %s", len(kept), out_dir / "tags.jsonl")
+    if not kept or all(e.labels is None for e in kept):
+        return None
+    metrics = evaluate_records([records[e.image_id] for e in kept], [e.labels or () for e in kept], class_names)
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    print(format_summary(metrics))
+    return metrics
+
+
+def evaluate_records(records: Sequence[dict], labels: Sequence[Sequence[int]], class_names: Sequence[str]) -> dict:
+    num = len(class_names)
+    scores = np.array([r["scores"] for r in records], dtype=np.float64)
+    truth = np.zeros((len(records), num), dtype=bool)
+    predicted = np.zeros_like(truth)
+    for i, (record, positive) in enumerate(zip(records, labels)):
+        truth[i, list(positive)] = True
+        predicted[i, record["tags"]] = True
+    return classification_metrics(scores, truth, predicted, class_names)
+
+
+def collect_entries(img_root: str | os.PathLike, split: str | os.PathLike | None,
+                    class_names: Sequence[str]) -> list[ImageEntry]:
+    """The images to tag: those listed in ``split`` (with their labels), else all of ``img_root``."""
+    if split is None:
+        return [ImageEntry(p.stem, p) for p in list_images(img_root)]
+    entries = []
+    missing = []
+    for item in read_split(split, class_names):
+        try:
+            entries.append(ImageEntry(item.image_id, find_image(img_root, item.image_id), item.labels))
+        except UserError:
+            missing.append(item.image_id)
+    if missing:
+        raise UserError(f"{split}: {len(missing)} listed images not found in {img_root} "
+                        f"(first: {missing[0]})")
+    return entries

@@ -1,0 +1,171 @@
+"""TagCLIP steps against straightforward re-computations from SPEC.md."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tagclip_cls.tagger import TagCLIP, TagConfig, minmax, select_tags
+from tagclip_cls.vit import attention, block_forward, embed, project_tokens
+
+C, K = 7, 5  # text classes (5 targets + 2 background words)
+
+
+@pytest.fixture(scope="module")
+def text(tiny_clip):
+    g = torch.Generator().manual_seed(1)
+    return F.normalize(torch.randn(C, tiny_clip.model.text_projection.shape[1], generator=g), dim=-1)
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(2, 3, 5 * 16, 7 * 16, generator=g)
+
+
+def reference_forward(clip, images):
+    """Every layer through nn.MultiheadAttention's own weights output, head-averaged."""
+    visual = clip.visual
+    x = embed(visual, images)
+    maps = []
+    blocks = visual.transformer.resblocks
+    for i, block in enumerate(blocks):
+        h = block.ln_1(x)
+        out, w = block.attn(h, h, h, need_weights=True, average_attn_weights=True)
+        maps.append(w)
+        if i == len(blocks) - 1:
+            t = x.shape[1]
+            mask = torch.full((t, t), -100.0).fill_diagonal_(0.0)
+            out, _ = block.attn(h, h, h, attn_mask=mask, need_weights=False)
+        x = x + out
+        x = x + block.mlp(block.ln_2(x))
+    return project_tokens(visual, x), maps
+
+
+def test_attention_matches_multihead_attention(tiny_clip):
+    block = tiny_clip.visual.transformer.resblocks[3]
+    x = torch.randn(2, 11, 128)
+    ours, probs = attention(block.attn, x)
+    ref, ref_probs = block.attn(x, x, x, need_weights=True)
+    assert torch.allclose(ours, ref, atol=1e-5) and torch.allclose(probs, ref_probs, atol=1e-6)
+
+
+def test_self_only_attention_keeps_each_token_to_itself(tiny_clip):
+    attn = tiny_clip.visual.transformer.resblocks[0].attn
+    x = torch.randn(1, 6, 128)
+    out, probs = attention(attn, x, self_only=True)
+    v = F.linear(x, attn.in_proj_weight[256:], attn.in_proj_bias[256:])
+    assert torch.allclose(out, attn.out_proj(v), atol=1e-5)
+    _, plain = attention(attn, x)
+    assert torch.allclose(probs, plain)  # recorded probabilities are those before the mask
+
+
+def test_dense_forward_against_reference(tiny_clip, text, images):
+    tagger = TagCLIP(tiny_clip, text, K, TagConfig(round_fp16_pos=False))
+    probs, votes, avg = tagger.dense_forward(images)
+    feats, maps = reference_forward(tiny_clip, images)
+    ref_probs = (tiny_clip.model.logit_scale.exp() * F.normalize(feats[:, 1:], dim=-1) @ text.T).softmax(-1)
+    assert torch.allclose(probs, ref_probs, atol=1e-5)
+    maps = [m[:, 1:, 1:] for m in maps]
+    ref_votes = sum((m > m.mean(dim=(1, 2), keepdim=True)).int() for m in maps)
+    assert torch.equal(votes.int(), ref_votes)
+    assert torch.allclose(avg, (maps[8] + maps[9] + maps[10]) / 3, atol=1e-6)  # L-4..L-2 of 12
+
+
+def test_refine_applies_vote_mask_then_box_masks(tiny_clip, text):
+    grid = (2, 3)
+    n = 6
+    g = torch.Generator().manual_seed(3)
+    probs = torch.rand(n, C, generator=g).softmax(-1)
+    avg = torch.rand(n, n, generator=g)
+    votes = torch.randint(0, 8, (n, n), generator=g)
+    tagger = TagCLIP(tiny_clip, text, K)
+    out = tagger.refine(probs, votes, avg, grid)
+    attn = avg * (votes >= 4)
+    first = attn @ probs
+    for c in range(C):
+        norm = minmax(first[:, c]).reshape(grid).numpy()
+        q = (norm * 255).astype(np.uint8)
+        keep = (q > int(float(norm.mean()) * q.max())).astype(np.uint8)
+        # one blob per class is not guaranteed, so rebuild the mask with the boxes of the module
+        from tagclip_cls.boxes import score_map_box_mask
+        mask = torch.from_numpy(score_map_box_mask(norm, float(norm.mean())).reshape(-1))
+        assert torch.allclose(out[:, c], (attn * mask[None]) @ probs[:, c], atol=1e-6), c
+        assert keep.any()
+
+
+def test_select_tags_threshold_and_fallback():
+    assert select_tags(np.array([0.1, 0.6, 0.35, 0.9]), 0.5) == [1, 3]
+    assert select_tags(np.array([0.2, 0.2, 0.2]), 0.5) == [0]  # nothing strictly above: arg-max
+    assert select_tags(np.array([0.0, 0.05, 0.2]), 0.1) == [1, 2]
+
+
+def test_cwr_stops_at_first_empty_box(tiny_clip, text):
+    grid = (4, 5)
+    n = 20
+    tagger = TagCLIP(tiny_clip, text, K)
+    refined = torch.full((n, C), 0.01)
+    refined[7, 0] = 1.0                        # class 0: one cell at row 1, col 2 -> box rows 1:2, cols 2:3
+    refined[19, 1] = 1.0                       # class 1: bottom-right cell -> clamped box is empty
+    refined[0, 2] = 1.0                        # class 2 would be fine, but CWR stopped at class 1
+    local = refined[:, :K].max(dim=0).values
+    image = torch.randn(3, 64, 80)
+    classes, crops, masks = tagger.cwr_crops(image, refined, local, grid)
+    assert classes == [0]
+    assert crops[0].shape == (3, 224, 224) and masks[0].shape == (14, 14)
+    expected = F.interpolate(image[None, :, 16:32, 32:48], size=(224, 224), mode="bilinear", align_corners=False)[0]
+    assert torch.allclose(crops[0], expected)
+    assert masks[0].sum() == 196
+
+
+def test_cwr_candidates_use_threshold_of_whole_matrix(tiny_clip, text):
+    grid = (4, 5)
+    tagger = TagCLIP(tiny_clip, text, K)
+    refined = torch.zeros(20, C)
+    refined[6, 0], refined[6, 3] = 0.9, 0.4
+    refined[0, 6] = 1.0  # a background column sets the maximum: threshold 0.5
+    local = refined[:, :K].max(dim=0).values
+    classes, _, masks = tagger.cwr_crops(torch.randn(3, 64, 80), refined, local, grid)
+    assert classes == [0]
+
+
+def test_masked_class_token_ignores_patches_outside_mask(tiny_clip, text):
+    tagger = TagCLIP(tiny_clip, text, K, TagConfig(round_fp16_pos=False))
+    crops = torch.randn(1, 3, 224, 224)
+    mask = torch.zeros(1, 14, 14)
+    mask[0, 3:9, 2:12] = 1
+    base = tagger.masked_class_probs(crops, mask)
+    changed = crops.clone()
+    changed[:, :, :16, :] += 5.0  # first patch row, outside the mask
+    # patches outside the mask still attend to each other, so only approximately unchanged ...
+    out = tagger.masked_class_probs(changed, mask)
+    # ... but the class token itself never reads them directly: with a full mask it must change a lot
+    full = torch.ones(1, 14, 14)
+    delta_full = (tagger.masked_class_probs(changed, full) - tagger.masked_class_probs(crops, full)).abs().max()
+    assert (out - base).abs().max() < delta_full
+
+
+def test_batched_equals_one_by_one(tiny_clip, text, images):
+    tagger = TagCLIP(tiny_clip, text, K)
+    together = tagger.score(images)
+    for i in range(len(images)):
+        alone = tagger.score(images[i:i + 1])[0]
+        assert np.allclose(alone.scores, together[i].scores, atol=1e-6)
+        assert alone.tags == together[i].tags
+
+
+def test_switches_coarse_dmar_tagclip(tiny_clip, text, images):
+    coarse = TagCLIP(tiny_clip, text, K, TagConfig(dmar=False, cwr=False)).score(images[:1])[0]
+    probs, _, _ = TagCLIP(tiny_clip, text, K).dense_forward(images[:1])
+    assert np.allclose(coarse.scores, probs[0, :, :K].max(dim=0).values.numpy(), atol=1e-7)
+    dmar = TagCLIP(tiny_clip, text, K, TagConfig(cwr=False)).score(images[:1])[0]
+    full = TagCLIP(tiny_clip, text, K).score(images[:1])[0]
+    assert np.array_equal(dmar.scores, dmar.local_scores)
+    assert np.allclose(full.local_scores, dmar.scores)
+    with pytest.raises(ValueError):
+        TagConfig(dmar=False, cwr=True)
+
+
+def test_fp16_positional_quirk_is_small(tiny_clip, text, images):
+    a = TagCLIP(tiny_clip, text, K, TagConfig(round_fp16_pos=True)).score(images[:1])[0]
+    b = TagCLIP(tiny_clip, text, K, TagConfig(round_fp16_pos=False)).score(images[:1])[0]
+    assert np.abs(a.local_scores - b.local_scores).max() < 1e-3
