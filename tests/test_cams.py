@@ -1,0 +1,142 @@
+"""CLIP-ES CAM steps against hand-computed cases, and one forward for all tags against one per tag."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tagclip_cls.text import encode_prompts
+from tagclip_cls.vit import embed
+from wsss.cams import CAM_TEMPLATE, CamConfig, ClipES, box_masks, minmax, refine_with_affinity, sinkhorn_transition
+from wsss.label_maps import LabelSpace, label_map
+from tagclip_cls.presets import load_preset
+
+
+def test_sinkhorn_one_round_by_hand():
+    a = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 2.0]])
+    # columns sum to (2, 1, 2): [[.5,0,0],[.5,1,0],[0,0,1]]; rows then sum to (.5, 1.5, 1):
+    # [[1,0,0],[1/3,2/3,0],[0,0,1]]; symmetrised:
+    expected = torch.tensor([[1.0, 1 / 6, 0.0], [1 / 6, 2 / 3, 0.0], [0.0, 0.0, 1.0]])
+    torch.testing.assert_close(sinkhorn_transition(a, rounds=1), expected)
+
+
+def test_sinkhorn_three_rounds_columns_then_rows():
+    a = torch.tensor([[4.0, 1.0, 2.0], [1.0, 3.0, 1.0], [2.0, 2.0, 5.0]], dtype=torch.float64)
+    t = a.numpy().copy()
+    for _ in range(3):
+        t = t / t.sum(axis=0, keepdims=True)
+        t = t / t.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(sinkhorn_transition(a).numpy(), (t + t.T) / 2, rtol=1e-12)
+    # rows end exactly normalised before symmetrising, so the result is nearly doubly stochastic
+    np.testing.assert_allclose(sinkhorn_transition(a).sum(0).numpy(), 1.0, atol=5e-3)
+
+
+def test_refinement_squares_and_masks_columns():
+    trans = torch.tensor([[0.5, 0.5], [0.5, 0.5]])
+    cams = torch.tensor([[1.0, 0.2]])
+    masks = torch.tensor([[1.0, 0.0]])
+    # (T @ T) = T; masking column 1 leaves [[.5, 0], [.5, 0]] @ [1, .2] = [.5, .5]
+    torch.testing.assert_close(refine_with_affinity(trans, cams, masks), torch.tensor([[0.5, 0.5]]))
+    gen = torch.Generator().manual_seed(0)
+    t, c, m = torch.rand(6, 6, generator=gen), torch.rand(3, 6, generator=gen), (torch.rand(3, 6, generator=gen) > 0.5).float()
+    expected = torch.stack([((t @ t) * m[k][None, :]) @ c[k] for k in range(3)])
+    torch.testing.assert_close(refine_with_affinity(t, c, m), expected)
+
+
+def test_box_masks_threshold_and_clamped_edges():
+    cam = torch.zeros(2, 4, 5)
+    cam[0, 1:3, 1:3] = 1.0
+    cam[0, 0, 4] = 0.3  # below 0.4 * max: no box
+    cam[1, 2:4, 3:5] = 1.0  # touches the bottom-right corner: the box stops one short
+    masks = box_masks(cam, 0.4).numpy()
+    expected0 = np.zeros((4, 5), np.float32)
+    expected0[1:3, 1:3] = 1
+    expected1 = np.zeros((4, 5), np.float32)
+    expected1[2:3, 3:4] = 1
+    np.testing.assert_array_equal(masks[0], expected0)
+    np.testing.assert_array_equal(masks[1], expected1)
+
+
+def test_minmax_uses_published_epsilon():
+    out = minmax(torch.tensor([[[1.0, 3.0], [2.0, 1.0]]]))
+    torch.testing.assert_close(out, torch.tensor([[[0.0, 2 / (2 + 1e-7)], [1 / (2 + 1e-7), 0.0]]]))
+
+
+def test_background_rule_by_hand():
+    cams = np.array([[[0.3, 0.8]], [[0.5, 0.1]]], np.float32)  # 2 tags, 1 x 2 pixels
+    # background = 1 - max = (0.5, 0.2): pixel 0 ties background and tag 1 -> background first
+    labels = label_map(cams, [4, 9], LabelSpace.from_preset(load_preset("voc2012")))
+    np.testing.assert_array_equal(labels, [[0, 5]])
+
+
+@pytest.fixture(scope="module")
+def texts(tiny_clip):
+    names = ["cat", "dog", "bird avian", "car"]
+    text = encode_prompts(tiny_clip, names + ["sky", "grass", "road"], [CAM_TEMPLATE])
+    return text[:4], text[4:]
+
+
+def _reference_grad_cam(clip, class_text, bg_text, image, tags, tag):
+    """One full forward per tag, Grad-CAM through a hook on the last block's ln_1 output."""
+    visual = clip.visual
+    blocks = visual.transformer.resblocks
+    captured = {}
+
+    def hook(_module, _inputs, output):  # the frozen model needs a leaf to take gradients at
+        captured["acts"] = output.detach().requires_grad_(True)
+        return captured["acts"]
+
+    handle = blocks[-1].ln_1.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            x = embed(visual, image[None], True)
+            for block in blocks[:-1]:
+                x = block(x)
+        y = blocks[-1](x)
+        feat = F.normalize(visual.ln_post(y)[:, 1:].mean(1) @ visual.proj, dim=-1)
+        text = torch.cat([class_text[list(tags)], bg_text])
+        scores = (clip.model.logit_scale.exp() * feat @ text.T).softmax(-1)[0]
+        scores[list(tags).index(tag)].backward()
+    finally:
+        handle.remove()
+    acts, grads = captured["acts"][0, 1:].detach(), captured["acts"].grad[0, 1:]
+    cam = (acts @ grads.mean(0)).clamp_min(0)
+    cam = cam - cam.min()
+    return cam / (1e-7 + cam.max())
+
+
+@pytest.mark.parametrize("grad_mode", ["loop", "batched"])
+def test_one_forward_for_all_tags_equals_one_forward_per_tag(tiny_clip, texts, grad_mode):
+    torch.manual_seed(0)
+    image = torch.randn(3, 48, 80)
+    tags = [0, 2, 3]
+    gen = ClipES(tiny_clip, *texts, CamConfig(grad_mode=grad_mode))
+    x, _ = gen.trunk(image)
+    cams, _ = gen.grad_cams(x, tags, (3, 5))
+    for k, tag in enumerate(tags):
+        ref = _reference_grad_cam(tiny_clip, *texts, image, tags, tag).reshape(3, 5)
+        torch.testing.assert_close(cams[k], ref, atol=1e-5, rtol=0)
+
+
+def test_refined_cams_shape_range_and_layers(tiny_clip, texts):
+    torch.manual_seed(1)
+    image = torch.randn(3, 64, 96)
+    gen = ClipES(tiny_clip, *texts)
+    assert gen.affinity_layers == list(range(4, 11))
+    out = gen(image, [1, 3], (61, 90))
+    assert out.shape == (2, 61, 90) and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 1 and np.isclose(out.max(), 1, atol=1e-3)
+    assert gen(image, [], (61, 90)).shape == (0, 61, 90)
+    with_last = ClipES(tiny_clip, *texts, CamConfig(affinity_layers=(-8, None)))
+    assert with_last.affinity_layers == list(range(4, 12))
+    assert with_last(image, [1, 3], (61, 90)).shape == (2, 61, 90)
+
+
+def test_bf16_close_to_fp32(tiny_clip, texts):
+    torch.manual_seed(2)
+    image = torch.randn(3, 64, 64)
+    ref = ClipES(tiny_clip, *texts)(image, [0, 1], (64, 64))
+    low = ClipES(tiny_clip, *texts, CamConfig(precision="bf16"))(image, [0, 1], (64, 64))
+    assert low.dtype == np.float32 and np.isfinite(low).all()
+    assert np.abs(low - ref).mean() < 0.1
