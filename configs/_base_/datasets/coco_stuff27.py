@@ -1,0 +1,32 @@
+# COCO-Stuff-164k on the 27 coarse classes (no background class). Official layout: the
+# stuffthingmaps_trainval2017 PNGs (values 0..181 = COCO category id - 1, 255 unlabeled) are
+# mapped to the 27 coarse classes when loaded; pseudo masks must hold 0..26 (255 ignore).
+#   data/coco_stuff164k/images/{train2017,val2017}/ID.jpg
+#   data/coco_stuff164k/annotations/{train2017,val2017}/ID.png
+# Ground truth already in 0..26 (tools/prepare_data.py stuff-masks) works too: point
+# seg_map_path at it and set val_dataloader.dataset.gt_remap=None.
+_base_ = ['./pipelines_512.py']
+dataset_type = 'COCOStuff27Dataset'
+data_root = 'data/coco_stuff164k'
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        data_prefix=dict(img_path='images/train2017', seg_map_path='annotations/train2017'),
+        pseudo_mask_dir=None,
+        pipeline={{_base_.train_pipeline}}))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        data_prefix=dict(img_path='images/val2017', seg_map_path='annotations/val2017'),
+        pipeline={{_base_.test_pipeline}}))
+test_dataloader = val_dataloader

@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Stage 3: evaluate a trained segmentation checkpoint against the ground truth.
+
+    python tools/test_seg.py CONFIG CHECKPOINT [--data-root DIR] [--work-dir DIR]
+        [--cfg-options key=value ...]
+
+Writes mIoU, mAcc, aAcc and per-class IoU / accuracy, with the published numbers where the
+config has them, to WORK_DIR/results_test.json and results_test.md (work dir defaults to the
+checkpoint's folder). Classes without ground-truth pixels are left out of the means.
+"""
+from __future__ import annotations
+
+import argparse
+import os.path as osp
+
+from mmengine.config import DictAction
+
+from wsss.seg.errors import SegUserError
+from wsss.seg.runner import default_launcher, evaluate, load_config, user_message
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="the mmseg config the checkpoint was trained with")
+    p.add_argument("checkpoint", help="checkpoint file (.pth)")
+    p.add_argument("--data-root", metavar="DIR", help="dataset root (overrides the config's)")
+    p.add_argument("--work-dir", metavar="DIR",
+                   help="where results_test.json/.md go (default: the checkpoint's folder)")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
+                   help="override config entries")
+    p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"],
+                   default=default_launcher(), help="job launcher (pytorch under torchrun)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    work_dir = args.work_dir or osp.dirname(osp.abspath(args.checkpoint))
+    try:
+        cfg = load_config(args.config, data_root=args.data_root, work_dir=work_dir,
+                          cfg_options=args.cfg_options, launcher=args.launcher)
+        metrics = evaluate(cfg, args.checkpoint)
+    except SegUserError as err:
+        raise SystemExit(f"error: {user_message(err)}") from None
+    summary = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+    print(f"[test_seg] {summary}; tables in {osp.join(work_dir, 'results_test.json')} and .md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Datasets whose training labels come from a folder of stage-2 pseudo masks.
+
+Every dataset here lists its images (from a split file of IDs, or by scanning the image
+folder) and reads the label of image ``ID`` from ``pseudo_mask_dir/ID.png`` when
+``pseudo_mask_dir`` is set (training), otherwise from the ground-truth folder in
+``data_prefix['seg_map_path']`` (validation / test, or a fully supervised upper bound).
+All files are checked when the dataset is built, so a missing mask is reported up front
+with its path instead of failing hours into training.
+
+Mask convention: single-channel (palette or grayscale) PNG, class index per pixel, 255 ignore.
+For VOC and COCO-Object index 0 is background and object class ``c`` is ``c + 1``; COCO-Stuff-27
+has no background (0..26 are the coarse classes).
+"""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Any
+
+import mmengine.fileio as fileio
+from mmengine.registry import DefaultScope
+import numpy as np
+from mmseg.datasets import BaseSegDataset, COCOStuffDataset, PascalVOCDataset
+from mmseg.datasets.transforms import LoadAnnotations
+from mmseg.registry import DATASETS, TRANSFORMS
+
+from .errors import MissingFileError, SegUserError
+
+IGNORE_INDEX = 255
+
+
+# Coarse category (0..26) of each of the 171 COCO-Stuff classes, in mmseg's COCOStuffDataset
+# order (80 things, then 91 stuff); the standard 27-class grouping used by unsupervised and
+# weakly supervised COCO-Stuff evaluation.
+_STUFF171_TO_COARSE27 = (
+    9, 11, 11, 11, 11, 11, 11, 11, 11, 8, 8, 8, 8, 8, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6,
+    6, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 5, 5, 5, 5, 5, 5, 5, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 3, 3, 3, 3, 3, 3, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 4, 4, 4, 4, 4, 4, 4, 17, 17, 22, 20,
+    20, 22, 15, 25, 16, 13, 12, 12, 17, 17, 23, 15, 15, 17, 15, 21, 15, 25, 13, 13, 13, 13, 13,
+    22, 26, 14, 14, 15, 22, 21, 21, 24, 20, 22, 15, 17, 16, 15, 22, 24, 21, 17, 25, 16, 21, 17,
+    22, 16, 21, 21, 25, 21, 26, 21, 24, 20, 17, 14, 21, 26, 15, 23, 20, 21, 24, 15, 24, 22, 25,
+    15, 20, 17, 17, 22, 14, 18, 18, 18, 18, 18, 18, 18, 26, 26, 19, 19, 24)
+# Values of the official stuffthingmaps PNGs (COCO category id - 1, 0..181) that belong to
+# no class: the 11 thing ids COCO never used, and 182 ("other").
+_STUFFTHING_UNUSED = frozenset({11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90})
+
+
+def _stuffthingmap_to_coarse27() -> np.ndarray:
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    used = [v for v in range(182) if v not in _STUFFTHING_UNUSED]
+    lut[used] = _STUFF171_TO_COARSE27
+    return lut
+
+
+#: lookup tables from raw ground-truth PNG values to training ids, by name
+LABEL_REMAPS: dict[str, np.ndarray] = {"cocostuff_to_coarse27": _stuffthingmap_to_coarse27()}
+
+
+class PseudoMaskDataset(BaseSegDataset):
+    """A segmentation dataset that can take its labels from a pseudo-mask folder.
+
+    Args:
+        pseudo_mask_dir: folder of ``ID.png`` pseudo masks; when set, they replace the
+            ground truth as labels (used for the training split).
+        ann_file: optional split file whose lines start with an image ID (the project's
+            ``ID label ...`` split files, plain ID lists, and DeepLab-style
+            ``/JPEGImages/ID.jpg /SegmentationClassAug/ID.png`` lines all work).
+        list_from: without a split file, which folder lists the images: ``"images"``
+            (every image, each must have a mask) or ``"masks"`` (every image with a mask in
+            the folder labels are read from, e.g. COCO ground truth written only for images
+            with annotations).
+        gt_remap: name of a lookup table in ``LABEL_REMAPS`` applied to the ground-truth
+            maps when they are stored in another label space (never to pseudo masks).
+        **kwargs: as for mmseg's ``BaseSegDataset``.
+    """
+
+    def __init__(self, pseudo_mask_dir: str | None = None, list_from: str = "images",
+                 gt_remap: str | None = None, **kwargs: Any) -> None:
+        if list_from not in ("images", "masks"):
+            raise ValueError(f"list_from must be 'images' or 'masks', got {list_from!r}")
+        if gt_remap is not None and gt_remap not in LABEL_REMAPS:
+            raise ValueError(f"unknown gt_remap {gt_remap!r}; known: {sorted(LABEL_REMAPS)}")
+        self.pseudo_mask_dir = pseudo_mask_dir
+        self.list_from = list_from
+        self.gt_remap = gt_remap
+        # the pipeline names mmseg transforms: resolve them in mmseg's scope even when the
+        # dataset is built outside a Runner
+        with DefaultScope.overwrite_default_scope("mmseg"):
+            super().__init__(**kwargs)
+
+    def _scan(self, folder: str, suffix: str, what: str) -> list[str]:
+        if not osp.isdir(folder):
+            raise MissingFileError(f"{folder}: {what} folder not found")
+        return sorted(f[:-len(suffix)] for f in fileio.list_dir_or_file(
+            folder, list_dir=False, suffix=suffix, recursive=True))
+
+    def _image_ids(self, img_dir: str, mask_dir: str, mask_suffix: str) -> list[str]:
+        if self.ann_file:
+            if not osp.isfile(self.ann_file):
+                raise MissingFileError(f"{self.ann_file}: split file not found")
+            ids = []
+            for line in fileio.get_text(self.ann_file).splitlines():
+                token = line.strip().split()[0] if line.strip() else ""
+                if token:
+                    ids.append(osp.splitext(osp.basename(token))[0] if "/" in token else token)
+            return ids
+        if self.list_from == "masks":
+            return self._scan(mask_dir, mask_suffix, "mask")
+        return self._scan(img_dir, self.img_suffix, "image")
+
+    def load_data_list(self) -> list[dict]:
+        """List (image, mask) pairs, checking that every file exists."""
+        img_dir = self.data_prefix.get("img_path", "")
+        if self.pseudo_mask_dir:
+            if not osp.isdir(self.pseudo_mask_dir):
+                raise MissingFileError(f"{self.pseudo_mask_dir}: pseudo-mask folder not found")
+            mask_dir, suffix, remap, kind = self.pseudo_mask_dir, ".png", None, "pseudo mask"
+        else:
+            mask_dir, suffix = self.data_prefix.get("seg_map_path", ""), self.seg_map_suffix
+            remap, kind = self.gt_remap, "ground-truth mask"
+        num_classes = len(self._metainfo["classes"])
+        data_list = []
+        for img_id in self._image_ids(img_dir, mask_dir, suffix):
+            img_path = osp.join(img_dir, img_id + self.img_suffix)
+            seg_path = osp.join(mask_dir, img_id + suffix)
+            if not osp.isfile(img_path):
+                raise MissingFileError(f"{img_path}: image listed in the split is missing")
+            if not osp.isfile(seg_path):
+                raise MissingFileError(f"{seg_path}: {kind} missing for image {img_id}")
+            data_list.append(dict(img_path=img_path, seg_map_path=seg_path,
+                                  label_map=self.label_map, label_remap=remap,
+                                  num_classes=num_classes,
+                                  reduce_zero_label=self.reduce_zero_label, seg_fields=[]))
+        if not data_list:
+            raise SegUserError(f"{self.ann_file or img_dir}: no images found")
+        return data_list
+
+
+@DATASETS.register_module()
+class VOCPseudoMaskDataset(PseudoMaskDataset):
+    """PASCAL VOC 2012 (21 classes incl. background), e.g. the SBD ``train_aug`` split."""
+
+    METAINFO = PascalVOCDataset.METAINFO
+
+    def __init__(self, img_suffix: str = ".jpg", seg_map_suffix: str = ".png",
+                 **kwargs: Any) -> None:
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)
+
+
+@DATASETS.register_module()
+class COCOObjectDataset(PseudoMaskDataset):
+    """COCO-Object: background + the 80 COCO thing classes (class ``c`` stored as ``c + 1``)."""
+
+    METAINFO = dict(classes=("background",) + tuple(COCOStuffDataset.METAINFO["classes"][:80]),
+                    palette=[[0, 0, 0]] + list(COCOStuffDataset.METAINFO["palette"][:80]))
+
+    def __init__(self, img_suffix: str = ".jpg", seg_map_suffix: str = ".png",
+                 **kwargs: Any) -> None:
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)
+
+
+@DATASETS.register_module()
+class COCOStuff27Dataset(PseudoMaskDataset):
+    """COCO-Stuff-164k evaluated on the 27 coarse classes (no background class).
+
+    By default the ground truth is read from the official ``stuffthingmaps`` PNGs (values
+    0..181, 255 unlabeled) and mapped to 0..26 on load; for masks already in 0..26 (e.g.
+    ``tools/prepare_data.py stuff-masks``) set ``gt_remap=None``. Pseudo masks must hold 0..26.
+    """
+
+    METAINFO = dict(
+        classes=("electronic", "appliance", "food-things", "furniture-things", "indoor",
+                 "kitchen", "accessory", "animal", "outdoor", "person", "sports", "vehicle",
+                 "ceiling", "floor", "food-stuff", "furniture-stuff", "rawmaterial", "textile",
+                 "wall", "window", "building", "ground", "plant", "sky", "solid", "structural",
+                 "water"),
+        palette=[[(37 * i) % 256, (91 * i + 60) % 256, (151 * i + 120) % 256] for i in range(27)])
+
+    def __init__(self, img_suffix: str = ".jpg", seg_map_suffix: str = ".png",
+                 gt_remap: str | None = "cocostuff_to_coarse27", **kwargs: Any) -> None:
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
+                         gt_remap=gt_remap, **kwargs)
+
+
+@TRANSFORMS.register_module()
+class LoadCheckedAnnotations(LoadAnnotations):
+    """mmseg's ``LoadAnnotations`` plus a check of the mask and the dataset's value remap.
+
+    A mask that is not single-channel, does not match its image's size, or holds a value
+    outside ``0..num_classes-1`` and 255 raises ``SegUserError`` naming the file (rather than
+    an index error deep inside the loss).
+    """
+
+    def _load_seg_map(self, results: dict) -> None:
+        super()._load_seg_map(results)
+        path, seg = results["seg_map_path"], results["gt_seg_map"]
+        if seg.ndim != 2:
+            raise SegUserError(f"{path}: mask must be a single-channel (palette or grayscale) "
+                               f"PNG, got shape {seg.shape}")
+        remap = results.get("label_remap")
+        if remap is not None:
+            seg = LABEL_REMAPS[remap][seg]
+            results["gt_seg_map"] = seg
+        img_shape = results.get("ori_shape", seg.shape)[:2]
+        if seg.shape != tuple(img_shape):
+            raise SegUserError(f"{path}: mask is {seg.shape[1]}x{seg.shape[0]} but its image "
+                               f"is {img_shape[1]}x{img_shape[0]}")
+        num_classes = results.get("num_classes")
+        if num_classes is not None:
+            bad = np.setdiff1d(np.unique(seg), [*range(num_classes), IGNORE_INDEX])
+            if bad.size:
+                raise SegUserError(f"{path}: mask values {bad.tolist()[:5]} outside 0..{num_classes - 1} "
+                                   f"and {IGNORE_INDEX}")

@@ -1,0 +1,110 @@
+"""Library side of ``tools/train_seg.py`` and ``tools/test_seg.py``: build the mmengine
+config from the command line's options, then train or evaluate with mmengine's Runner."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from pathlib import Path
+from typing import Any, Callable
+
+from mmengine.config import Config, ConfigDict
+from mmengine.runner import Runner
+
+from . import register  # noqa: F401  (mmseg modules of this project)
+from .compat import prepare_cpu_distributed
+from .errors import MissingFileError, SegUserError
+
+DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
+
+
+def default_launcher() -> str:
+    """``pytorch`` when started by ``torchrun`` (which sets ``RANK``), else ``none``."""
+    return "pytorch" if "RANK" in os.environ and "LOCAL_RANK" in os.environ else "none"
+
+
+def _leaf_datasets(ds: ConfigDict) -> list[ConfigDict]:
+    """The actual datasets inside a dataset config, looking through wrappers."""
+    if "datasets" in ds:
+        return [leaf for sub in ds["datasets"] for leaf in _leaf_datasets(sub)]
+    if "dataset" in ds:
+        return _leaf_datasets(ds["dataset"])
+    return [ds]
+
+
+def _for_datasets(cfg: Config, loaders: tuple[str, ...], fn: Callable[[ConfigDict], None]) -> None:
+    for name in loaders:
+        if cfg.get(name):
+            for ds in _leaf_datasets(cfg[name]["dataset"]):
+                fn(ds)
+
+
+def load_config(config: str | os.PathLike, *, pseudo_masks: str | None = None,
+                data_root: str | None = None, work_dir: str | None = None,
+                cfg_options: dict[str, Any] | None = None, resume: bool = False,
+                launcher: str = "none") -> Config:
+    """Read ``config`` and apply the command-line options to it.
+
+    ``pseudo_masks`` becomes the training datasets' ``pseudo_mask_dir``; ``data_root``
+    replaces every dataset's root; ``cfg_options`` (``key.sub=value`` pairs) are merged
+    last so they can override anything. Raises ``SegUserError`` for missing paths.
+    """
+    if not osp.isfile(config):
+        raise MissingFileError(f"{config}: config file not found")
+    cfg = Config.fromfile(str(config))
+    if data_root is not None:
+        if not osp.isdir(data_root):
+            raise MissingFileError(f"{data_root}: data root not found")
+        root = osp.abspath(data_root)
+        _for_datasets(cfg, DATALOADERS, lambda ds: ds.__setitem__("data_root", root))
+    if pseudo_masks is not None:
+        if not osp.isdir(pseudo_masks):
+            raise MissingFileError(f"{pseudo_masks}: pseudo-mask folder not found")
+        masks = osp.abspath(pseudo_masks)
+        _for_datasets(cfg, ("train_dataloader",),
+                      lambda ds: ds.__setitem__("pseudo_mask_dir", masks))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.work_dir = work_dir or cfg.get("work_dir") or osp.join(
+        "work_dirs", osp.splitext(osp.basename(config))[0])
+    cfg.launcher = launcher
+    cfg.resume = resume
+    if resume and not cfg.get("load_from") and not osp.isfile(
+            osp.join(cfg.work_dir, "last_checkpoint")):
+        raise MissingFileError(f"{cfg.work_dir}: --resume given but this work dir has no "
+                               "checkpoint (last_checkpoint) to resume from")
+    return cfg
+
+
+def _build_runner(cfg: Config) -> Runner:
+    prepare_cpu_distributed(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def train(cfg: Config) -> Path:
+    """Train as configured; returns the work dir (holding checkpoints, logs and the
+    ``results_val`` tables of the last validation)."""
+    runner = _build_runner(cfg)
+    runner.train()
+    return Path(runner.work_dir)
+
+
+def evaluate(cfg: Config, checkpoint: str | os.PathLike) -> dict[str, float]:
+    """Evaluate ``checkpoint`` on the config's test split; the result tables go to
+    ``WORK_DIR/results_test.{json,md}``. Returns the summary metrics."""
+    if not osp.isfile(checkpoint):
+        raise MissingFileError(f"{checkpoint}: checkpoint not found")
+    cfg.load_from = osp.abspath(checkpoint)
+    cfg.resume = False
+    return _build_runner(cfg).test()
+
+
+def user_message(err: BaseException) -> str:
+    """One-line text of a ``SegUserError`` (also when a DataLoader worker re-raised it with
+    the worker's traceback folded into the message)."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    last = lines[-1]
+    for cls in (SegUserError, *SegUserError.__subclasses__()):
+        prefix = f"{cls.__module__}.{cls.__qualname__}: "
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return last
