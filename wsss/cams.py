@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from tagclip_cls.boxes import score_map_box_mask
 from tagclip_cls.models import LoadedClip
-from tagclip_cls.vit import attention, block_forward, embed
+from tagclip_cls.vit import attention, block_forward, embed, softmax_thread_invariant
 
 PRECISIONS = ("fp32", "bf16")
 GRAD_MODES = ("loop", "batched")
@@ -134,7 +134,7 @@ class ClipES:
         text = torch.cat([self.class_text[list(tags)], self.background_text])
         with torch.enable_grad(), self._autocast():
             acts = block.ln_1(x).detach().requires_grad_(True)
-            out, probs = attention(block.attn, acts)
+            out, probs = attention(block.attn, acts, softmax=softmax_thread_invariant)
             y = x + block.ls_1(out)
             y = y + block.ls_2(block.mlp(block.ln_2(y)))
             pooled = visual.ln_post(y)[:, 1:].mean(dim=1) @ visual.proj

@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""Stage 2: CLIP-ES pseudo masks (CAMs, label maps, optional dense CRF) from images and their tags.
+
+    python tools/gen_pseudo_masks.py --img-root DIR --tags FILE (--dataset NAME | --classes FILE
+        [--background FILE]) [--pretrained openai|PATH] --out OUT_DIR [--crf] [--device cpu|cuda]
+        [--workers N] [--precision fp32|bf16]
+
+--tags is stage 1's tags.txt or any file of 'ID label label ...' lines (e.g. ground-truth labels).
+Writes OUT_DIR/cams/ID.npz, OUT_DIR/masks/ID.png and, with --crf, OUT_DIR/masks_crf/ID.png.
+Rerun the same command to resume; shard with ``torchrun --nproc-per-node N tools/gen_pseudo_masks.py ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tagclip_cls.cli import run_cli, setup_logging  # noqa: E402
+from tagclip_cls.distributed import rank_info  # noqa: E402
+from tagclip_cls.presets import available_presets  # noqa: E402
+from wsss.cams import GRAD_MODES, PRECISIONS  # noqa: E402
+from wsss.crf import CRF_IMAGE_MODES  # noqa: E402
+from wsss.pseudo_masks import MaskRunOptions, run_stage2  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--img-root", required=True, help="folder of images (ID.jpg, ID.png, ...)")
+    p.add_argument("--tags", required=True, help="file of 'ID label label ...' lines (stage 1's tags.txt)")
+    classes = p.add_mutually_exclusive_group(required=True)
+    classes.add_argument("--dataset", help=f"preset: {', '.join(available_presets())}")
+    classes.add_argument("--classes", help="text file, one class name per line")
+    p.add_argument("--background", help="text file of background words (with --classes)")
+    p.add_argument("--model", default=None,
+                   help="open_clip architecture for an open_clip checkpoint (default: an OpenAI "
+                        "checkpoint, or ViT-B-16 for a tag)")
+    p.add_argument("--pretrained", default="openai", help="open_clip tag or checkpoint PATH (default openai)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank its LOCAL_RANK GPU)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 reproduces the published CAMs; bf16: bfloat16 autocast on CPU, fp16 on GPU")
+    p.add_argument("--grad-mode", choices=GRAD_MODES, default="loop",
+                   help="per-tag gradients: one backward per tag on the last block, or one batched backward")
+    p.add_argument("--box-threshold", type=float, help="box-mask threshold (default: the preset's, 0.4)")
+    p.add_argument("--max-side", type=int, help="scale images whose longer side exceeds this (default: none)")
+    p.add_argument("--no-fp16-pos", action="store_true",
+                   help="don't round the positional table to fp16 (the published code does)")
+    p.add_argument("--crf", action="store_true", help="also write dense-CRF label maps to OUT/masks_crf")
+    p.add_argument("--crf-image", choices=CRF_IMAGE_MODES, default="published",
+                   help="CRF colour input: 'published' (BGR minus mean, wrapped to uint8, as published) or 'rgb'")
+    p.add_argument("--ignore-below", type=float,
+                   help="with --crf: pixels whose CRF confidence is below this become 255 (e.g. 0.95)")
+    p.add_argument("--workers", type=int, default=1, help="CRF processes (default 1)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: cores / local ranks)")
+    p.add_argument("--cache-dir", help="text-embedding cache (default ~/.cache/tagclip/text)")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of skipping it")
+    p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    setup_logging(args.log_level)
+    options = {k: v for k, v in vars(args).items() if k not in ("log_level", "no_progress")}
+    summary = run_stage2(MaskRunOptions(**options, progress=not args.no_progress))
+    print(summary.line(rank_info()))
+    for image_id, reason in summary.failed.items():
+        print(f"failed: {image_id}: {reason}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    run_cli(main)

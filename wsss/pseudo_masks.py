@@ -1,0 +1,226 @@
+"""Stage 2 end to end: images + tags in, CAM files and label PNGs (optionally CRF-refined) out.
+
+Output layout under ``out``::
+
+    cams/ID.npz       keys (int64 class indices), cams (float16 K x H x W, original size)
+    masks/ID.png      palette PNG: 0 background, class index + 1 (COCO-Stuff: coarse-27 ids), 255 ignore
+    masks_crf/ID.png  the same after the dense CRF (with ``crf``)
+    config.json       the settings the files were made with (a resumed run must match)
+
+Every file is written atomically, each image's files are independent, and images whose outputs
+exist are skipped, so a killed run is resumed by running it again and ``torchrun`` ranks (rank
+``r`` of ``W`` takes images ``r, r + W, ...``) need no merging.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tagclip_cls.distributed import RankInfo, device_for_rank, rank_info, shard
+from tagclip_cls.errors import UserError
+from tagclip_cls.io_utils import atomic_write, write_json_atomic
+from tagclip_cls.models import load_clip
+from tagclip_cls.preprocess import find_image, prepare_image
+from tagclip_cls.presets import Preset
+from tagclip_cls.splits import read_split
+from tagclip_cls.tag_run import resolve_preset
+from tagclip_cls.text import text_embeddings
+
+from .cams import CAM_TEMPLATE, CamConfig, ClipES
+from .crf import CRF_IMAGE_MODES, CRFJob, CRFSettings, load_cam_npz, run_crf_batch
+from .label_maps import LabelSpace, label_map
+from .palette import write_label_png
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MaskRunOptions:
+    """Everything ``tools/gen_pseudo_masks.py`` takes (see its ``--help``)."""
+
+    img_root: str
+    tags: str
+    out: str
+    dataset: str | None = None
+    classes: str | None = None
+    background: str | None = None
+    model: str | None = None
+    pretrained: str = "openai"
+    device: str = "cpu"
+    precision: str = "fp32"
+    grad_mode: str = "loop"
+    box_threshold: float | None = None  # None: the preset's (0.4 unless it says otherwise)
+    max_side: int | None = None
+    no_fp16_pos: bool = False
+    crf: bool = False
+    crf_image: str = "published"
+    ignore_below: float | None = None
+    workers: int = 1
+    threads: int | None = None
+    cache_dir: str | None = None
+    strict: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class MaskRunSummary:
+    computed: int = 0  # images whose CAMs were computed in this run
+    existing: int = 0  # images whose outputs were already there
+    failed: dict[str, str] = field(default_factory=dict)  # image id -> reason
+    crf_written: int = 0
+
+    def line(self, rank: RankInfo) -> str:
+        who = f"rank {rank.rank}/{rank.world_size}: " if rank.world_size > 1 else ""
+        text = (f"{who}{self.computed} images computed, {self.existing} already done, "
+                f"{len(self.failed)} failed")
+        if self.failed:
+            text += " (" + ", ".join(list(self.failed)[:5]) + (", ..." if len(self.failed) > 5 else "") + ")"
+        return text
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    root: Path
+
+    def cam(self, image_id: str) -> Path:
+        return self.root / "cams" / f"{image_id}.npz"
+
+    def mask(self, image_id: str) -> Path:
+        return self.root / "masks" / f"{image_id}.png"
+
+    def crf(self, image_id: str) -> Path:
+        return self.root / "masks_crf" / f"{image_id}.png"
+
+
+def cam_config(preset: Preset, opts: MaskRunOptions) -> CamConfig:
+    """The preset's CLIP-ES constants with the options' overrides."""
+    box = opts.box_threshold if opts.box_threshold is not None else preset.clip_es.get("box_threshold", 0.4)
+    return CamConfig(affinity_layers=tuple(preset.clip_es.get("affinity_layers", (-8, -1))),
+                     box_threshold=float(box), round_fp16_pos=not opts.no_fp16_pos,
+                     precision=opts.precision, grad_mode=opts.grad_mode)
+
+
+def build_generator(preset: Preset, opts: MaskRunOptions, device: torch.device) -> ClipES:
+    """Load CLIP and the CLIP-ES text features (name variants, background words; cached)."""
+    clip = load_clip(opts.model, opts.pretrained, device)
+    names = list(preset.clip_es.get("cam_names", preset.classes))
+    background = list(preset.clip_es.get("background_words", preset.background_words))
+    if len(names) != preset.num_classes:
+        raise UserError(f"preset {preset.name}: {len(names)} CLIP-ES names for {preset.num_classes} classes")
+    if not background:
+        log.warning("no background words: an image with one tag gets a flat CAM (pass --background FILE)")
+    text = text_embeddings(clip, names + background, [CAM_TEMPLATE], opts.cache_dir)
+    return ClipES(clip, text[:len(names)], text[len(names):], cam_config(preset, opts))
+
+
+def write_cams(path: Path, keys: Sequence[int], cams: np.ndarray) -> None:
+    """``np.savez`` of ``keys`` (int64) and ``cams`` (float16) to a temp file, renamed into place."""
+    keys_arr = np.asarray(list(keys), dtype=np.int64)
+    cams_arr = np.ascontiguousarray(cams, dtype=np.float16)
+    atomic_write(path, lambda f: np.savez(f, keys=keys_arr, cams=cams_arr), mode="wb")
+
+
+def _check_options(opts: MaskRunOptions) -> None:
+    if opts.crf_image not in CRF_IMAGE_MODES:
+        raise UserError(f"--crf-image must be one of {', '.join(CRF_IMAGE_MODES)}")
+    if opts.ignore_below is not None and not opts.crf:
+        raise UserError("--ignore-below applies to the CRF result: add --crf")
+    if opts.ignore_below is not None and not 0.0 < opts.ignore_below <= 1.0:
+        raise UserError("--ignore-below must lie in (0, 1]")
+    if opts.workers < 0:
+        raise UserError("--workers must be 0 or more")
+    if opts.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but torch sees no GPU here; use --device cpu")
+
+
+def _check_run_config(out: Path, config: dict, rank: RankInfo, overwrite: bool) -> None:
+    """Refuse to mix outputs of different settings in one folder (unless ``overwrite``)."""
+    path = out / "config.json"
+    config = json.loads(json.dumps(config))  # tuples become lists, as read back
+    if path.is_file() and not overwrite:
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError:
+            previous = None
+        if previous != config:
+            raise UserError(f"{out} holds outputs made with other settings ({path}); "
+                            f"use another --out or add --overwrite")
+    if rank.is_main:
+        write_json_atomic(path, config)
+
+
+def _set_threads(opts: MaskRunOptions) -> None:
+    if opts.threads is not None:
+        torch.set_num_threads(max(1, opts.threads))
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+
+
+def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
+    """Generate CAMs and label maps for this rank's share of the images in ``opts.tags``."""
+    _check_options(opts)
+    rank = rank_info()
+    _set_threads(opts)
+    preset = resolve_preset(opts.dataset, opts.classes, opts.background)
+    entries = shard(read_split(opts.tags, preset.classes), rank)
+    layout = OutputLayout(Path(opts.out))
+    space = LabelSpace.from_preset(preset)
+    generator = build_generator(preset, opts, device_for_rank(opts.device, rank))
+    _check_run_config(layout.root, {
+        "model": generator.clip.name, "classes": list(preset.classes),
+        "cam_names": list(preset.clip_es.get("cam_names", preset.classes)),
+        "background_words": list(preset.clip_es.get("background_words", preset.background_words)),
+        "cam": asdict(generator.config), "max_side": opts.max_side,
+        "crf_image": opts.crf_image, "ignore_below": opts.ignore_below}, rank, opts.overwrite)
+
+    summary = MaskRunSummary()
+    done: list[tuple[str, Path]] = []  # (id, image path) of images with CAMs, for the CRF
+    for entry in tqdm(entries, desc="cams", unit="img", disable=not opts.progress):
+        image_id, tags = entry.image_id, list(entry.labels or ())
+        try:
+            path = find_image(opts.img_root, image_id)
+            if _process_image(generator, space, layout, image_id, path, tags, opts):
+                summary.computed += 1
+            else:
+                summary.existing += 1
+            done.append((image_id, path))
+        except UserError as exc:
+            if opts.strict:
+                raise
+            log.warning("skipped %s: %s", image_id, exc)
+            summary.failed[image_id] = str(exc)
+    if entries and not done and len(summary.failed) == len(entries):
+        raise UserError(f"none of the {len(entries)} images could be processed (first: "
+                        f"{next(iter(summary.failed.values()))})")
+    if opts.crf:
+        jobs = [CRFJob(str(path), str(layout.cam(i)), str(layout.crf(i))) for i, path in done]
+        settings = CRFSettings(space=space, mode=opts.crf_image, threshold=opts.ignore_below)
+        summary.crf_written = run_crf_batch(jobs, settings, opts.workers, opts.overwrite, opts.progress).written
+    return summary
+
+
+def _process_image(generator: ClipES, space: LabelSpace, layout: OutputLayout, image_id: str, path: Path,
+                   tags: list[int], opts: MaskRunOptions) -> bool:
+    """Write the CAM file and label PNG of one image if missing; True when CAMs were computed."""
+    cam_path, mask_path = layout.cam(image_id), layout.mask(image_id)
+    if not opts.overwrite and cam_path.is_file() and mask_path.is_file():
+        return False
+    computed = opts.overwrite or not cam_path.is_file()
+    if computed:
+        image = prepare_image(path, generator.clip.patch_size, opts.max_side)
+        cams = generator(image.tensor, tags, image.orig_size).astype(np.float16)
+        write_cams(cam_path, tags, cams)
+    else:
+        tags, cams = load_cam_npz(cam_path)
+    write_label_png(mask_path, label_map(cams.astype(np.float32), tags, space))
+    return computed
