@@ -1,0 +1,147 @@
+"""Stage 1 end to end: outputs, resume, sharding, bad inputs."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tagclip_cls.runner as runner
+from tagclip_cls.distributed import RankInfo
+from tagclip_cls.errors import UserError
+from tagclip_cls.tag_run import TagRunOptions, run_stage1
+
+from conftest import write_image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("text_cache"))
+
+
+@pytest.fixture()
+def classes_file(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_text("cat\nperson\nrocket\ncoffee cup\nhorse\n")
+    bg = tmp_path / "bg.txt"
+    bg.write_text("sky\ngrass\n")
+    return path, bg
+
+
+def options(image_folder, classes_file, out, checkpoint, cache_dir, **kw):
+    return TagRunOptions(img_root=str(image_folder), out=str(out), classes=str(classes_file[0]),
+                         background=str(classes_file[1]), pretrained=checkpoint, cache_dir=cache_dir,
+                         loader_threads=0, **kw)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_outputs_with_labels(tmp_path, image_folder, classes_file, tiny_checkpoint, cache_dir):
+    split = tmp_path / "split.txt"
+    split.write_text("d_same horse\nb_rgba cat coffee_cup\na_grey\n")
+    metrics = run_stage1(options(image_folder, classes_file, tmp_path / "out", tiny_checkpoint, cache_dir,
+                                 split=str(split)))
+    records = read_jsonl(tmp_path / "out" / "tags.jsonl")
+    assert [r["id"] for r in records] == ["d_same", "b_rgba", "a_grey"]  # input order
+    for r in records:
+        assert len(r["scores"]) == 5 and r["tags"] == sorted(r["tags"]) and r["tags"]
+        assert r["tag_names"] == [["cat", "person", "rocket", "coffee cup", "horse"][t] for t in r["tags"]]
+    lines = (tmp_path / "out" / "tags.txt").read_text().splitlines()
+    assert lines[0].split()[0] == "d_same"
+    assert lines[1].split()[1:] == [["cat", "person", "rocket", "coffee_cup", "horse"][t] for t in records[1]["tags"]]
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert set(saved["per_class_AP"]) == {"cat", "person", "rocket", "coffee cup", "horse"}
+    assert saved["per_class_AP"]["person"] is None and saved["num_images"] == 3
+
+
+def test_second_run_does_no_work(tmp_path, image_folder, classes_file, tiny_checkpoint, cache_dir, monkeypatch):
+    opts = options(image_folder, classes_file, tmp_path / "out", tiny_checkpoint, cache_dir)
+    run_stage1(opts)
+    first = (tmp_path / "out" / "tags.jsonl").read_bytes()
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("recomputed")
+    monkeypatch.setattr(runner.ImageTagger, "run", no_work)
+    monkeypatch.setattr("tagclip_cls.text.encode_prompts", no_work)
+    run_stage1(opts)
+    assert (tmp_path / "out" / "tags.jsonl").read_bytes() == first
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, image_folder, classes_file, tiny_checkpoint, cache_dir):
+    opts = options(image_folder, classes_file, tmp_path / "out", tiny_checkpoint, cache_dir)
+    run_stage1(opts)
+    out = tmp_path / "out"
+    final = (out / "tags.jsonl").read_bytes()
+    part = out / "parts" / "rank-0-of-1.jsonl"
+    lines = part.read_text().splitlines(keepends=True)
+    part.write_text(lines[0] + lines[1][: len(lines[1]) // 2])  # killed while writing batch 2
+    (out / "tags.jsonl").unlink()
+    run_stage1(opts)
+    assert (out / "tags.jsonl").read_bytes() == final
+    assert len(part.read_text().splitlines()) == len(lines) + 1  # the torn line stays, sealed
+
+
+def test_batches_and_shards_give_identical_files(tmp_path, image_folder, classes_file, tiny_checkpoint,
+                                                cache_dir, monkeypatch):
+    single = options(image_folder, classes_file, tmp_path / "one", tiny_checkpoint, cache_dir, batch_size=2)
+    run_stage1(single)
+    monkeypatch.setattr(runner, "wait_for_all", lambda rank: None)
+    for r in (1, 0):  # rank 0 merges, so it goes last
+        monkeypatch.setattr("tagclip_cls.tag_run.rank_info", lambda r=r: RankInfo(r, 2, r))
+        run_stage1(options(image_folder, classes_file, tmp_path / "two", tiny_checkpoint, cache_dir, batch_size=2))
+    for name in ("tags.jsonl", "tags.txt"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "two" / "parts").glob("rank-*")) == ["rank-0-of-2.jsonl",
+                                                                                 "rank-1-of-2.jsonl"]
+    # batch of two same-size images equals one by one
+    monkeypatch.undo()
+    run_stage1(options(image_folder, classes_file, tmp_path / "b1", tiny_checkpoint, cache_dir, batch_size=1))
+    for a, b in zip(read_jsonl(tmp_path / "one" / "tags.jsonl"), read_jsonl(tmp_path / "b1" / "tags.jsonl")):
+        assert a["tags"] == b["tags"] and max(abs(x - y) for x, y in zip(a["scores"], b["scores"])) < 1e-6
+
+
+def test_bad_image_skipped_unless_strict(tmp_path, image_folder, classes_file, tiny_checkpoint, cache_dir):
+    (image_folder / "e_broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    run_stage1(options(image_folder, classes_file, tmp_path / "out", tiny_checkpoint, cache_dir))
+    ids = [r["id"] for r in read_jsonl(tmp_path / "out" / "tags.jsonl")]
+    assert ids == ["a_grey", "b_rgba", "c_rgb", "d_same"]
+    assert (tmp_path / "out" / "skipped.txt").read_text().startswith("e_broken\t")
+    with pytest.raises(UserError, match="e_broken.jpg: unreadable image"):
+        run_stage1(options(image_folder, classes_file, tmp_path / "strict", tiny_checkpoint, cache_dir, strict=True))
+
+
+def test_user_mistakes(tmp_path, image_folder, classes_file, tiny_checkpoint, cache_dir):
+    split = tmp_path / "split.txt"
+    split.write_text("a_grey cat\nzz_missing\n")
+    with pytest.raises(UserError, match=r"split.txt: 1 listed images not found .*first: zz_missing"):
+        run_stage1(options(image_folder, classes_file, tmp_path / "o", tiny_checkpoint, cache_dir, split=str(split)))
+    split.write_text("a_grey dragon\n")
+    with pytest.raises(UserError, match="split.txt:1: unknown class label 'dragon'"):
+        run_stage1(options(image_folder, classes_file, tmp_path / "o", tiny_checkpoint, cache_dir, split=str(split)))
+    run_stage1(options(image_folder, classes_file, tmp_path / "o", tiny_checkpoint, cache_dir))
+    with pytest.raises(UserError, match="different run configuration"):
+        run_stage1(options(image_folder, classes_file, tmp_path / "o", tiny_checkpoint, cache_dir, method="coarse"))
+    run_stage1(options(image_folder, classes_file, tmp_path / "o", tiny_checkpoint, cache_dir, method="coarse",
+                       overwrite=True))
+    dup = tmp_path / "dup.txt"
+    dup.write_text("cat\ncat\n")
+    with pytest.raises(UserError, match="dup.txt:2: duplicate class name 'cat'"):
+        run_stage1(TagRunOptions(img_root=str(image_folder), out=str(tmp_path / "x"), classes=str(dup)))
+
+
+def test_cli_prints_one_line_errors(tmp_path, image_folder):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "tools" / "gen_tags.py"), "--img-root", str(image_folder),
+           "--dataset", "voc2007", "--split", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {tmp_path / 'nope.txt'}: split file not found"
+    cmd[cmd.index("--dataset") + 1] = "voc2099"
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "unknown dataset 'voc2099'" in proc.stderr and "Traceback" not in proc.stderr
