@@ -1,6 +1,7 @@
 """tools/gen_pseudo_masks.py end to end on tiny synthetic images with the tiny random CLIP."""
 from __future__ import annotations
 
+import json
 import runpy
 import sys
 from pathlib import Path
@@ -119,10 +120,12 @@ def test_crf_and_ignore_threshold(setup, monkeypatch, capsys):
 def test_bad_image_skipped_or_fatal(setup, monkeypatch, capsys):
     tmp_path, root, tags, base = setup
     (root / "d_bad.jpg").write_bytes(b"not an image")
-    tags.write_text(tags.read_text() + "d_bad cat\n")
+    good = tags.read_text()
+    tags.write_text(good + "d_bad cat\n")
     code, err = run_tool([*base, "--out", str(tmp_path / "out")], monkeypatch, capsys)
     assert code == 0 and "3 images computed, 0 already done, 1 failed (d_bad)" in err
     assert not (tmp_path / "out" / "cams" / "d_bad.npz").exists()
+    tags.write_text("d_bad cat\n" + good)  # fails first: the strict run stops at once
     code, err = run_tool([*base, "--out", str(tmp_path / "strict"), "--strict"], monkeypatch, capsys)
     assert code == 2 and err.strip().startswith("error: ") and "d_bad.jpg" in err
     assert "Traceback" not in err
@@ -131,14 +134,18 @@ def test_bad_image_skipped_or_fatal(setup, monkeypatch, capsys):
 @pytest.mark.parametrize("problem, message", [
     ("missing", "split file not found"),
     ("unknown", "unknown class label 'unicorn'"),
+    ("layers", "--affinity-layers '-8': expected START:END"),
 ])
 def test_user_mistakes_are_one_line_errors(setup, monkeypatch, capsys, problem, message):
     tmp_path, _, tags, base = setup
+    extra = []
     if problem == "missing":
         tags.unlink()
-    else:
+    elif problem == "unknown":
         tags.write_text("a_grey cat unicorn\n")
-    code, err = run_tool([*base, "--out", str(tmp_path / "out")], monkeypatch, capsys)
+    else:
+        extra = ["--affinity-layers=-8"]
+    code, err = run_tool([*base, *extra, "--out", str(tmp_path / "out")], monkeypatch, capsys)
     assert code == 2 and message in err
     assert err.strip().count("\n") == 0 and err.startswith("error: ")
 
@@ -147,8 +154,12 @@ def test_cocostuff_maps_to_coarse_27(setup, monkeypatch, capsys):
     tmp_path, _, tags, base = setup
     tags.write_text("a_grey person grass\n")
     args = [a if a != "voc2012" else "cocostuff" for a in base]
-    code, err = run_tool([*args, "--out", str(tmp_path / "out")], monkeypatch, capsys)
+    # the published COCO-Stuff settings: all of the last 8 layers, boxes at 0.7
+    code, err = run_tool([*args, "--affinity-layers=-8:", "--box-threshold", "0.7", "--out", str(tmp_path / "out")],
+                         monkeypatch, capsys)
     assert code == 0, err
+    config = json.loads((tmp_path / "out" / "config.json").read_text())["cam"]
+    assert config["affinity_layers"] == [-8, None] and config["box_threshold"] == 0.7
     labels = np.asarray(Image.open(tmp_path / "out" / "masks" / "a_grey.png"))
     from tagclip_cls.presets import load_preset
     preset = load_preset("cocostuff")

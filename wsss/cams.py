@@ -145,7 +145,8 @@ class ClipES:
         acts = acts.detach()[0, 1:].float()  # N x D
         weights = grads[:, 1:].float().mean(dim=1)  # K x D
         cams = (weights @ acts.T).clamp_min(0).reshape(len(tags), *grid)
-        return minmax(cams), probs[0].detach().float()
+        # quirk: pytorch-grad-cam normalises per layer and again after averaging its one layer
+        return minmax(minmax(cams)), probs[0].detach().float()
 
     def _tag_gradients(self, scores: torch.Tensor, acts: torch.Tensor, num_tags: int) -> torch.Tensor:
         if self.config.grad_mode == "batched":

@@ -58,6 +58,7 @@ class MaskRunOptions:
     precision: str = "fp32"
     grad_mode: str = "loop"
     box_threshold: float | None = None  # None: the preset's (0.4 unless it says otherwise)
+    affinity_layers: str | None = None  # "START:END" python slice over the layers; None: the preset's
     max_side: int | None = None
     no_fp16_pos: bool = False
     crf: bool = False
@@ -101,10 +102,23 @@ class OutputLayout:
         return self.root / "masks_crf" / f"{image_id}.png"
 
 
+def parse_layer_slice(text: str) -> tuple[int | None, int | None]:
+    """``"-8:-1"`` -> ``(-8, -1)``, ``"-8:"`` -> ``(-8, None)`` (python-slice bounds)."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return tuple(int(p) if p.strip() else None for p in parts)  # type: ignore[return-value]
+    except ValueError:
+        raise UserError(f"--affinity-layers {text!r}: expected START:END, e.g. -8:-1 or -8:") from None
+
+
 def cam_config(preset: Preset, opts: MaskRunOptions) -> CamConfig:
     """The preset's CLIP-ES constants with the options' overrides."""
     box = opts.box_threshold if opts.box_threshold is not None else preset.clip_es.get("box_threshold", 0.4)
-    return CamConfig(affinity_layers=tuple(preset.clip_es.get("affinity_layers", (-8, -1))),
+    layers = (parse_layer_slice(opts.affinity_layers) if opts.affinity_layers
+              else tuple(preset.clip_es.get("affinity_layers", (-8, -1))))
+    return CamConfig(affinity_layers=layers,
                      box_threshold=float(box), round_fp16_pos=not opts.no_fp16_pos,
                      precision=opts.precision, grad_mode=opts.grad_mode)
 
@@ -112,6 +126,9 @@ def cam_config(preset: Preset, opts: MaskRunOptions) -> CamConfig:
 def build_generator(preset: Preset, opts: MaskRunOptions, device: torch.device) -> ClipES:
     """Load CLIP and the CLIP-ES text features (name variants, background words; cached)."""
     clip = load_clip(opts.model, opts.pretrained, device)
+    config = cam_config(preset, opts)
+    if not range(clip.num_layers)[slice(*config.affinity_layers)]:
+        raise UserError(f"affinity layers {config.affinity_layers} select none of the {clip.num_layers} layers")
     names = list(preset.clip_es.get("cam_names", preset.classes))
     background = list(preset.clip_es.get("background_words", preset.background_words))
     if len(names) != preset.num_classes:
@@ -119,7 +136,7 @@ def build_generator(preset: Preset, opts: MaskRunOptions, device: torch.device) 
     if not background:
         log.warning("no background words: an image with one tag gets a flat CAM (pass --background FILE)")
     text = text_embeddings(clip, names + background, [CAM_TEMPLATE], opts.cache_dir)
-    return ClipES(clip, text[:len(names)], text[len(names):], cam_config(preset, opts))
+    return ClipES(clip, text[:len(names)], text[len(names):], config)
 
 
 def write_cams(path: Path, keys: Sequence[int], cams: np.ndarray) -> None:
