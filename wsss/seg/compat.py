@@ -17,7 +17,9 @@ def _history_buffer_method(owner: object, name: str) -> object:
     """Stands in for ``getattr`` while unpickling. mmengine pickles a ``HistoryBuffer``'s
     statistics methods by reference, i.e. as ``getattr(HistoryBuffer, 'mean')``; only those
     lookups are served, so allowing the pickled name ``builtins.getattr`` opens nothing else."""
-    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+    # the four built-in statistics are registered only when a first buffer is created
+    if owner is HistoryBuffer and name in {"min", "max", "current", "mean",
+                                           *HistoryBuffer._statistics_methods}:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(f"getattr({owner!r}, {name!r}) is not allowed in a checkpoint")
 

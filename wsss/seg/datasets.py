@@ -123,7 +123,7 @@ class PseudoMaskDataset(BaseSegDataset):
             img_path = osp.join(img_dir, img_id + self.img_suffix)
             seg_path = osp.join(mask_dir, img_id + suffix)
             if not osp.isfile(img_path):
-                raise MissingFileError(f"{img_path}: image listed in the split is missing")
+                raise MissingFileError(f"{img_path}: image not found (listed as {img_id})")
             if not osp.isfile(seg_path):
                 raise MissingFileError(f"{seg_path}: {kind} missing for image {img_id}")
             data_list.append(dict(img_path=img_path, seg_map_path=seg_path,
