@@ -29,7 +29,10 @@ if [ -z "$wheel" ]; then
     MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
         "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$work/dist" "$src"
     built=$(ls "$work"/dist/mmcv-*.whl)
-    unzip -l "$built" | grep -q '_ext' || { echo "[build_mmcv] built wheel has no compiled ops" >&2; exit 1; }
+    "$PY" - "$built" <<'PYEOF' || { echo "[build_mmcv] built wheel has no compiled ops" >&2; exit 1; }
+import sys, zipfile
+sys.exit(not any(n.startswith("mmcv/_ext") for n in zipfile.ZipFile(sys.argv[1]).namelist()))
+PYEOF
     # copy then rename, so an interrupted copy never leaves a broken wheel in the cache
     cp "$built" "$WHEEL_CACHE/.partial"
     mv "$WHEEL_CACHE/.partial" "$WHEEL_CACHE/$(basename "$built")"

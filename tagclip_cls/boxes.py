@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 
-def score_map_boxes(score_map: np.ndarray, threshold: float) -> list[tuple[int, int, int, int]]:
+def score_map_boxes(score_map: np.ndarray, threshold: float | np.floating) -> list[tuple[int, int, int, int]]:
     """Bounding boxes ``(x0, y0, x1, y1)`` of the regions of a ``[0, 1]`` map above a threshold.
 
     The map is quantised to uint8, binarised at ``int(threshold * max)`` (strictly greater
@@ -16,7 +16,9 @@ def score_map_boxes(score_map: np.ndarray, threshold: float) -> list[tuple[int, 
     """
     height, width = score_map.shape
     quantised = (score_map * 255).astype(np.uint8)
-    cut = int(threshold * int(quantised.max()))
+    # numpy arithmetic on purpose: a float32 threshold gives a float32 product, a Python float a
+    # float64 one, exactly as in the published code; ``int`` truncates
+    cut = int(threshold * quantised.max())
     _, binary = cv2.threshold(quantised, cut, 255, cv2.THRESH_BINARY)
     contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
@@ -36,7 +38,7 @@ def box_mask(boxes: list[tuple[int, int, int, int]], shape: tuple[int, int]) -> 
     return mask
 
 
-def score_map_box_mask(score_map: torch.Tensor | np.ndarray, threshold: float) -> np.ndarray:
+def score_map_box_mask(score_map: torch.Tensor | np.ndarray, threshold: float | np.floating) -> np.ndarray:
     """``box_mask(score_map_boxes(...))`` for a 2-D map given as tensor or array."""
     if isinstance(score_map, torch.Tensor):
         score_map = score_map.detach().float().cpu().numpy()

@@ -37,8 +37,8 @@ class PreparedImage:
         return self.tensor.shape[1], self.tensor.shape[2]
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Read an image file as 8-bit RGB; unreadable or truncated files raise :class:`UserError`."""
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Read an image file fully (mode kept); unreadable or truncated files raise :class:`UserError`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: image not found")
@@ -51,7 +51,7 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
-                return _to_rgb(img)
+                return _to_8bit(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{path}: unreadable image ({_first_line(exc)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -65,14 +65,19 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Read an image file as 8-bit RGB (grey, palette, CMYK and alpha converted)."""
+    return load_image(path).convert("RGB")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # high-bit-depth grey: scale to 8 bits instead of letting PIL clip at 255
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         img = Image.fromarray(arr)
-    return img.convert("RGB")
+    return img
 
 
 def snapped_size(height: int, width: int, patch: int) -> tuple[int, int]:
@@ -93,9 +98,15 @@ def model_input_size(height: int, width: int, patch: int, max_side: int | None =
 
 
 def to_clip_tensor(img: Image.Image, patch: int, max_side: int | None = None) -> torch.Tensor:
-    """Resize (bicubic) to :func:`model_input_size` and normalise with CLIP's mean and std."""
+    """Resize (bicubic) to :func:`model_input_size`, convert to RGB, normalise (CLIP mean/std).
+
+    As in the published code the resize happens in the file's own mode (RGBA, CMYK, grey) and
+    the conversion to RGB after it; palette and bilevel images are converted first.
+    """
     new_h, new_w = model_input_size(img.height, img.width, patch, max_side)
-    resized = img.resize((new_w, new_h), Image.BICUBIC)
+    if img.mode in ("P", "PA", "1"):
+        img = img.convert("RGB")
+    resized = img.resize((new_w, new_h), Image.BICUBIC).convert("RGB")
     arr = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
     mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
     std = torch.tensor(CLIP_STD).view(3, 1, 1)
@@ -103,7 +114,7 @@ def to_clip_tensor(img: Image.Image, patch: int, max_side: int | None = None) ->
 
 
 def prepare_image(path: str | os.PathLike, patch: int, max_side: int | None = None) -> PreparedImage:
-    img = load_rgb(path)
+    img = load_image(path)
     return PreparedImage(image_id=Path(path).stem, tensor=to_clip_tensor(img, patch, max_side),
                          orig_size=(img.height, img.width))
 

@@ -31,7 +31,7 @@ class TagConfig:
     vote_min_layers: int = 4  # attention entries must be above their layer mean in >= this many
     cwr_ratio: float = 0.5  # relative threshold on the refined score matrix for CWR candidates
     tag_ratio: float = 0.5  # relative threshold on the final scores for tags
-    round_fp16_pos: bool = True  # quirk: positional table rounded to fp16 (published runs in fp16)
+    round_fp16_pos: bool = True  # quirk: a resized positional table is rounded to fp16 as published
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
@@ -96,8 +96,11 @@ class TagCLIP:
         """
         visual = self.clip.visual
         blocks = visual.transformer.resblocks
+        grid = (images.shape[2] // self.clip.patch_size, images.shape[3] // self.clip.patch_size)
+        # the published code rounds the table only when it had to be resized
+        round_pos = self.config.round_fp16_pos and grid != tuple(visual.grid_size)
         with self._autocast():
-            x = embed(visual, images, self.config.round_fp16_pos)
+            x = embed(visual, images, round_pos)
             votes = avg = None
             for index, block in enumerate(blocks):
                 x, attn = block_forward(block, x, self_only=index == len(blocks) - 1)
@@ -123,7 +126,8 @@ class TagCLIP:
             if column.max() <= 0:
                 continue
             norm = minmax(column)
-            mask = score_map_box_mask(norm.reshape(grid), float(norm.mean()))
+            # a float32 threshold, as the published code passes a torch scalar (float32 product)
+            mask = score_map_box_mask(norm.reshape(grid), np.float32(norm.mean().item()))
             keys = torch.from_numpy(mask.reshape(-1)).to(attn.device)
             refined[:, c] = (attn * keys[None, :]) @ probs[:, c]
         return refined
@@ -168,7 +172,7 @@ class TagCLIP:
         bias = torch.zeros(len(crops), 1, tokens, tokens, device=crops.device)
         bias[:, 0, 0, 1:] = (1 - masks.flatten(1)) * -1000.0
         with self._autocast():
-            x = embed(visual, crops, self.config.round_fp16_pos)
+            x = embed(visual, crops)  # crops have the native size: the table is used as it is
             for block in visual.transformer.resblocks:
                 x, _ = block_forward(block, x, mask=bias.to(x.dtype))
             cls = project_tokens(visual, x[:, :1])[:, 0]

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .io_utils import atomic_write
 from .models import LoadedClip
+from .vit import block_forward
 
 log = logging.getLogger(__name__)
 
@@ -35,25 +36,47 @@ def default_cache_dir() -> Path:
     return Path(root) / "text"
 
 
+def encode_text_published(clip: LoadedClip, tokens: torch.Tensor) -> torch.Tensor:
+    """The text tower with the published CLIP code's arithmetic (explicit attention with an
+    additive causal mask, as ``nn.MultiheadAttention(need_weights=True)``); open_clip's
+    ``encode_text`` takes fused kernels that round differently in the last bits."""
+    model = clip.model
+    x = model.token_embedding(tokens) + model.positional_embedding
+    length = tokens.shape[1]
+    causal = torch.full((length, length), float("-inf"), device=tokens.device).triu_(1)
+    for block in model.transformer.resblocks:
+        x, _ = block_forward(block, x, causal)
+    x = model.ln_final(x)
+    return x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ model.text_projection
+
+
 @torch.inference_mode()
 def encode_prompts(clip: LoadedClip, class_names: Sequence[str], templates: Sequence[str],
-                   batch_size: int = 256) -> torch.Tensor:
-    """``C x E`` unit vectors: per class, normalised template embeddings averaged, renormalised."""
+                   batch_size: int = 256, exact: bool = False) -> torch.Tensor:
+    """``C x E`` unit vectors: per class, normalised template embeddings averaged, renormalised.
+
+    ``exact`` reproduces the published code's bits: one batch per class (its templates) through
+    :func:`encode_text_published`; slower, it matters where a later step amplifies 1e-7 changes.
+    """
     prompts = [t.format(name) for name in class_names for t in templates]
+    step = len(templates) if exact else batch_size
+    encode = (lambda tokens: encode_text_published(clip, tokens)) if exact else clip.model.encode_text
     feats = []
-    for start in range(0, len(prompts), batch_size):
-        tokens = clip.tokenizer(prompts[start:start + batch_size]).to(clip.device)
-        feats.append(F.normalize(clip.model.encode_text(tokens).float(), dim=-1))
+    for start in range(0, len(prompts), step):
+        tokens = clip.tokenizer(prompts[start:start + step]).to(clip.device)
+        feats.append(F.normalize(encode(tokens).float(), dim=-1))
     per_prompt = torch.cat(feats).reshape(len(class_names), len(templates), -1)
     return F.normalize(per_prompt.mean(dim=1), dim=-1)
 
 
 def text_embeddings(clip: LoadedClip, class_names: Sequence[str], templates: Sequence[str],
-                    cache_dir: str | os.PathLike | None = None) -> torch.Tensor:
+                    cache_dir: str | os.PathLike | None = None, exact: bool = False) -> torch.Tensor:
     """Cached :func:`encode_prompts`; ``cache_dir=None`` uses ``~/.cache/tagclip/text``."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = hashlib.sha256(json.dumps({"model": clip.text_fingerprint(), "classes": list(class_names),
-                                     "templates": list(templates)}).encode()).hexdigest()[:32]
+    spec = {"model": clip.text_fingerprint(), "classes": list(class_names), "templates": list(templates)}
+    if exact:  # a separate entry; existing keys stay as they were
+        spec["exact"] = True
+    key = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:32]
     path = cache_dir / f"{key}.pt"
     if path.is_file():
         try:
@@ -64,6 +87,6 @@ def text_embeddings(clip: LoadedClip, class_names: Sequence[str], templates: Seq
         except Exception:  # a damaged cache entry is recomputed, never fatal
             log.warning("ignoring unreadable text cache %s", path)
     log.info("encoding %d classes x %d templates", len(class_names), len(templates))
-    emb = encode_prompts(clip, class_names, templates)
+    emb = encode_prompts(clip, class_names, templates, exact=exact)
     atomic_write(path, lambda f: torch.save(emb.cpu(), f), mode="wb")
     return emb

@@ -6,8 +6,6 @@ the model's weights and follow the same arithmetic as ``nn.MultiheadAttention``.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,22 +39,13 @@ def embed(visual: nn.Module, images: torch.Tensor, round_fp16_pos: bool = False)
     return visual.ln_pre(x)
 
 
-def softmax_thread_invariant(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Softmax from ``exp`` and ``sum``: its gradient has the same bits for any number of CPU
-    threads, which the fused kernel's backward does not (sharded runs must match one process)."""
-    e = (x - x.amax(dim=dim, keepdim=True).detach()).exp()
-    return e / e.sum(dim=dim, keepdim=True)
-
-
 def attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None = None,
-              self_only: bool = False, softmax: Callable[..., torch.Tensor] = torch.softmax
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+              self_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-head self-attention returning the output and the head-averaged probabilities.
 
     ``mask`` is additive, broadcastable to ``B x heads x T x T``. With ``self_only`` each token
     attends only to itself (additive -100 off the diagonal, as TagCLIP removes the last
     self-attention); the probabilities returned are then those *before* that mask.
-    ``softmax`` may be :func:`softmax_thread_invariant` where gradients are taken.
     """
     batch, tokens, width = x.shape
     heads = attn.num_heads
@@ -65,7 +54,7 @@ def attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor |
     logits = (q * (width // heads) ** -0.5) @ k.transpose(-2, -1)
     if mask is not None:
         logits = logits + mask
-    probs = softmax(logits, dim=-1)
+    probs = logits.softmax(dim=-1)
     mean_probs = probs.mean(dim=1)
     if self_only:
         eye = torch.eye(tokens, dtype=torch.bool, device=x.device)
