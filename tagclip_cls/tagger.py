@@ -118,9 +118,16 @@ class TagCLIP:
         return probs, votes, avg
 
     def refine(self, probs: torch.Tensor, votes: torch.Tensor, avg: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """DMAR for one image: attention voting mask, then class-wise box masks (``N x C``)."""
+        """DMAR for one image: attention voting mask, then class-wise box masks (``N x C``).
+
+        Each class column ``c`` of ``R0 = A @ P`` gives boxes, and the column is recomputed with
+        the keys outside them zeroed: ``(A * m[None, :]) @ P[:, c] = A @ (m * P[:, c])``, done
+        for all classes in one product.
+        """
         attn = avg * (votes >= self.config.vote_min_layers)
         refined = attn @ probs
+        keys = torch.zeros_like(probs)
+        boxed = []
         for c in range(refined.shape[1]):
             column = refined[:, c]
             if column.max() <= 0:
@@ -128,8 +135,10 @@ class TagCLIP:
             norm = minmax(column)
             # a float32 threshold, as the published code passes a torch scalar (float32 product)
             mask = score_map_box_mask(norm.reshape(grid), np.float32(norm.mean().item()))
-            keys = torch.from_numpy(mask.reshape(-1)).to(attn.device)
-            refined[:, c] = (attn * keys[None, :]) @ probs[:, c]
+            keys[:, c] = torch.from_numpy(mask.reshape(-1))
+            boxed.append(c)
+        if boxed:
+            refined[:, boxed] = attn @ (keys[:, boxed] * probs[:, boxed])
         return refined
 
     def cwr_crops(self, image: torch.Tensor, refined: torch.Tensor, local: torch.Tensor,

@@ -50,6 +50,25 @@ def encode_text_published(clip: LoadedClip, tokens: torch.Tensor) -> torch.Tenso
     return x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ model.text_projection
 
 
+def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text`` computed only up to the longest prompt in the batch.
+
+    CLIP's text transformer is causal and pools at the end-of-text token, so the padding after
+    the longest prompt cannot change the result; cutting it makes encoding several times faster.
+    Models without that structure fall back to ``encode_text``.
+    """
+    causal = getattr(model, "attn_mask", None) is not None and getattr(model, "text_pool_type", None) == "argmax"
+    if not causal or not hasattr(model, "token_embedding"):
+        return model.encode_text(tokens)
+    eot = tokens.argmax(dim=-1)
+    length = int(eot.max()) + 1
+    x = model.token_embedding(tokens[:, :length]) + model.positional_embedding[:length]
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)[torch.arange(len(tokens), device=tokens.device), eot]
+    proj = model.text_projection
+    return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+
+
 @torch.inference_mode()
 def encode_prompts(clip: LoadedClip, class_names: Sequence[str], templates: Sequence[str],
                    batch_size: int = 256, exact: bool = False) -> torch.Tensor:

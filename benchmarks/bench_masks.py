@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Stage 2 speed: CAM generation (fp32, bf16) and the dense CRF per worker count. Prints figures.
+
+ViT-B/16 shapes with random weights (or --pretrained PATH), 8 synthetic images of 230-640 px with
+1-3 VOC tags each; times the CAM call on prepared tensors (decoding excluded), best of --repeats.
+Also reports how often bf16 label maps equal fp32 ones. Not a test.
+
+    python benchmarks/bench_masks.py [--device cpu|cuda] [--threads N] [--workers 1 2]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image, ImageDraw
+from open_clip.model import build_model_from_openai_state_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tagclip_cls.models import LoadedClip, load_clip  # noqa: E402
+from tagclip_cls.preprocess import prepare_image  # noqa: E402
+from tagclip_cls.presets import load_preset  # noqa: E402
+from tagclip_cls.random_weights import random_openai_state_dict  # noqa: E402
+from tagclip_cls.text import encode_prompts  # noqa: E402
+from wsss.cams import CAM_TEMPLATE, CamConfig, ClipES  # noqa: E402
+from wsss.crf import CRFJob, CRFSettings, run_crf_batch  # noqa: E402
+from wsss.label_maps import LabelSpace, label_map  # noqa: E402
+from wsss.pseudo_masks import write_cams  # noqa: E402
+
+SIZES = [(231, 301), (333, 500), (480, 640), (375, 257), (640, 427), (245, 613), (500, 375), (389, 389)]
+
+
+def synthetic_images(folder: Path, seed: int = 0) -> list[tuple[Path, list[int]]]:
+    """8 noisy images with a few shapes, and 1-3 random VOC tags each."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for i, (h, w) in enumerate(SIZES):
+        arr = (rng.random((1, 1, 3)) * 255 + rng.normal(0, 12, (h, w, 3))).clip(0, 255).astype(np.uint8)
+        img = Image.fromarray(arr)
+        draw = ImageDraw.Draw(img)
+        for _ in range(rng.integers(2, 6)):
+            x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+            box = [x0, y0, x0 + int(rng.integers(15, w // 2)), y0 + int(rng.integers(15, h // 2))]
+            draw.rectangle(box, fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        path = folder / f"img{i:02d}.jpg"
+        img.save(path, quality=92)
+        items.append((path, sorted(rng.choice(20, int(rng.integers(1, 4)), replace=False).tolist())))
+    return items
+
+
+def random_vitb16(device: str) -> LoadedClip:
+    model = build_model_from_openai_state_dict(random_openai_state_dict(), cast_dtype=torch.float32)
+    model = model.float().eval().requires_grad_(False).to(device)
+    return LoadedClip(model=model, tokenizer=open_clip.get_tokenizer("ViT-B-16"), name="random ViT-B/16")
+
+
+def time_cams(generator: ClipES, prepared, repeats: int) -> tuple[float, list[np.ndarray]]:
+    """Best-of-``repeats`` seconds per image over the set, and the last run's CAMs."""
+    generator(prepared[0][0].tensor, prepared[0][1], prepared[0][0].orig_size)  # warm-up
+    best, outputs = float("inf"), []
+    for _ in range(repeats):
+        outputs = []
+        start = time.perf_counter()
+        for image, tags in prepared:
+            outputs.append(generator(image.tensor, tags, image.orig_size))
+        if generator.clip.device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - start) / len(prepared))
+    return best, outputs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--pretrained", help="an OpenAI-layout checkpoint instead of fresh random ViT-B/16 weights")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--skip-crf", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}  "
+          f"torch {torch.__version__}  threads {args.threads}  device {args.device}")
+
+    clip = load_clip(None, args.pretrained, args.device) if args.pretrained else random_vitb16(args.device)
+    preset = load_preset("voc2012")
+    space = LabelSpace.from_preset(preset)
+    names, background = preset.clip_es["cam_names"], preset.clip_es["background_words"]
+    text = encode_prompts(clip, names + background, [CAM_TEMPLATE])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        items = synthetic_images(tmp)
+        prepared = [(prepare_image(path, clip.patch_size), tags) for path, tags in items]
+        print(f"{len(items)} images, {sum(len(t) for _, t in items)} tags")
+        maps = {}
+        for precision in ("fp32", "bf16"):
+            for grad_mode in ("loop", "batched"):
+                generator = ClipES(clip, text[:len(names)], text[len(names):],
+                                   CamConfig(precision=precision, grad_mode=grad_mode))
+                seconds, outputs = time_cams(generator, prepared, args.repeats)
+                maps[precision] = [label_map(o.astype(np.float16).astype(np.float32), tags, space)
+                                   for o, (_, tags) in zip(outputs, prepared)]
+                print(f"CAMs {precision} {grad_mode:7s}: {seconds:.3f} s/img  {1 / seconds:.2f} img/s")
+                if precision == "fp32" and grad_mode == "loop":
+                    cams32 = outputs
+        same = sum((a == b).sum() for a, b in zip(maps["fp32"], maps["bf16"]))
+        total = sum(a.size for a in maps["fp32"])
+        print(f"bf16 label maps equal to fp32: {100 * same / total:.2f}% of pixels")
+
+        if args.skip_crf:
+            return
+        jobs = []
+        for (path, tags), cams in zip(items, cams32):
+            write_cams(tmp / "cams" / f"{path.stem}.npz", tags, cams.astype(np.float16))
+        for copy in range(2):  # 16 jobs
+            jobs += [CRFJob(str(path), str(tmp / "cams" / f"{path.stem}.npz"), str(tmp / f"crf{copy}" / f"{path.stem}.png"))
+                     for path, _ in items]
+        for workers in args.workers:
+            start = time.perf_counter()
+            run_crf_batch(jobs, CRFSettings(space=space), workers=workers, overwrite=True, progress=False)
+            seconds = time.perf_counter() - start
+            print(f"CRF workers={workers}: {len(jobs) / seconds:.2f} img/s ({len(jobs)} images, pool start-up included)")
+
+
+if __name__ == "__main__":
+    main()
