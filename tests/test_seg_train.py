@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -86,12 +87,18 @@ def test_test_tool_writes_tables_for_a_checkpoint(data, trained, tmp_path):
         _tool("test_seg").main([TINY, str(tmp_path / "missing.pth"), "--data-root", str(data)])
 
 
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_process_torchrun_on_cpu(data, tmp_path):
     work = tmp_path / "ddp"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29613",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            str(REPO / "tools/train_seg.py"), TINY, "--pseudo-masks", str(data / "pseudo_masks"),
            "--data-root", str(data), "--work-dir", str(work), "--cfg-options", "train_cfg.max_iters=4",
            "train_cfg.val_interval=4", "default_hooks.checkpoint.interval=4",
