@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""The three stages on five photographs that scikit-image ships, with an HTML report.
+
+    python tools/demo.py [--pretrained PATH] [--random-weights] [--out demo_out]
+        [--train-iters 300] [--skip-train]
+
+Without --pretrained the open_clip 'openai' ViT-B-16 weights are fetched; where that fails
+(no network) the demo runs on RANDOM weights and says so, in the console and in the report.
+Rerun the same command to resume; the report's path is printed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tagclip_cls.cli import run_cli, setup_logging  # noqa: E402
+from wsss.demo import DemoOptions, run_demo  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--pretrained", help="CLIP checkpoint PATH (e.g. OpenAI's ViT-B-16.pt) or open_clip tag")
+    weights.add_argument("--random-weights", action="store_true",
+                         help="use random CLIP weights (fast, offline; results are meaningless)")
+    p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("--train-iters", type=int, default=300, help="segmenter training iterations (default 300)")
+    p.add_argument("--seg-size", type=int, default=64, help="segmenter crop side in pixels (default 64)")
+    p.add_argument("--skip-train", action="store_true", help="stop after stage 2 (no segmenter)")
+    p.add_argument("--no-crf", action="store_true", help="train on the masks without the dense CRF")
+    p.add_argument("--overwrite", action="store_true", help="recompute everything in --out")
+    p.add_argument("--cache-dir", help="text-embedding cache (default ~/.cache/tagclip/text)")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    setup_logging(args.log_level)
+    result = run_demo(DemoOptions(out=args.out, pretrained=args.pretrained, random_weights=args.random_weights,
+                                  train_iters=args.train_iters, seg_size=args.seg_size, skip_train=args.skip_train,
+                                  crf=not args.no_crf, overwrite=args.overwrite, cache_dir=args.cache_dir))
+    print(f"demo weights: {result.weights.description}")
+    for note in result.notes[1:]:
+        print(note)
+    print(f"report: {result.report.resolve()}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
