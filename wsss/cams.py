@@ -8,25 +8,29 @@ same forward (one small backward per tag on the last block, or one batched backw
 image costs one pass through the network whatever its number of tags.
 
 Refinement (SPEC "Stage 2", step 3): the mean attention of the affinity layers is
-Sinkhorn-normalised (columns then rows, three rounds), symmetrised and squared; each tag's CAM
-is multiplied by its box mask (``scoremap2bbox`` at ``box_threshold``) and propagated with it.
-``(T @ T) * mask[None, :] @ cam`` is computed as ``T @ (T @ (mask * cam))``: the same numbers
-without the ``N^3`` matrix product.
+Sinkhorn-normalised (columns then rows, three rounds), symmetrised and squared once per image;
+each tag's CAM is propagated with its box mask (``scoremap2bbox`` at ``box_threshold``) on the
+columns. CAMs min-max normalised at grid size are resized to the image (OpenCV bilinear).
+
+With random or weak weights the refined maps can be nearly flat (a range of 1e-6), and their final
+min-max normalisation turns last-bit differences into visible ones. So the order of operations
+follows the published code where it decides rounding: Grad-CAM weights and sums in numpy on the
+same array layout, ``T @ T`` then the mask, normalisation in numpy float32. On CPU the fp32
+result then has the same bits as the published code at the same thread count.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from tagclip_cls.boxes import score_map_box_mask
 from tagclip_cls.models import LoadedClip
-from tagclip_cls.vit import attention, block_forward, embed, softmax_thread_invariant
+from tagclip_cls.vit import attention, block_forward, embed
 
 PRECISIONS = ("fp32", "bf16")
 GRAD_MODES = ("loop", "batched")
@@ -51,10 +55,31 @@ class CamConfig:
             raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {self.grad_mode!r}")
 
 
-def minmax(x: torch.Tensor) -> torch.Tensor:
-    """Scale to [0, 1] over the last two dims with the published epsilon."""
-    x = x - x.amin(dim=(-2, -1), keepdim=True)
-    return x / (EPS + x.amax(dim=(-2, -1), keepdim=True))
+def minmax(x: np.ndarray) -> np.ndarray:
+    """``(x - min) / (EPS + max)`` in float32 over the whole array (pytorch-grad-cam's scaling)."""
+    x = x - np.min(x)
+    return x / (EPS + np.max(x))
+
+
+def grad_cam(acts: torch.Tensor, grads: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
+    """Grad-CAMs ``K x gh x gw`` in [0, 1] from patch activations ``N x D`` and per-tag gradients
+    ``K x N x D``: channel weight = mean gradient, ReLU of the weighted channel sum, min-max.
+
+    Computed in numpy on ``1 x D x gh x gw`` views, as pytorch-grad-cam does (same rounding); the
+    min-max is applied twice, as there (per layer, then after averaging its single layer).
+    """
+    gh, gw = grid
+
+    def channels_first(t: torch.Tensor) -> np.ndarray:
+        return t.detach().float().cpu().reshape(1, gh, gw, -1).permute(0, 3, 1, 2).numpy()
+
+    act = channels_first(acts)
+    cams = []
+    for grad in grads:
+        weights = np.mean(channels_first(grad), axis=(2, 3))
+        cam = np.maximum((weights[:, :, None, None] * act).sum(axis=1), 0).astype(np.float32)
+        cams.append(minmax(minmax(cam))[0])
+    return np.stack(cams)
 
 
 def sinkhorn_transition(affinity: torch.Tensor, rounds: int = 3) -> torch.Tensor:
@@ -68,13 +93,13 @@ def sinkhorn_transition(affinity: torch.Tensor, rounds: int = 3) -> torch.Tensor
 
 def refine_with_affinity(trans: torch.Tensor, cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """``((trans @ trans) * mask[None, :]) @ cam`` for every tag (``cams``, ``masks``: ``K x N``)."""
-    return (trans @ (trans @ (cams * masks).T)).T
+    squared = trans @ trans
+    return torch.stack([((squared * mask.view(1, -1)) @ cam.view(-1, 1))[:, 0] for cam, mask in zip(cams, masks)])
 
 
-def box_masks(cams: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Box masks (``K x gh x gw``, float) of each CAM's regions above ``threshold`` (scoremap2bbox)."""
-    maps = cams.detach().float().cpu().numpy()
-    return torch.from_numpy(np.stack([score_map_box_mask(m, threshold) for m in maps])).to(cams.device)
+def box_masks(cams: np.ndarray, threshold: float) -> np.ndarray:
+    """Box masks (``K x gh x gw`` float32) of each CAM's regions above ``threshold`` (scoremap2bbox)."""
+    return np.stack([score_map_box_mask(m, threshold) for m in cams])
 
 
 def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -84,6 +109,18 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     for k, m in enumerate(maps):
         out[k] = cv2.resize(m, (width, height))
     return out
+
+
+@contextmanager
+def _threads_at_least_two() -> Iterator[None]:
+    """PyTorch's softmax backward rounds differently with one CPU thread than with any other
+    count; torchrun ranks with fewer threads each must still write the bits of one process."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class ClipES:
@@ -111,42 +148,40 @@ class ClipES:
         return torch.autocast(device, dtype=torch.bfloat16 if device == "cpu" else torch.float16)
 
     @torch.no_grad()
-    def trunk(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Layers ``0..L-2`` on one ``3 x H' x W'`` image: tokens ``1 x T x D`` and the sum of the
-        affinity layers' head-averaged attention among them (``T x T`` or None)."""
+    def trunk(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Layers ``0..L-2`` on one ``3 x H' x W'`` image: tokens ``1 x T x D`` and the head-averaged
+        attention (``N x N``, class token dropped) of those among the affinity layers."""
         visual = self.clip.visual
         blocks = visual.transformer.resblocks
         with self._autocast():
             x = embed(visual, image[None].to(self.clip.device), self.config.round_fp16_pos)
-            attn_sum = None
+            maps = []
             for index, block in enumerate(blocks[:-1]):
                 x, probs = block_forward(block, x)
                 if index in self.affinity_layers:
-                    probs = probs[0].float()
-                    attn_sum = probs if attn_sum is None else attn_sum + probs
-        return x, attn_sum
+                    maps.append(probs[0, 1:, 1:].float())
+        return x, maps
 
-    def grad_cams(self, x: torch.Tensor, tags: Sequence[int], grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def grad_cams(self, x: torch.Tensor, tags: Sequence[int], grid: tuple[int, int]) -> tuple[np.ndarray, torch.Tensor]:
         """Grad-CAMs ``K x gh x gw`` in [0, 1] of the tags' softmax scores, from the last block
-        run on ``x`` (the trunk's tokens), and that block's head-averaged attention ``T x T``."""
+        run on ``x`` (the trunk's tokens), and that block's head-averaged attention (``N x N``)."""
         visual = self.clip.visual
         block = visual.transformer.resblocks[-1]
         text = torch.cat([self.class_text[list(tags)], self.background_text])
+        text = text / text.norm(dim=1, keepdim=True)
         with torch.enable_grad(), self._autocast():
             acts = block.ln_1(x).detach().requires_grad_(True)
-            out, probs = attention(block.attn, acts, softmax=softmax_thread_invariant)
+            out, probs = attention(block.attn, acts)
             y = x + block.ls_1(out)
             y = y + block.ls_2(block.mlp(block.ln_2(y)))
             pooled = visual.ln_post(y)[:, 1:].mean(dim=1) @ visual.proj
             with torch.autocast(self.clip.device.type, enabled=False):
-                logits = self.logit_scale * F.normalize(pooled.float(), dim=-1) @ text.T
-                scores = logits.softmax(dim=-1)[0]
-            grads = self._tag_gradients(scores, acts, len(tags))  # K x T x D
-        acts = acts.detach()[0, 1:].float()  # N x D
-        weights = grads[:, 1:].float().mean(dim=1)  # K x D
-        cams = (weights @ acts.T).clamp_min(0).reshape(len(tags), *grid)
-        # quirk: pytorch-grad-cam normalises per layer and again after averaging its one layer
-        return minmax(minmax(cams)), probs[0].detach().float()
+                pooled = pooled.float()
+                feature = pooled / pooled.norm(dim=1, keepdim=True)
+                scores = (self.logit_scale * feature @ text.T).softmax(dim=-1)[0]
+            with _threads_at_least_two():
+                grads = self._tag_gradients(scores, acts, len(tags))  # K x T x D
+        return grad_cam(acts[0, 1:], grads[:, 1:], grid), probs[0, 1:, 1:].detach().float()
 
     def _tag_gradients(self, scores: torch.Tensor, acts: torch.Tensor, num_tags: int) -> torch.Tensor:
         if self.config.grad_mode == "batched":
@@ -163,12 +198,13 @@ class ClipES:
             return np.zeros((0, height, width), dtype=np.float32)
         patch = self.clip.patch_size
         grid = (image.shape[1] // patch, image.shape[2] // patch)
-        x, attn_sum = self.trunk(image)
+        x, maps = self.trunk(image)
         cams, last_attn = self.grad_cams(x, tags, grid)
         if self.clip.num_layers - 1 in self.affinity_layers:
-            attn_sum = last_attn if attn_sum is None else attn_sum + last_attn
-        affinity = (attn_sum / len(self.affinity_layers))[1:, 1:]
-        trans = sinkhorn_transition(affinity)
-        masks = box_masks(cams, self.config.box_threshold)
-        refined = refine_with_affinity(trans, cams.flatten(1), masks.flatten(1)).reshape(cams.shape)
-        return resize_maps(minmax(refined).cpu().numpy(), orig_size)
+            maps.append(last_attn)
+        trans = sinkhorn_transition(torch.stack(maps).mean(dim=0))
+        masks = torch.from_numpy(box_masks(cams, self.config.box_threshold)).to(trans.device)
+        cams_t = torch.from_numpy(cams).to(trans.device)
+        refined = refine_with_affinity(trans, cams_t.flatten(1), masks.flatten(1)).reshape(cams.shape)
+        refined = np.stack([minmax(m) for m in refined.cpu().numpy()])
+        return resize_maps(refined, orig_size)

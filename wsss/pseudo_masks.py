@@ -135,7 +135,7 @@ def build_generator(preset: Preset, opts: MaskRunOptions, device: torch.device) 
         raise UserError(f"preset {preset.name}: {len(names)} CLIP-ES names for {preset.num_classes} classes")
     if not background:
         log.warning("no background words: an image with one tag gets a flat CAM (pass --background FILE)")
-    text = text_embeddings(clip, names + background, [CAM_TEMPLATE], opts.cache_dir)
+    text = text_embeddings(clip, names + background, [CAM_TEMPLATE], opts.cache_dir, exact=True)
     return ClipES(clip, text[:len(names)], text[len(names):], config)
 
 
