@@ -188,7 +188,7 @@ def stage3_available() -> str | None:
 def seg_config(images: Path, masks: Path, ids: Sequence[str], work_dir: Path, num_labels: int,
                iters: int, size: int):
     """The tiny DeepLab config, pointed at the demo's images and pseudo masks, without validation."""
-    from wsss.seg.runner import load_config
+    from .seg.runner import load_config
 
     split = work_dir / "train.txt"
     write_text_atomic(split, "\n".join(ids) + "\n")
@@ -220,13 +220,17 @@ def train_and_predict(out: Path, ids: Sequence[str], masks: Path, opts: DemoOpti
     label maps to ``stage3/pred``; returns that folder."""
     from mmseg.apis import inference_model, init_model
 
-    from wsss.seg.runner import train
+    from .seg.errors import SegUserError
+    from .seg.runner import train, user_message
 
     work_dir = out / "stage3"
-    cfg = seg_config(out / "images", masks, ids, work_dir, len(CLASSES) + 1, opts.train_iters, opts.seg_size)
     checkpoint = work_dir / f"iter_{opts.train_iters}.pth"
-    if opts.overwrite or not checkpoint.is_file():
-        train(cfg)
+    try:
+        cfg = seg_config(out / "images", masks, ids, work_dir, len(CLASSES) + 1, opts.train_iters, opts.seg_size)
+        if opts.overwrite or not checkpoint.is_file():
+            train(cfg)
+    except SegUserError as err:
+        raise UserError(user_message(err)) from None
     model = init_model(cfg, str(checkpoint), device="cpu")
     pred_dir = work_dir / "pred"
     for image_id in ids:

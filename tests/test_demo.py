@@ -1,0 +1,125 @@
+"""The demo on small versions of the sample images with a tiny random CLIP (stage 3 when mmcv works)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import wsss.demo as demo
+from conftest import TINY
+from tagclip_cls.errors import UserError
+from wsss.crf import load_cam_npz
+from wsss.demo import CLASSES, RANDOM_BANNER, SAMPLES, DemoOptions, run_demo
+from wsss.palette import read_label_png
+
+HORSE = CLASSES.index("horse") + 1
+
+
+@pytest.fixture(scope="module")
+def offline_run(tmp_path_factory):
+    """The demo with no network: it must fall back to random weights (tiny ones here)."""
+    out = tmp_path_factory.mktemp("demo")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(demo, "_hub_reachable", lambda: False)
+        result = run_demo(DemoOptions(out=str(out), random_dims=TINY, image_side=64, skip_train=True,
+                                      cache_dir=str(out / "text_cache"), progress=False))
+    return out, result
+
+
+def test_falls_back_to_random_weights_and_says_so(offline_run, capsys):
+    out, result = offline_run
+    assert result.weights.random and Path(result.weights.pretrained).parent == out / "weights"
+    assert not result.trained and "--skip-train given" in result.notes[-1]
+    report = result.report.read_text()
+    banner = re.search(r'<div class="banner">(.*?)</div>', report).group(1)
+    assert banner == RANDOM_BANNER
+    assert "RANDOM weights" in report
+
+
+def test_stage_outputs_fit_the_images(offline_run):
+    out, _ = offline_run
+    records = [json.loads(line) for line in (out / "stage1" / "tags.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(SAMPLES)
+    for record in records:
+        assert len(record["scores"]) == len(CLASSES)
+        with Image.open(out / "images" / f"{record['id']}.jpg") as im:
+            w, h = im.size
+        assert max(w, h) == 64
+        keys, cams = load_cam_npz(out / "stage2" / "cams" / f"{record['id']}.npz")
+        assert keys == record["tags"] and cams.shape == (len(keys), h, w)
+        for sub in ("masks", "masks_crf"):
+            labels = read_label_png(out / "stage2" / sub / f"{record['id']}.png")
+            assert labels.shape == (h, w)
+            assert set(np.unique(labels).tolist()) <= {0, 255, *(k + 1 for k in keys)}
+
+
+def test_horse_ground_truth_and_tables(offline_run):
+    out, result = offline_run
+    gt = read_label_png(out / "gt" / "horse.png")
+    with Image.open(out / "images" / "horse.jpg") as im:
+        assert gt.shape == (im.height, im.width)
+        rgb = np.asarray(im).astype(int)
+    assert set(np.unique(gt).tolist()) == {0, HORSE}
+    assert 0.2 < (gt == HORSE).mean() < 0.45  # the silhouette covers about a third of the picture
+    assert rgb[gt == HORSE].mean() < rgb[gt == 0].mean() - 80  # dark horse on a light backdrop
+    for name in ("masks", "masks_crf"):
+        table = json.loads((out / "eval" / f"{name}.json").read_text())
+        assert table["num_images"] == 1
+        with_gt = [c["name"] for c in table["classes"] if c["gt_pixels"]]
+        assert with_gt == ["background", "horse"] and table["num_classes_with_gt"] == 2
+        assert table["classes"][0]["gt_pixels"] == int((gt == 0).sum())
+    cards = re.findall(r'<section class="card" id="img-([^"]+)">(.*?)</section>', result.report.read_text())
+    assert sorted(i for i, _ in cards) == sorted(SAMPLES)
+    tags = {json.loads(l)["id"]: json.loads(l)["tags"] for l in (out / "stage1" / "tags.jsonl").read_text().splitlines()}
+    for image_id, card in cards:
+        assert card.count('<img class="cam"') == len(tags[image_id])
+        assert card.count('<div class="legend">') == 2  # before and after CRF, no segmenter
+    assert result.report.read_text().count('<div class="miou">') == 2
+
+
+def test_rerun_resumes_without_recomputing(offline_run):
+    out, _ = offline_run
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "stage2").rglob("*.np*")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(demo, "_hub_reachable", lambda: False)
+        run_demo(DemoOptions(out=str(out), random_dims=TINY, image_side=64, skip_train=True,
+                             cache_dir=str(out / "text_cache"), progress=False))
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / "stage2").rglob("*.np*")}
+
+
+def test_unfetchable_weights_fall_back(tmp_path, monkeypatch, capsys):
+    def no_weights(model, pretrained, device="cpu"):
+        raise UserError("could not fetch ViT-B-16 weights 'openai'")
+
+    monkeypatch.setattr(demo, "_hub_reachable", lambda: True)
+    monkeypatch.setattr(demo, "load_clip", no_weights)
+    weights = demo.resolve_weights(DemoOptions(out=str(tmp_path), random_dims=TINY), tmp_path)
+    assert weights.random and Path(weights.pretrained).is_file()
+    err = capsys.readouterr().err
+    assert "could not fetch ViT-B-16 weights" in err and "RANDOM weights" in err
+    given = demo.resolve_weights(DemoOptions(out=str(tmp_path), pretrained="/x/ViT-B-16.pt"), tmp_path)
+    assert given == demo.Weights("/x/ViT-B-16.pt", False, "pretrained /x/ViT-B-16.pt")
+
+
+def test_stage3_trains_and_predicts(offline_run, tmp_path):
+    pytest.importorskip("mmcv.ops")
+    src, _ = offline_run
+    out = tmp_path / "demo"
+    shutil.copytree(src, out)
+    result = run_demo(DemoOptions(out=str(out), random_weights=True, random_dims=TINY, image_side=64,
+                                  train_iters=4, seg_size=32, cache_dir=str(out / "text_cache"), progress=False))
+    assert result.trained and (out / "stage3" / "iter_4.pth").is_file()
+    for image_id in SAMPLES:
+        pred = read_label_png(out / "stage3" / "pred" / f"{image_id}.png")
+        with Image.open(out / "images" / f"{image_id}.jpg") as im:
+            assert pred.shape == (im.height, im.width)
+        assert pred.max() <= len(CLASSES)
+    table = json.loads((out / "eval" / "segmenter.json").read_text())
+    assert table["num_images"] == 1 and table["miou"] is not None
+    report = result.report.read_text()
+    assert report.count('<img class="mask"') == 3 * len(SAMPLES) and report.count('<div class="miou">') == 3

@@ -1,0 +1,237 @@
+"""All stages on one dataset with one call, resumable stage by stage.
+
+Layout under ``out``::
+
+    stage1/   tags.jsonl, tags.txt (+ metrics.json when the split has labels)
+    stage2/   cams/, masks/, masks_crf/
+    stage3/   the segmenter's work dir (checkpoints, results_val.json/.md)
+    eval/     masks.json, masks_crf.json: pseudo masks against --gt-masks
+    report.html
+
+A stage whose outputs are complete is skipped; an incomplete one is run again and resumes on
+its own (stage 1's part files, stage 2's per-image files, stage 3's last checkpoint). The
+evaluation is redone whenever stage 2 ran, so its tables always describe the masks on disk.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tagclip_cls.errors import UserError
+from tagclip_cls.io_utils import write_json_atomic, write_text_atomic
+from tagclip_cls.presets import Preset
+from tagclip_cls.runner import collect_entries
+from tagclip_cls.splits import read_split
+from tagclip_cls.tag_run import TagRunOptions, resolve_preset, run_stage1
+
+from .evaluation import COARSE27_NAMES, EVAL_DATASETS, evaluate_dirs
+from .pseudo_masks import MaskRunOptions, OutputLayout, run_stage2
+from .report import ReportInputs, write_report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineOptions:
+    """Settings of :func:`run_pipeline` (``tools/run_pipeline.py``'s flags)."""
+
+    img_root: str
+    out: str
+    dataset: str | None = None
+    classes: str | None = None
+    background: str | None = None
+    split: str | None = None
+    model: str | None = None
+    pretrained: str = "openai"
+    device: str = "cpu"
+    batch_size: int = 1
+    crf: bool = True
+    ignore_below: float | None = None
+    workers: int = 1
+    cache_dir: str | None = None
+    gt_masks: str | None = None
+    seg_config: str | None = None
+    data_root: str | None = None
+    seg_options: dict[str, Any] = field(default_factory=dict)
+    skip_train: bool = False
+    report_images: int = 20
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    name: str
+    ran: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"[{self.name}] {'ran' if self.ran else 'skipped'}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class PipelineLayout:
+    root: Path
+
+    @property
+    def stage1(self) -> Path:
+        return self.root / "stage1"
+
+    @property
+    def tags(self) -> Path:
+        return self.stage1 / "tags.txt"
+
+    @property
+    def stage2(self) -> OutputLayout:
+        return OutputLayout(self.root / "stage2")
+
+    @property
+    def stage3(self) -> Path:
+        return self.root / "stage3"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+
+def stage1_missing(layout: PipelineLayout, expected: list[str]) -> list[str]:
+    """Ids of ``expected`` with neither a tag record nor a 'skipped' entry in stage 1's outputs."""
+    jsonl = layout.stage1 / "tags.jsonl"
+    if not jsonl.is_file() or not layout.tags.is_file():
+        return expected
+    done = {json.loads(line)["id"] for line in jsonl.read_text().splitlines() if line.strip()}
+    skipped = layout.stage1 / "skipped.txt"
+    if skipped.is_file():
+        done |= {line.split("\t", 1)[0] for line in skipped.read_text().splitlines()}
+    return [i for i in expected if i not in done]
+
+
+def stage2_missing(layout: PipelineLayout, preset: Preset, crf: bool) -> list[str]:
+    """Ids in stage 1's tags with a CAM file, mask or (with ``crf``) CRF mask missing."""
+    out = layout.stage2
+    return [e.image_id for e in read_split(layout.tags, preset.classes)
+            if not (out.cam(e.image_id).is_file() and out.mask(e.image_id).is_file()
+                    and (not crf or out.crf(e.image_id).is_file()))]
+
+
+def final_checkpoint(config: str, seg_options: dict[str, Any], work_dir: Path) -> Path:
+    """Where the last checkpoint of an iteration-based config lands (``iter_MAX.pth``)."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(config, import_custom_modules=False)
+    if seg_options:
+        cfg.merge_from_dict(seg_options)
+    max_iters = cfg.get("train_cfg", {}).get("max_iters")
+    if max_iters is None:
+        raise UserError(f"{config}: train_cfg.max_iters not set (only iteration-based configs are supported)")
+    return work_dir / f"iter_{max_iters}.pth"
+
+
+def _stage1(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
+    expected = [e.image_id for e in collect_entries(opts.img_root, opts.split, preset.classes)]
+    missing = stage1_missing(layout, expected)
+    if not missing:
+        return StageStatus("stage1", False, f"tags of all {len(expected)} images in {layout.stage1}")
+    run_stage1(TagRunOptions(img_root=opts.img_root, out=str(layout.stage1), dataset=opts.dataset,
+                             classes=opts.classes, background=opts.background, split=opts.split,
+                             model=opts.model, pretrained=opts.pretrained, device=opts.device,
+                             batch_size=opts.batch_size, cache_dir=opts.cache_dir))
+    return StageStatus("stage1", True, f"tagged {len(missing)} of {len(expected)} images")
+
+
+def _stage2(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
+    missing = stage2_missing(layout, preset, opts.crf)
+    if not missing:
+        return StageStatus("stage2", False, f"pseudo masks complete in {layout.stage2.root}")
+    summary = run_stage2(MaskRunOptions(
+        img_root=opts.img_root, tags=str(layout.tags), out=str(layout.stage2.root), dataset=opts.dataset,
+        classes=opts.classes, background=opts.background, model=opts.model, pretrained=opts.pretrained,
+        device=opts.device, crf=opts.crf, ignore_below=opts.ignore_below, workers=opts.workers,
+        cache_dir=opts.cache_dir, progress=opts.progress))
+    detail = f"{summary.computed} images computed, {summary.existing} already done, {len(summary.failed)} failed"
+    return StageStatus("stage2", True, detail)
+
+
+def _train(opts: PipelineOptions, layout: PipelineLayout) -> StageStatus:
+    if opts.skip_train or not opts.seg_config:
+        return StageStatus("stage3", False, "--skip-train given" if opts.skip_train else "no --seg-config given")
+    last = final_checkpoint(opts.seg_config, opts.seg_options, layout.stage3)
+    if last.is_file():
+        return StageStatus("stage3", False, f"{last} exists")
+    from .seg.errors import SegUserError  # mmseg is needed from here on only
+    from .seg.runner import load_config, train, user_message
+
+    masks = layout.stage2.root / ("masks_crf" if opts.crf else "masks")
+    resume = (layout.stage3 / "last_checkpoint").is_file()
+    try:
+        cfg = load_config(opts.seg_config, pseudo_masks=str(masks), data_root=opts.data_root,
+                          work_dir=str(layout.stage3), cfg_options=opts.seg_options or None, resume=resume)
+        train(cfg)
+    except SegUserError as err:
+        raise UserError(user_message(err)) from None
+    return StageStatus("stage3", True, f"trained to {last}" + (" (resumed)" if resume else ""))
+
+
+def _evaluate(opts: PipelineOptions, layout: PipelineLayout, preset: Preset, stale: bool) -> StageStatus:
+    if not opts.gt_masks:
+        return StageStatus("eval", False, "no --gt-masks given")
+    dataset = opts.dataset if opts.dataset in EVAL_DATASETS else None
+    if dataset is None:
+        raise UserError(f"--gt-masks needs --dataset {'/'.join(EVAL_DATASETS)} (the evaluation protocol)")
+    folders = [layout.stage2.root / "masks"] + ([layout.stage2.root / "masks_crf"] if opts.crf else [])
+    tables = [layout.eval / f"{f.name}.json" for f in folders]
+    if not stale and all(t.is_file() for t in tables):
+        return StageStatus("eval", False, f"tables in {layout.eval}")
+    gt = Path(opts.gt_masks)
+    ids = [e.image_id for e in read_split(layout.tags, preset.classes) if (gt / f"{e.image_id}.png").is_file()]
+    if not ids:
+        raise UserError(f"{gt}: no ground-truth PNG for any tagged image")
+    split = layout.eval / "ids_with_gt.txt"
+    write_text_atomic(split, "\n".join(ids) + "\n")
+    results = []
+    for folder, table in zip(folders, tables):
+        result = evaluate_dirs(folder, gt, dataset, split, missing_as_wrong=True, workers=opts.workers)
+        write_json_atomic(table, result)
+        results.append(f"{folder.name} mIoU {result['miou']:.2f}" if result["miou"] is not None else folder.name)
+    return StageStatus("eval", True, f"{len(ids)} images with ground truth: " + ", ".join(results))
+
+
+def _report(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> Path:
+    tables = [("pseudo masks", layout.eval / "masks.json"), ("pseudo masks + CRF", layout.eval / "masks_crf.json"),
+              ("segmenter (validation)", layout.stage3 / "results_val.json"),
+              ("segmenter (test)", layout.stage3 / "results_test.json")]
+    coarse = preset.clip_es.get("label_space") == "coarse27"
+    return write_report(layout.root / "report.html", ReportInputs(
+        images=opts.img_root, tags=layout.stage1 / "tags.jsonl", class_names=preset.classes,
+        stage2=layout.stage2.root, tables=tables, label_names=COARSE27_NAMES if coarse else None,
+        title=f"pipeline report: {preset.name}", max_images=opts.report_images,
+        settings=[("images", opts.img_root), ("split", opts.split or "all images"),
+                  ("CLIP weights", opts.pretrained), ("segmenter config", opts.seg_config or "none")],
+        notes=[f"first {opts.report_images} images of the split shown"]))
+
+
+def run_pipeline(opts: PipelineOptions, on_stage: Callable[[StageStatus], None] = lambda s: None
+                 ) -> list[StageStatus]:
+    """Run (or skip) stage 1, stage 2, training and evaluation in order, then write the report.
+
+    ``on_stage`` is called with each stage's status as soon as the stage is over.
+    """
+    preset = resolve_preset(opts.dataset, opts.classes, opts.background)
+    layout = PipelineLayout(Path(opts.out))
+    statuses: list[StageStatus] = []
+
+    def record(status: StageStatus) -> StageStatus:
+        statuses.append(status)
+        on_stage(status)
+        return status
+
+    record(_stage1(opts, layout, preset))
+    masks_ran = record(_stage2(opts, layout, preset)).ran
+    record(_evaluate(opts, layout, preset, stale=masks_ran))
+    record(_train(opts, layout))
+    if opts.report_images > 0:
+        path = _report(opts, layout, preset)
+        record(StageStatus("report", True, str(path)))
+    return statuses
