@@ -138,7 +138,7 @@ def _stage1(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> St
                              classes=opts.classes, background=opts.background, split=opts.split,
                              model=opts.model, pretrained=opts.pretrained, device=opts.device,
                              batch_size=opts.batch_size, cache_dir=opts.cache_dir))
-    return StageStatus("stage1", True, f"tagged {len(missing)} of {len(expected)} images")
+    return StageStatus("stage1", True, f"{len(missing)} of {len(expected)} images had no tags yet")
 
 
 def _stage2(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
@@ -150,7 +150,8 @@ def _stage2(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> St
         classes=opts.classes, background=opts.background, model=opts.model, pretrained=opts.pretrained,
         device=opts.device, crf=opts.crf, ignore_below=opts.ignore_below, workers=opts.workers,
         cache_dir=opts.cache_dir, progress=opts.progress))
-    detail = f"{summary.computed} images computed, {summary.existing} already done, {len(summary.failed)} failed"
+    detail = (f"{summary.computed} images computed, {summary.existing} already done, {len(summary.failed)} failed"
+              + (f", {summary.crf_written} CRF masks written" if opts.crf else ""))
     return StageStatus("stage2", True, detail)
 
 
@@ -177,9 +178,6 @@ def _train(opts: PipelineOptions, layout: PipelineLayout) -> StageStatus:
 def _evaluate(opts: PipelineOptions, layout: PipelineLayout, preset: Preset, stale: bool) -> StageStatus:
     if not opts.gt_masks:
         return StageStatus("eval", False, "no --gt-masks given")
-    dataset = opts.dataset if opts.dataset in EVAL_DATASETS else None
-    if dataset is None:
-        raise UserError(f"--gt-masks needs --dataset {'/'.join(EVAL_DATASETS)} (the evaluation protocol)")
     folders = [layout.stage2.root / "masks"] + ([layout.stage2.root / "masks_crf"] if opts.crf else [])
     tables = [layout.eval / f"{f.name}.json" for f in folders]
     if not stale and all(t.is_file() for t in tables):
@@ -192,7 +190,7 @@ def _evaluate(opts: PipelineOptions, layout: PipelineLayout, preset: Preset, sta
     write_text_atomic(split, "\n".join(ids) + "\n")
     results = []
     for folder, table in zip(folders, tables):
-        result = evaluate_dirs(folder, gt, dataset, split, missing_as_wrong=True, workers=opts.workers)
+        result = evaluate_dirs(folder, gt, opts.dataset, split, missing_as_wrong=True, workers=opts.workers)
         write_json_atomic(table, result)
         results.append(f"{folder.name} mIoU {result['miou']:.2f}" if result["miou"] is not None else folder.name)
     return StageStatus("eval", True, f"{len(ids)} images with ground truth: " + ", ".join(results))
@@ -212,12 +210,27 @@ def _report(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> Pa
         notes=[f"first {opts.report_images} images of the split shown"]))
 
 
+def check_options(opts: PipelineOptions) -> None:
+    """Refuse up front what would only fail after hours of stages 1 and 2."""
+    if opts.gt_masks:
+        if opts.dataset not in EVAL_DATASETS:
+            raise UserError(f"--gt-masks needs --dataset {'/'.join(EVAL_DATASETS)} (the evaluation protocol)")
+        if not Path(opts.gt_masks).is_dir():
+            raise UserError(f"{opts.gt_masks}: ground-truth folder not found")
+    if opts.seg_config and not opts.skip_train:
+        if not Path(opts.seg_config).is_file():
+            raise UserError(f"{opts.seg_config}: segmenter config not found")
+        if opts.data_root and not Path(opts.data_root).is_dir():
+            raise UserError(f"{opts.data_root}: data root not found")
+
+
 def run_pipeline(opts: PipelineOptions, on_stage: Callable[[StageStatus], None] = lambda s: None
                  ) -> list[StageStatus]:
     """Run (or skip) stage 1, stage 2, training and evaluation in order, then write the report.
 
     ``on_stage`` is called with each stage's status as soon as the stage is over.
     """
+    check_options(opts)
     preset = resolve_preset(opts.dataset, opts.classes, opts.background)
     layout = PipelineLayout(Path(opts.out))
     statuses: list[StageStatus] = []

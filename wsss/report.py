@@ -161,6 +161,7 @@ def _card(record: dict, inputs: ReportInputs, names: Sequence[str]) -> str:
     head = (f'<div class="row">{_figure(encode_jpeg(rgb), image_id, kind="photo")}<div>'
             f'<p><b>tags:</b> {html.escape(", ".join(tag_names)) or "<i>none</i>"}</p>'
             f"{_scores_table(record, inputs.class_names)}</div></div>")
+    head = f'<div class="block"><h4>image and tag scores</h4>{head}</div>'
     parts = [head]
     stage2 = Path(inputs.stage2) if inputs.stage2 else None
     cam_path = stage2 / "cams" / f"{image_id}.npz" if stage2 else None
@@ -169,7 +170,8 @@ def _card(record: dict, inputs: ReportInputs, names: Sequence[str]) -> str:
         figures = [_figure(encode_jpeg(cam_overlay(rgb, _resize(cams[i].astype(np.float32), size, False))),
                            f"CAM: {inputs.class_names[k] if k < len(inputs.class_names) else k}", kind="cam")
                    for i, k in enumerate(keys)]
-        parts.append(f'<h4>CAM heat maps</h4><div class="row">{"".join(figures) or "<p class=muted>no tags, no CAMs</p>"}</div>')
+        parts.append(f'<div class="block"><h4>CAM heat maps</h4><div class="row">'
+                     f'{"".join(figures) or "<p class=muted>no tags, no CAMs</p>"}</div></div>')
     elif stage2 is not None:
         parts.append('<p class="muted">no CAM file for this image</p>')
     panels = [(stage2 / sub / f"{image_id}.png", title) for sub, title in MASK_PANELS] if stage2 else []
@@ -186,8 +188,9 @@ def _card(record: dict, inputs: ReportInputs, names: Sequence[str]) -> str:
         small = _resize(labels, size, nearest=True)
         figures.append(_figure(encode_jpeg(mask_overlay(rgb, small)), title, _legend(labels, names), kind="mask"))
     if figures:
-        parts.append(f'<h4>label maps</h4><div class="row">{"".join(figures)}</div>')
-    return f'<section class="card" id="img-{html.escape(image_id)}"><h3>{html.escape(image_id)}</h3>{"".join(parts)}</section>'
+        parts.append(f'<div class="block"><h4>label maps</h4><div class="row">{"".join(figures)}</div></div>')
+    return (f'<section class="card" id="img-{html.escape(image_id)}"><h3>{html.escape(image_id)}</h3>'
+            f'<div class="row">{"".join(parts)}</div></section>')
 
 
 def normalise_table(data: dict[str, Any], source: str) -> tuple[list[tuple[str, float | None]], list[tuple[str, float | None, float | None]]]:
@@ -235,7 +238,7 @@ table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;text-align:l
 .legend{font-size:12px;max-width:330px}.chip{display:inline-block;margin:2px 6px 0 0}
 .chip i{display:inline-block;width:11px;height:11px;margin-right:3px;border:1px solid #555;vertical-align:-1px}
 .muted{color:#777;font-size:13px}.miou{display:inline-block;vertical-align:top;margin:0 24px 12px 0}
-h4{margin:8px 0 4px}
+h4{margin:8px 0 4px}.block{margin-right:18px}
 """
 
 

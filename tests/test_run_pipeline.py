@@ -1,0 +1,134 @@
+"""tools/run_pipeline.py: stages in order, skipped when complete, resumed when not (tiny CLIP, VOC labels)."""
+from __future__ import annotations
+
+import json
+import runpy
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_image
+from wsss.palette import read_label_png, write_label_png
+from wsss.pipeline import PipelineOptions, run_pipeline
+
+REPO = Path(__file__).resolve().parent.parent
+TOOL = str(REPO / "tools" / "run_pipeline.py")
+TINY_SEG = str(REPO / "configs" / "tiny" / "deeplabv2_r18-tiny_voc-64x64.py")
+SIZES = {"img_a": (48, 64), "img_b": (64, 40), "img_c": (40, 40)}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc")
+    (root / "images").mkdir()
+    for seed, (image_id, size) in enumerate(SIZES.items()):
+        write_image(root / "images" / f"{image_id}.jpg", size, seed=seed)
+    (root / "split.txt").write_text("img_a cat dog\nimg_b person\nimg_c cat\n")
+    for image_id in ("img_a", "img_b"):  # img_c has no ground truth
+        h, w = SIZES[image_id]
+        gt = np.zeros((h, w), np.uint8)
+        gt[: h // 2] = 8 if image_id == "img_a" else 15  # cat / person (class index + 1)
+        write_label_png(root / "gt" / f"{image_id}.png", gt)
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(dataset, tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    opts = PipelineOptions(img_root=str(dataset / "images"), out=str(out), dataset="voc2012",
+                           split=str(dataset / "split.txt"), pretrained=tiny_checkpoint, workers=0,
+                           gt_masks=str(dataset / "gt"), cache_dir=str(dataset / "text_cache"), progress=False)
+    return opts, run_pipeline(opts)
+
+
+def _by_name(statuses):
+    return {s.name: s for s in statuses}
+
+
+def _copy(opts: PipelineOptions, dest: Path) -> PipelineOptions:
+    shutil.copytree(opts.out, dest)
+    return PipelineOptions(**{**vars(opts), "out": str(dest)})
+
+
+def test_first_run_runs_every_stage(first_run):
+    opts, statuses = first_run
+    assert [s.name for s in statuses] == ["stage1", "stage2", "eval", "stage3", "report"]
+    got = _by_name(statuses)
+    assert got["stage1"].ran and got["stage1"].detail == "3 of 3 images had no tags yet"
+    assert got["stage2"].ran and got["stage2"].detail.startswith("3 images computed, 0 already done, 0 failed, 3 CRF")
+    assert got["eval"].ran and got["eval"].detail.startswith("2 images with ground truth")
+    assert not got["stage3"].ran and got["stage3"].detail == "no --seg-config given"
+    out = Path(opts.out)
+    for image_id, (h, w) in SIZES.items():
+        assert read_label_png(out / "stage2" / "masks_crf" / f"{image_id}.png").shape == (h, w)
+    assert (out / "eval" / "ids_with_gt.txt").read_text() == "img_a\nimg_b\n"
+    table = json.loads((out / "eval" / "masks.json").read_text())
+    assert table["num_images"] == 2 and table["dataset"] == "voc2012"
+    assert {c["name"] for c in table["classes"] if c["gt_pixels"]} == {"background", "cat", "person"}
+    report = (out / "report.html").read_text()
+    assert report.count('<section class="card"') == 3 and report.count('<div class="miou">') == 2
+
+
+def test_complete_stages_are_skipped(first_run, tmp_path):
+    opts = _copy(first_run[0], tmp_path / "out")
+    out = Path(opts.out)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "report.html"}
+    got = _by_name(run_pipeline(opts))
+    assert [got[n].ran for n in ("stage1", "stage2", "eval")] == [False, False, False]
+    assert got["stage1"].detail.startswith("tags of all 3 images")
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "report.html"}
+
+
+def test_incomplete_stage_resumes_and_later_evaluation_reruns(first_run, tmp_path):
+    opts = _copy(first_run[0], tmp_path / "out")
+    out = Path(opts.out)
+    (out / "stage2" / "masks_crf" / "img_b.png").unlink()
+    cam = out / "stage2" / "cams" / "img_a.npz"
+    cam_stamp = cam.stat().st_mtime_ns
+    eval_stamp = (out / "eval" / "masks.json").stat().st_mtime_ns
+    got = _by_name(run_pipeline(opts))
+    assert not got["stage1"].ran
+    assert got["stage2"].ran and got["stage2"].detail == "0 images computed, 3 already done, 0 failed, 1 CRF masks written"
+    assert got["eval"].ran and (out / "eval" / "masks.json").stat().st_mtime_ns != eval_stamp
+    assert cam.stat().st_mtime_ns == cam_stamp
+    # a lost stage-1 output: stage 1 resumes from its part files, stage 2 finds its work done
+    (out / "stage1" / "tags.jsonl").unlink()
+    got = _by_name(run_pipeline(opts))
+    assert got["stage1"].ran and not got["stage2"].ran and (out / "stage1" / "tags.jsonl").is_file()
+
+
+def test_trained_segmenter_is_skipped_without_mmseg(first_run, tmp_path):
+    opts = _copy(first_run[0], tmp_path / "out")
+    opts.seg_config, opts.seg_options, opts.report_images = TINY_SEG, {"train_cfg.max_iters": 7}, 0
+    final = Path(opts.out) / "stage3" / "iter_7.pth"
+    final.parent.mkdir()
+    final.write_bytes(b"")
+    statuses = run_pipeline(opts)
+    assert [s.name for s in statuses] == ["stage1", "stage2", "eval", "stage3"]  # no report asked for
+    assert not statuses[-1].ran and statuses[-1].detail == f"{final} exists"
+    opts.skip_train = True
+    assert run_pipeline(opts)[-1].detail == "--skip-train given"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--gt-masks", "{gt}"], "--gt-masks needs --dataset voc2012/coco2017/cocostuff"),
+    (["--dataset", "voc2012", "--gt-masks", "{gt}_missing"], "_missing: ground-truth folder not found"),
+    (["--dataset", "voc2012", "--seg-config", "nope.py"], "nope.py: segmenter config not found"),
+])
+def test_cli_refuses_bad_options_up_front(dataset, tmp_path, monkeypatch, capsys, extra, message):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("cat\n")
+    extra = [a.format(gt=dataset / "gt") for a in extra]
+    if "--dataset" not in extra:
+        extra = ["--classes", str(classes), *extra]
+    monkeypatch.setattr(sys, "argv", [TOOL, "--img-root", str(dataset / "images"), "--out", str(tmp_path / "o"),
+                                      *extra])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(TOOL, run_name="__main__")
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()  # nothing ran
