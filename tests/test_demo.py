@@ -75,7 +75,8 @@ def test_horse_ground_truth_and_tables(offline_run):
         assert table["classes"][0]["gt_pixels"] == int((gt == 0).sum())
     cards = re.findall(r'<section class="card" id="img-([^"]+)">(.*?)</section>', result.report.read_text())
     assert sorted(i for i, _ in cards) == sorted(SAMPLES)
-    tags = {json.loads(l)["id"]: json.loads(l)["tags"] for l in (out / "stage1" / "tags.jsonl").read_text().splitlines()}
+    records = [json.loads(line) for line in (out / "stage1" / "tags.jsonl").read_text().splitlines()]
+    tags = {r["id"]: r["tags"] for r in records}
     for image_id, card in cards:
         assert card.count('<img class="cam"') == len(tags[image_id])
         assert card.count('<div class="legend">') == 2  # before and after CRF, no segmenter

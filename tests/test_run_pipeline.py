@@ -91,7 +91,8 @@ def test_incomplete_stage_resumes_and_later_evaluation_reruns(first_run, tmp_pat
     eval_stamp = (out / "eval" / "masks.json").stat().st_mtime_ns
     got = _by_name(run_pipeline(opts))
     assert not got["stage1"].ran
-    assert got["stage2"].ran and got["stage2"].detail == "0 images computed, 3 already done, 0 failed, 1 CRF masks written"
+    assert got["stage2"].ran
+    assert got["stage2"].detail == "0 images computed, 3 already done, 0 failed, 1 CRF masks written"
     assert got["eval"].ran and (out / "eval" / "masks.json").stat().st_mtime_ns != eval_stamp
     assert cam.stat().st_mtime_ns == cam_stamp
     # a lost stage-1 output: stage 1 resumes from its part files, stage 2 finds its work done

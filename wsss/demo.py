@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -125,6 +126,9 @@ def write_inputs(out: Path, image_side: int | None) -> list[str]:
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 5.0) -> bool:
+    """A quick connection test, so that an offline machine does not wait out the hub's retries."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # behind a proxy only the download itself can tell
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
         return True
@@ -255,7 +259,8 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     names = ("background", *CLASSES)
     notes = ["Ground truth exists for the horse silhouette only; its mIoU tables check the plumbing."]
     tables: list[tuple[str, Path]] = []
-    for title, folder in (("pseudo masks", out / "stage2" / "masks"), ("pseudo masks + CRF", out / "stage2" / "masks_crf")):
+    for title, sub in (("pseudo masks", "masks"), ("pseudo masks + CRF", "masks_crf")):
+        folder = out / "stage2" / sub
         table = score_masks(folder, out / "gt", names)
         if table is not None:
             write_json_atomic(out / "eval" / f"{folder.name}.json", table)

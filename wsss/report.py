@@ -193,7 +193,11 @@ def _card(record: dict, inputs: ReportInputs, names: Sequence[str]) -> str:
             f'<div class="row">{"".join(parts)}</div></section>')
 
 
-def normalise_table(data: dict[str, Any], source: str) -> tuple[list[tuple[str, float | None]], list[tuple[str, float | None, float | None]]]:
+Summary = list[tuple[str, float | None]]
+Rows = list[tuple[str, float | None, float | None]]
+
+
+def normalise_table(data: dict[str, Any], source: str) -> tuple[Summary, Rows]:
     """Summary and per-class rows (name, IoU, accuracy) of either mIoU JSON format.
 
     Classes without ground-truth pixels are left out of the rows (and of the means).
@@ -257,7 +261,8 @@ def render_report(inputs: ReportInputs) -> str:
         for r in records)
     cards = "".join(_card(r, inputs, names) for r in records)
     tables = [(t, Path(p)) for t, p in inputs.tables if Path(p).is_file()]
-    tables_html = "".join(_table_html(t, p) for t, p in tables) or '<p class="muted">no ground truth, no mIoU tables</p>'
+    tables_html = ("".join(_table_html(t, p) for t, p in tables)
+                   or '<p class="muted">no ground truth, no mIoU tables</p>')
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(inputs.title)}</title>'
             f"<style>{CSS}</style></head><body>{banner}<h1>{html.escape(inputs.title)}</h1>"
             f'<section id="overview"><h2>Overview</h2><table>{settings}</table>{notes}'
