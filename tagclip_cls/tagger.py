@@ -58,6 +58,24 @@ def select_tags(scores: np.ndarray, ratio: float) -> list[int]:
     return chosen.tolist() if chosen.size else [int(scores.argmax())]
 
 
+def resize_bilinear(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(mode="bilinear", align_corners=False)`` for a ``C x H x W`` tensor, written
+    with gathers and element-wise arithmetic only, so that its bits do not depend on the number
+    of CPU threads (torch's kernel does), which keeps sharded runs identical to one process.
+    """
+    def taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        src = ((torch.arange(n_out, dtype=torch.float32, device=image.device) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+        lo = src.floor().long().clamp(max=n_in - 1)
+        return lo, (lo + 1).clamp(max=n_in - 1), src - lo
+
+    y0, y1, wy = taps(image.shape[1], size[0])
+    x0, x1, wx = taps(image.shape[2], size[1])
+    rows0, rows1 = image[:, y0], image[:, y1]
+    top = rows0[:, :, x0] * (1 - wx) + rows0[:, :, x1] * wx
+    bottom = rows1[:, :, x0] * (1 - wx) + rows1[:, :, x1] * wx
+    return top * (1 - wy)[:, None] + bottom * wy[:, None]
+
+
 def minmax(x: torch.Tensor) -> torch.Tensor:
     return (x - x.min()) / (x.max() - x.min())
 
@@ -166,8 +184,7 @@ class TagCLIP:
             if y2 <= y1 or x2 <= x1:
                 break  # published behaviour: an empty box ends CWR for this image
             crop = image[:, y1 * patch:y2 * patch, x1 * patch:x2 * patch]
-            crops.append(F.interpolate(crop[None], size=(side * patch, side * patch), mode="bilinear",
-                                       align_corners=False)[0])
+            crops.append(resize_bilinear(crop, (side * patch, side * patch)))
             cell_mask = cells[y1:y2, x1:x2].float()[None, None]
             masks.append(F.interpolate(cell_mask, size=(side, side), mode="nearest")[0, 0])
             classes.append(c)

@@ -145,3 +145,20 @@ def test_cli_prints_one_line_errors(tmp_path, image_folder):
     cmd[cmd.index("--dataset") + 1] = "voc2099"
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "unknown dataset 'voc2099'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_torchrun_two_ranks_byte_identical(tmp_path, image_folder, classes_file, tiny_checkpoint, cache_dir):
+    """A real 2-process torchrun (gloo barrier) writes exactly what one process writes."""
+    args = ["tools/gen_tags.py", "--img-root", str(image_folder), "--classes", str(classes_file[0]),
+            "--background", str(classes_file[1]), "--pretrained", tiny_checkpoint, "--cache-dir", cache_dir,
+            "--log-level", "WARNING"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    torchrun = Path(sys.executable).with_name("torchrun")
+    two = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-port", "29533", *args,
+                          "--out", str(tmp_path / "two")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr
+    for name in ("tags.jsonl", "tags.txt"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
