@@ -133,3 +133,31 @@ def test_cli_refuses_bad_options_up_front(dataset, tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()  # nothing ran
+
+
+def test_trains_then_resumes_the_segmenter(tiny_checkpoint, tmp_path):
+    pytest.importorskip("mmcv.ops")
+    from wsss.seg.synthetic import write_synthetic_voc
+
+    root = write_synthetic_voc(tmp_path / "voc", num_train=6, num_val=2, seed=1)
+    opts = PipelineOptions(img_root=str(root / "JPEGImages"), out=str(tmp_path / "out"), dataset="voc2012",
+                           split=str(root / "ImageSets/Segmentation/train_aug.txt"), pretrained=tiny_checkpoint,
+                           workers=0, gt_masks=str(root / "SegmentationClass"), seg_config=TINY_SEG,
+                           data_root=str(root), cache_dir=str(tmp_path / "text_cache"), progress=False,
+                           seg_options={"train_cfg.max_iters": 4, "train_cfg.val_interval": 4,
+                                        "default_hooks.checkpoint.interval": 2,
+                                        "train_dataloader.batch_size": 2})
+    got = _by_name(run_pipeline(opts))
+    work = tmp_path / "out" / "stage3"
+    assert got["stage3"].ran and got["stage3"].detail == f"trained to {work / 'iter_4.pth'}"
+    assert json.loads((work / "results_val.json").read_text())["iteration"] == 4
+    assert (tmp_path / "out" / "report.html").read_text().count('<div class="miou">') == 3
+    assert not _by_name(run_pipeline(opts))["stage3"].ran
+    opts.seg_options = {**opts.seg_options, "train_cfg.max_iters": 6, "train_cfg.val_interval": 6}
+    got = _by_name(run_pipeline(opts))
+    assert got["stage3"].ran and got["stage3"].detail.endswith("(resumed)")
+    import torch
+
+    assert torch.load(work / "iter_6.pth", map_location="cpu")["meta"]["iter"] == 6
+    newest_log = sorted(work.glob("*/*.log"))[-1].read_text()
+    assert "resumed" in newest_log and "iter: 4" in newest_log

@@ -51,7 +51,7 @@ class ReportInputs:
     banner: str | None = None  # a warning shown in red at the top
     settings: Sequence[tuple[str, str]] = ()  # (name, value) lines of the overview
     max_images: int | None = None
-    display_side: int = 320  # longer side of every picture in the page
+    display_side: int = 256  # longer side of every picture in the page
     notes: Sequence[str] = field(default_factory=list)  # extra overview remarks
 
 
