@@ -124,3 +124,16 @@ def test_stage3_trains_and_predicts(offline_run, tmp_path):
     assert table["num_images"] == 1 and table["miou"] is not None
     report = result.report.read_text()
     assert report.count('<img class="mask"') == 3 * len(SAMPLES) and report.count('<div class="miou">') == 3
+
+
+def test_other_weights_recompute_everything(offline_run, tmp_path, tiny_checkpoint):
+    src, _ = offline_run
+    out = tmp_path / "demo"
+    shutil.copytree(src, out)
+    cam = out / "stage2" / "cams" / "cat.npz"
+    stamp = cam.stat().st_mtime_ns
+    result = run_demo(DemoOptions(out=str(out), pretrained=tiny_checkpoint, image_side=64, skip_train=True,
+                                  cache_dir=str(out / "text_cache"), progress=False))
+    assert not result.weights.random and 'class="banner"' not in result.report.read_text()
+    assert cam.stat().st_mtime_ns != stamp
+    assert json.loads((out / "inputs.json").read_text())["weights"]["pretrained"] == tiny_checkpoint

@@ -25,7 +25,7 @@ def parse_args() -> argparse.Namespace:
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--pretrained", help="CLIP checkpoint PATH (e.g. OpenAI's ViT-B-16.pt) or open_clip tag")
     weights.add_argument("--random-weights", action="store_true",
-                         help="use random CLIP weights (fast, offline; results are meaningless)")
+                         help="use random CLIP weights (offline smoke test; results are meaningless)")
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--train-iters", type=int, default=300, help="segmenter training iterations (default 300)")
     p.add_argument("--seg-size", type=int, default=64, help="segmenter crop side in pixels (default 64)")

@@ -10,6 +10,7 @@ the plumbing, not of the method.
 Layout under ``out`` (default ``demo_out/``)::
 
     images/ID.jpg, classes.txt, background.txt, gt/horse.png
+    inputs.json       weights and image size of the outputs (a change recomputes everything)
     weights/          random checkpoint (when used)
     stage1/           tags.jsonl, tags.txt
     stage2/           cams/, masks/, masks_crf/
@@ -20,11 +21,12 @@ Layout under ``out`` (default ``demo_out/``)::
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import socket
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -249,6 +251,12 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     ids = write_inputs(out, opts.image_side)
     weights = resolve_weights(opts, out)
     log.info("demo weights: %s", weights.description)
+    inputs = {"weights": asdict(weights), "image_side": opts.image_side}
+    record = out / "inputs.json"
+    if record.is_file() and json.loads(record.read_text()) != inputs and not opts.overwrite:
+        log.warning("%s was made with other weights or image sizes: recomputing everything", out)
+        opts = replace(opts, overwrite=True)
+    write_json_atomic(record, inputs)
     common = dict(img_root=str(out / "images"), classes=str(out / "classes.txt"),
                   background=str(out / "background.txt"), pretrained=weights.pretrained,
                   cache_dir=opts.cache_dir, overwrite=opts.overwrite)
