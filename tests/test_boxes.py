@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from tagclip_cls.boxes import box_mask, score_map_box_mask, score_map_boxes
 

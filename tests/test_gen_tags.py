@@ -12,7 +12,6 @@ from tagclip_cls.distributed import RankInfo
 from tagclip_cls.errors import UserError
 from tagclip_cls.tag_run import TagRunOptions, run_stage1
 
-from conftest import write_image
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,8 @@ from PIL import Image
 from wsss.seg.datasets import COCOStuff27Dataset, LoadCheckedAnnotations, VOCPseudoMaskDataset
 from wsss.seg.errors import MissingFileError, SegUserError
 from wsss.seg.runner import load_config
-from wsss.seg.synthetic import save_mask, write_synthetic_voc
+from wsss.palette import write_label_png
+from wsss.seg.synthetic import write_synthetic_voc
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs/tiny/deeplabv2_r18-tiny_voc-64x64.py"
@@ -107,7 +108,7 @@ def _jpg(path, size=(40, 30)):
 
 def _mask(path, value, size=(40, 30)):
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_mask(np.full((size[1], size[0]), value, np.uint8), path)
+    write_label_png(path, np.full((size[1], size[0]), value, np.uint8))
 
 
 @pytest.fixture(scope="module")

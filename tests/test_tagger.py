@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from tagclip_cls.tagger import TagCLIP, TagConfig, minmax, select_tags
-from tagclip_cls.vit import attention, block_forward, embed, project_tokens
+from tagclip_cls.vit import attention, embed, project_tokens
 
 C, K = 7, 5  # text classes (5 targets + 2 background words)
 

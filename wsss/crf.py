@@ -30,10 +30,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
-from PIL import Image, UnidentifiedImageError
 from pydensecrf.utils import unary_from_softmax
 from tqdm import tqdm
 
+from tagclip_cls import preprocess
 from tagclip_cls.errors import UserError
 
 from .label_maps import LabelSpace, check_cams, probability_stack, rows_to_labels
@@ -108,14 +108,8 @@ def crf_label_map(rgb: np.ndarray, cams: np.ndarray, keys: Sequence[int], space:
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as ``H x W x 3`` uint8 RGB (grey, palette, CMYK and alpha converted)."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"{path}: cannot read image ({exc})") from None
+    """Read an image as ``H x W x 3`` uint8 RGB, with the same decoding and errors as stage 1."""
+    return np.asarray(preprocess.load_rgb(path))
 
 
 def load_cam_npz(path: str | os.PathLike) -> tuple[list[int], np.ndarray]:

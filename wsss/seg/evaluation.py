@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from tagclip_cls.io_utils import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -102,25 +103,10 @@ def markdown_table(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder, so readers never
-    see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_results(record: dict[str, Any], out_dir: str | os.PathLike, stem: str) -> tuple[Path, Path]:
     """Write ``STEM.json`` and ``STEM.md`` into ``out_dir``; returns both paths."""
     out = Path(out_dir)
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
-    atomic_write_text(json_path, json.dumps(record, indent=2, allow_nan=False) + "\n")
-    atomic_write_text(md_path, markdown_table(record))
+    write_text_atomic(json_path, json.dumps(record, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(md_path, markdown_table(record))
     return json_path, md_path

@@ -13,31 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-IGNORE_INDEX = 255  # the ignore value of every mask in this project
+from ..palette import IGNORE, write_label_png
+
 CLASS_COLOURS = {1: (220, 40, 40), 2: (40, 200, 60), 3: (50, 70, 230)}
-
-
-def voc_palette() -> list[int]:
-    """The 256-entry PASCAL VOC colour palette, flattened (for palette PNGs)."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    return pal
-
-
-def save_mask(mask: np.ndarray, path: str | os.PathLike) -> None:
-    """Save a label map as a VOC palette PNG."""
-    h, w = mask.shape
-    img = Image.frombytes("P", (w, h), np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
-    img.putpalette(voc_palette())
-    img.save(path)
 
 
 def _draw_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +45,7 @@ def _corrupt(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
     size = mask.shape[0]
     dy, dx = rng.integers(-2, 3, 2)
     noisy = np.roll(mask, (int(dy), int(dx)), axis=(0, 1))
-    for value in (int(rng.integers(0, 4)), IGNORE_INDEX):
+    for value in (int(rng.integers(0, 4)), IGNORE):
         h, w = (int(v) for v in rng.integers(size // 8, size // 4, 2))
         y, x = (int(v) for v in rng.integers(0, size - max(h, w), 2))
         noisy[y:y + h, x:x + w] = value
@@ -91,8 +69,8 @@ def write_synthetic_voc(root: str | os.PathLike, *, num_train: int = 48, num_val
         for img_id in ids:
             img, mask = _draw_sample(rng, size)
             Image.fromarray(img).save(dirs["JPEGImages"] / f"{img_id}.jpg", quality=95)
-            save_mask(mask, dirs["SegmentationClass"] / f"{img_id}.png")
+            write_label_png(dirs["SegmentationClass"] / f"{img_id}.png", mask)
             if split == "train_aug":
-                save_mask(_corrupt(rng, mask), dirs["pseudo_masks"] / f"{img_id}.png")
+                write_label_png(dirs["pseudo_masks"] / f"{img_id}.png", _corrupt(rng, mask))
         (dirs["ImageSets/Segmentation"] / f"{split}.txt").write_text("\n".join(ids) + "\n")
     return root
