@@ -43,10 +43,11 @@ def parse_args() -> argparse.Namespace:
                    help="fp32 reproduces the published CAMs; bf16: bfloat16 autocast on CPU, fp16 on GPU")
     p.add_argument("--grad-mode", choices=GRAD_MODES, default="loop",
                    help="per-tag gradients: one backward per tag on the last block, or one batched backward")
-    p.add_argument("--box-threshold", type=float, help="box-mask threshold (default: the preset's, 0.4)")
+    p.add_argument("--box-threshold", type=float,
+                   help="box-mask threshold (default: the preset's: VOC 0.4, COCO and COCO-Stuff 0.7)")
     p.add_argument("--affinity-layers", metavar="START:END",
                    help="python slice of the layers whose attention is the affinity, e.g. --affinity-layers=-8: "
-                        "(default: the preset's, -8:-1)")
+                        "(default: the preset's: VOC -8:-1, COCO and COCO-Stuff -8:)")
     p.add_argument("--max-side", type=int, help="scale images whose longer side exceeds this (default: none)")
     p.add_argument("--no-fp16-pos", action="store_true",
                    help="don't round the positional table to fp16 (the published code does)")
