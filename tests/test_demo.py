@@ -114,7 +114,7 @@ def test_stage3_trains_and_predicts(offline_run, tmp_path):
     shutil.copytree(src, out)
     result = run_demo(DemoOptions(out=str(out), random_weights=True, random_dims=TINY, image_side=64,
                                   train_iters=4, seg_size=32, cache_dir=str(out / "text_cache"), progress=False))
-    assert result.trained and (out / "stage3" / "iter_4.pth").is_file()
+    assert result.trained and (out / "stage3" / "32px_4iters" / "iter_4.pth").is_file()
     for image_id in SAMPLES:
         pred = read_label_png(out / "stage3" / "pred" / f"{image_id}.png")
         with Image.open(out / "images" / f"{image_id}.jpg") as im:

@@ -14,7 +14,7 @@ Layout under ``out`` (default ``demo_out/``)::
     weights/          random checkpoint (when used)
     stage1/           tags.jsonl, tags.txt
     stage2/           cams/, masks/, masks_crf/
-    stage3/           work dir of the tiny segmenter, pred/ID.png
+    stage3/           SIZEpx_Niters/ (the tiny segmenter's work dir), pred/ID.png
     eval/             mIoU tables (JSON) on the horse
     report.html
 """
@@ -64,7 +64,7 @@ class DemoOptions:
     pretrained: str | None = None  # checkpoint PATH or open_clip tag; None: try 'openai', else random
     random_weights: bool = False
     train_iters: int = 300
-    seg_size: int = 64  # crop side the segmenter trains and predicts at
+    seg_size: int = 128  # crop side the segmenter trains and predicts at
     skip_train: bool = False
     crf: bool = True
     overwrite: bool = False
@@ -229,7 +229,7 @@ def train_and_predict(out: Path, ids: Sequence[str], masks: Path, opts: DemoOpti
     from .seg.errors import SegUserError
     from .seg.runner import train, user_message
 
-    work_dir = out / "stage3"
+    work_dir = out / "stage3" / f"{opts.seg_size}px_{opts.train_iters}iters"  # other settings: another run
     checkpoint = work_dir / f"iter_{opts.train_iters}.pth"
     try:
         cfg = seg_config(out / "images", masks, ids, work_dir, len(CLASSES) + 1, opts.train_iters, opts.seg_size)
@@ -238,7 +238,7 @@ def train_and_predict(out: Path, ids: Sequence[str], masks: Path, opts: DemoOpti
     except SegUserError as err:
         raise UserError(user_message(err)) from None
     model = init_model(cfg, str(checkpoint), device="cpu")
-    pred_dir = work_dir / "pred"
+    pred_dir = out / "stage3" / "pred"
     for image_id in ids:
         result = inference_model(model, str(out / "images" / f"{image_id}.jpg"))
         write_label_png(pred_dir / f"{image_id}.png", result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8))
