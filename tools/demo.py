@@ -28,7 +28,7 @@ def parse_args() -> argparse.Namespace:
                          help="use random CLIP weights (offline smoke test; results are meaningless)")
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--train-iters", type=int, default=300, help="segmenter training iterations (default 300)")
-    p.add_argument("--seg-size", type=int, default=128, help="segmenter crop side in pixels (default 128)")
+    p.add_argument("--seg-size", type=int, default=64, help="segmenter crop side in pixels (default 64)")
     p.add_argument("--skip-train", action="store_true", help="stop after stage 2 (no segmenter)")
     p.add_argument("--no-crf", action="store_true", help="train on the masks without the dense CRF")
     p.add_argument("--overwrite", action="store_true", help="recompute everything in --out")

@@ -64,7 +64,7 @@ class DemoOptions:
     pretrained: str | None = None  # checkpoint PATH or open_clip tag; None: try 'openai', else random
     random_weights: bool = False
     train_iters: int = 300
-    seg_size: int = 128  # crop side the segmenter trains and predicts at
+    seg_size: int = 64  # crop side the segmenter trains and predicts at
     skip_train: bool = False
     crf: bool = True
     overwrite: bool = False
