@@ -1,11 +1,13 @@
 """What every command-line tool shares: logging set-up and one-line errors for user mistakes."""
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Callable
 
 from .errors import UserError
+from .presets import available_presets
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -24,3 +26,20 @@ def run_cli(main: Callable[[], int | None]) -> None:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def add_class_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dataset NAME`` or ``--classes FILE [--background FILE]``, as every stage takes them."""
+    classes = parser.add_mutually_exclusive_group(required=True)
+    classes.add_argument("--dataset", help=f"preset: {', '.join(available_presets())}")
+    classes.add_argument("--classes", help="text file, one class name per line")
+    parser.add_argument("--background", help="text file of background words (with --classes)")
+
+
+def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--pretrained`` and the text-embedding ``--cache-dir``."""
+    parser.add_argument("--model", default=None,
+                        help="open_clip architecture (default ViT-B-16; with a PATH: an open_clip checkpoint, "
+                             "leave unset for an OpenAI checkpoint whose architecture is read from the file)")
+    parser.add_argument("--pretrained", default="openai", help="open_clip tag or checkpoint PATH (default openai)")
+    parser.add_argument("--cache-dir", help="text-embedding cache (default ~/.cache/tagclip/text)")

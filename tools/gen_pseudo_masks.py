@@ -17,9 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tagclip_cls.cli import run_cli, setup_logging  # noqa: E402
+from tagclip_cls.cli import add_class_arguments, add_weight_arguments, run_cli, setup_logging  # noqa: E402
 from tagclip_cls.distributed import rank_info  # noqa: E402
-from tagclip_cls.presets import available_presets  # noqa: E402
 from wsss.cams import GRAD_MODES, PRECISIONS  # noqa: E402
 from wsss.crf import CRF_IMAGE_MODES  # noqa: E402
 from wsss.pseudo_masks import MaskRunOptions, run_stage2  # noqa: E402
@@ -29,14 +28,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--img-root", required=True, help="folder of images (ID.jpg, ID.png, ...)")
     p.add_argument("--tags", required=True, help="file of 'ID label label ...' lines (stage 1's tags.txt)")
-    classes = p.add_mutually_exclusive_group(required=True)
-    classes.add_argument("--dataset", help=f"preset: {', '.join(available_presets())}")
-    classes.add_argument("--classes", help="text file, one class name per line")
-    p.add_argument("--background", help="text file of background words (with --classes)")
-    p.add_argument("--model", default=None,
-                   help="open_clip architecture for an open_clip checkpoint (default: an OpenAI "
-                        "checkpoint, or ViT-B-16 for a tag)")
-    p.add_argument("--pretrained", default="openai", help="open_clip tag or checkpoint PATH (default openai)")
+    add_class_arguments(p)
+    add_weight_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank its LOCAL_RANK GPU)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -58,7 +51,6 @@ def parse_args() -> argparse.Namespace:
                    help="with --crf: pixels whose CRF confidence is below this become 255 (e.g. 0.95)")
     p.add_argument("--workers", type=int, default=1, help="CRF processes (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: cores / local ranks)")
-    p.add_argument("--cache-dir", help="text-embedding cache (default ~/.cache/tagclip/text)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of skipping it")
     p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

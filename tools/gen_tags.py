@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import argparse
 
-from tagclip_cls.cli import run_cli, setup_logging
+from tagclip_cls.cli import add_class_arguments, add_weight_arguments, run_cli, setup_logging
 from tagclip_cls.tag_run import METHODS, TagRunOptions, run_stage1
-from tagclip_cls.presets import available_presets
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--img-root", required=True, help="folder of images")
     p.add_argument("--split", help="file of 'ID [label ...]' lines; default: every image in --img-root")
-    classes = p.add_mutually_exclusive_group(required=True)
-    classes.add_argument("--dataset", help=f"preset: {', '.join(available_presets())}")
-    classes.add_argument("--classes", help="text file, one class name per line")
-    p.add_argument("--background", help="text file of background words (with --classes)")
-    p.add_argument("--model", default=None,
-                   help="open_clip architecture (default ViT-B-16; with a PATH: an open_clip checkpoint, "
-                        "leave unset for an OpenAI checkpoint whose architecture is read from the file)")
-    p.add_argument("--pretrained", default="openai", help="open_clip tag or checkpoint PATH (default openai)")
+    add_class_arguments(p)
+    add_weight_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-size", type=int, default=1, help="images of one size per forward pass")
@@ -38,7 +31,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-side", type=int, default=1024, help="longer image sides are scaled down to this")
     p.add_argument("--no-fp16-pos", action="store_true",
                    help="don't round the positional table to fp16 (the published code does)")
-    p.add_argument("--cache-dir", help="text-embedding cache (default ~/.cache/tagclip/text)")
     p.add_argument("--loader-threads", type=int, default=2)
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")

@@ -21,8 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mmengine.config import DictAction  # noqa: E402
 
-from tagclip_cls.cli import run_cli, setup_logging  # noqa: E402
-from tagclip_cls.presets import available_presets  # noqa: E402
+from tagclip_cls.cli import add_class_arguments, add_weight_arguments, run_cli, setup_logging  # noqa: E402
 from wsss.pipeline import PipelineOptions, run_pipeline  # noqa: E402
 
 
@@ -30,19 +29,14 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--img-root", required=True, help="folder of images")
     p.add_argument("--split", help="file of 'ID [label ...]' lines; default: every image in --img-root")
-    classes = p.add_mutually_exclusive_group(required=True)
-    classes.add_argument("--dataset", help=f"preset: {', '.join(available_presets())}")
-    classes.add_argument("--classes", help="text file, one class name per line")
-    p.add_argument("--background", help="text file of background words (with --classes)")
-    p.add_argument("--model", help="open_clip architecture for an open_clip checkpoint")
-    p.add_argument("--pretrained", default="openai", help="open_clip tag or checkpoint PATH (default openai)")
+    add_class_arguments(p)
+    add_weight_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="cpu", help="cpu or cuda (stages 1 and 2)")
     p.add_argument("--batch-size", type=int, default=1, help="stage 1 batch size")
     p.add_argument("--no-crf", action="store_true", help="no dense CRF; stage 3 trains on the raw masks")
     p.add_argument("--ignore-below", type=float, help="CRF confidence below which pixels become 255")
     p.add_argument("--workers", type=int, default=1, help="CRF / evaluation processes")
-    p.add_argument("--cache-dir", help="text-embedding cache (default ~/.cache/tagclip/text)")
     p.add_argument("--gt-masks", help="ground-truth label PNGs: the pseudo masks are scored against them")
     p.add_argument("--seg-config", help="mmseg config for stage 3 (without it, stage 3 is skipped)")
     p.add_argument("--data-root", help="dataset root for stage 3 (overrides the config's)")
