@@ -12,6 +12,8 @@ from tagclip_cls.distributed import RankInfo
 from tagclip_cls.errors import UserError
 from tagclip_cls.tag_run import TagRunOptions, run_stage1
 
+from conftest import write_image
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,3 +163,15 @@ def test_torchrun_two_ranks_byte_identical(tmp_path, image_folder, classes_file,
     assert two.returncode == 0, two.stderr
     for name in ("tags.jsonl", "tags.txt"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_one_pixel_and_very_large_images(tmp_path, classes_file, tiny_checkpoint, cache_dir):
+    root = tmp_path / "odd"
+    root.mkdir()
+    write_image(root / "dot.png", (1, 1))
+    write_image(root / "huge.jpg", (3000, 4500))
+    run_stage1(options(root, classes_file, tmp_path / "out", tiny_checkpoint, cache_dir, max_side=320))
+    records = {r["id"]: r for r in read_jsonl(tmp_path / "out" / "tags.jsonl")}
+    assert set(records) == {"dot", "huge"}
+    for r in records.values():
+        assert len(r["scores"]) == 5 and all(s == s for s in r["scores"]) and r["tags"]  # no NaN, a tag
