@@ -79,7 +79,8 @@ def encode_prompts(clip: LoadedClip, class_names: Sequence[str], templates: Sequ
     """
     prompts = [t.format(name) for name in class_names for t in templates]
     step = len(templates) if exact else batch_size
-    encode = (lambda tokens: encode_text_published(clip, tokens)) if exact else clip.model.encode_text
+    encode = (lambda tokens: encode_text_published(clip, tokens)) if exact else \
+        (lambda tokens: encode_text_trimmed(clip.model, tokens))
     feats = []
     for start in range(0, len(prompts), step):
         tokens = clip.tokenizer(prompts[start:start + step]).to(clip.device)
