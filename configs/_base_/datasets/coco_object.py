@@ -7,30 +7,19 @@
 #   data/coco/masks_object/train2017/ID.png    (optional: fully supervised upper bound)
 # Every image in images/train2017 needs a pseudo mask; to train on a subset, give a split
 # file of IDs: --cfg-options train_dataloader.dataset.ann_file=PATH
-_base_ = ['./pipelines_512.py']
+_base_ = ['./loaders_512.py']
 dataset_type = 'COCOObjectDataset'
 data_root = 'data/coco'
 train_dataloader = dict(
-    batch_size=4,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
-        data_prefix=dict(img_path='images/train2017', seg_map_path='masks_object/train2017'),
-        pseudo_mask_dir=None,
-        pipeline={{_base_.train_pipeline}}))
+        data_prefix=dict(img_path='images/train2017', seg_map_path='masks_object/train2017')))
 val_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
         data_prefix=dict(img_path='images/val2017', seg_map_path='masks_object/val2017'),
         # prepare_data writes masks only for images with annotations: evaluate those
-        list_from='masks',
-        pipeline={{_base_.test_pipeline}}))
+        list_from='masks'))
 test_dataloader = val_dataloader

@@ -5,28 +5,17 @@
 #   data/coco_stuff164k/annotations/{train2017,val2017}/ID.png
 # Ground truth already in 0..26 (tools/prepare_data.py stuff-masks) works too: point
 # seg_map_path at it and set val_dataloader.dataset.gt_remap=None.
-_base_ = ['./pipelines_512.py']
+_base_ = ['./loaders_512.py']
 dataset_type = 'COCOStuff27Dataset'
 data_root = 'data/coco_stuff164k'
 train_dataloader = dict(
-    batch_size=4,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
-        data_prefix=dict(img_path='images/train2017', seg_map_path='annotations/train2017'),
-        pseudo_mask_dir=None,
-        pipeline={{_base_.train_pipeline}}))
+        data_prefix=dict(img_path='images/train2017', seg_map_path='annotations/train2017')))
 val_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
-        data_prefix=dict(img_path='images/val2017', seg_map_path='annotations/val2017'),
-        pipeline={{_base_.test_pipeline}}))
+        data_prefix=dict(img_path='images/val2017', seg_map_path='annotations/val2017')))
 test_dataloader = val_dataloader

@@ -6,30 +6,19 @@
 #   data/VOCdevkit/VOC2012/SegmentationClass/ID.png      (val ground truth)
 #   data/VOCdevkit/VOC2012/SegmentationClassAug/ID.png   (optional, SBD ground truth)
 #   data/VOCdevkit/VOC2012/ImageSets/Segmentation/{train_aug,val}.txt
-_base_ = ['./pipelines_512.py']
+_base_ = ['./loaders_512.py']
 dataset_type = 'VOCPseudoMaskDataset'
 data_root = 'data/VOCdevkit/VOC2012'
 train_dataloader = dict(
-    batch_size=4,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
         data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
-        ann_file='ImageSets/Segmentation/train_aug.txt',
-        pseudo_mask_dir=None,
-        pipeline={{_base_.train_pipeline}}))
+        ann_file='ImageSets/Segmentation/train_aug.txt'))
 val_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
         data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
-        ann_file='ImageSets/Segmentation/val.txt',
-        pipeline={{_base_.test_pipeline}}))
+        ann_file='ImageSets/Segmentation/val.txt'))
 test_dataloader = val_dataloader
