@@ -11,6 +11,7 @@ Three ways to name weights, all returning a :class:`LoadedClip` in eval mode:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -56,8 +57,11 @@ class LoadedClip:
     def device(self) -> torch.device:
         return self.model.logit_scale.device
 
+    @functools.cached_property
     def text_fingerprint(self) -> str:
-        """A hash of the text tower's weights: the key that text-embedding caches depend on."""
+        """A hash of the text tower's weights: the key that text-embedding caches depend on.
+
+        Computed once per loaded model (it reads every text weight)."""
         h = hashlib.sha256()
         for key, value in sorted(self.model.state_dict().items()):
             if key.startswith("visual."):

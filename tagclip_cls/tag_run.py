@@ -76,7 +76,7 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
     config = tag_config(preset, opts.method, opts.precision, not opts.no_fp16_pos)
     tagger = ImageTagger(TagCLIP(clip, text, preset.num_classes, config), preset.classes, opts.method,
                          opts.max_side)
-    run_config = {"model": clip.name, "text": clip.text_fingerprint(), "classes": preset.classes,
+    run_config = {"model": clip.name, "text": clip.text_fingerprint, "classes": preset.classes,
                   "background_words": preset.background_words, "config": asdict(config),
                   "method": opts.method, "max_side": opts.max_side, "batch_size": opts.batch_size}
     return tag_images(tagger, entries, opts.out, run_config, opts.batch_size, opts.strict, opts.overwrite,

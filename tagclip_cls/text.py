@@ -93,7 +93,7 @@ def text_embeddings(clip: LoadedClip, class_names: Sequence[str], templates: Seq
                     cache_dir: str | os.PathLike | None = None, exact: bool = False) -> torch.Tensor:
     """Cached :func:`encode_prompts`; ``cache_dir=None`` uses ``~/.cache/tagclip/text``."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    spec = {"model": clip.text_fingerprint(), "classes": list(class_names), "templates": list(templates)}
+    spec = {"model": clip.text_fingerprint, "classes": list(class_names), "templates": list(templates)}
     if exact:  # a separate entry; existing keys stay as they were
         spec["exact"] = True
     key = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:32]
