@@ -77,6 +77,27 @@ def time_cams(generator: ClipES, prepared, repeats: int) -> tuple[float, list[np
     return best, outputs
 
 
+def bench_cams(clip: LoadedClip, text: torch.Tensor, num_classes: int, prepared, space: LabelSpace,
+               repeats: int) -> list[np.ndarray]:
+    """Print the speed of every precision and gradient mode, and the bf16/fp32 label-map agreement;
+    return the fp32 loop-mode CAMs."""
+    maps, cams32 = {}, []
+    for precision in ("fp32", "bf16"):
+        for grad_mode in ("loop", "batched"):
+            generator = ClipES(clip, text[:num_classes], text[num_classes:],
+                               CamConfig(precision=precision, grad_mode=grad_mode))
+            seconds, outputs = time_cams(generator, prepared, repeats)
+            maps[precision] = [label_map(o.astype(np.float16).astype(np.float32), tags, space)
+                               for o, (_, tags) in zip(outputs, prepared)]
+            print(f"CAMs {precision} {grad_mode:7s}: {seconds:.3f} s/img  {1 / seconds:.2f} img/s")
+            if precision == "fp32" and grad_mode == "loop":
+                cams32 = outputs
+    same = sum((a == b).sum() for a, b in zip(maps["fp32"], maps["bf16"]))
+    total = sum(a.size for a in maps["fp32"])
+    print(f"bf16 label maps equal to fp32: {100 * same / total:.2f}% of pixels")
+    return cams32
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -85,6 +106,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--skip-crf", action="store_true")
+    p.add_argument("--crf-copies", type=int, default=2, help="CRF jobs = 8 images x this")
+    p.add_argument("--skip-cams", action="store_true", help="CRF only (CAMs of the fp32 loop mode are still computed once)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}  "
@@ -100,27 +123,18 @@ def main() -> None:
         items = synthetic_images(tmp)
         prepared = [(prepare_image(path, clip.patch_size), tags) for path, tags in items]
         print(f"{len(items)} images, {sum(len(t) for _, t in items)} tags")
-        maps = {}
-        for precision in ("fp32", "bf16"):
-            for grad_mode in ("loop", "batched"):
-                generator = ClipES(clip, text[:len(names)], text[len(names):],
-                                   CamConfig(precision=precision, grad_mode=grad_mode))
-                seconds, outputs = time_cams(generator, prepared, args.repeats)
-                maps[precision] = [label_map(o.astype(np.float16).astype(np.float32), tags, space)
-                                   for o, (_, tags) in zip(outputs, prepared)]
-                print(f"CAMs {precision} {grad_mode:7s}: {seconds:.3f} s/img  {1 / seconds:.2f} img/s")
-                if precision == "fp32" and grad_mode == "loop":
-                    cams32 = outputs
-        same = sum((a == b).sum() for a, b in zip(maps["fp32"], maps["bf16"]))
-        total = sum(a.size for a in maps["fp32"])
-        print(f"bf16 label maps equal to fp32: {100 * same / total:.2f}% of pixels")
+        if args.skip_cams:
+            generator = ClipES(clip, text[:len(names)], text[len(names):])
+            cams32 = [generator(image.tensor, tags, image.orig_size) for image, tags in prepared]
+        else:
+            cams32 = bench_cams(clip, text, len(names), prepared, space, args.repeats)
 
         if args.skip_crf:
             return
         jobs = []
         for (path, tags), cams in zip(items, cams32):
             write_cams(tmp / "cams" / f"{path.stem}.npz", tags, cams.astype(np.float16))
-        for copy in range(2):  # 16 jobs
+        for copy in range(args.crf_copies):
             jobs += [CRFJob(str(path), str(tmp / "cams" / f"{path.stem}.npz"), str(tmp / f"crf{copy}" / f"{path.stem}.png"))
                      for path, _ in items]
         for workers in args.workers:

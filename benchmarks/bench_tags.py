@@ -4,7 +4,7 @@
 Random weights (same compute as the real model), 8 synthetic images of 230-640 px, VOC classes
 (20 + 25 background words). Prints text-encoding time (first and cached run), then per
 precision: seconds per image, images per second and peak memory, and how often the tags agree
-with fp32. Usage: ``python benchmarks/bench_tags.py [--device cuda] [--precisions fp32 bf16]``.
+with fp32. Usage: ``python benchmarks/bench_tags.py [--device cuda] [--precisions fp32 bf16 fp16]``.
 """
 from __future__ import annotations
 
@@ -50,7 +50,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
-    parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     device = torch.device(args.device)
