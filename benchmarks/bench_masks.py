@@ -25,6 +25,7 @@ from open_clip.model import build_model_from_openai_state_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tagclip_cls.cpu_memory import retain_freed_memory  # noqa: E402
 from tagclip_cls.models import LoadedClip, load_clip  # noqa: E402
 from tagclip_cls.preprocess import prepare_image  # noqa: E402
 from tagclip_cls.presets import load_preset  # noqa: E402
@@ -78,24 +79,24 @@ def time_cams(generator: ClipES, prepared, repeats: int) -> tuple[float, list[np
 
 
 def bench_cams(clip: LoadedClip, text: torch.Tensor, num_classes: int, prepared, space: LabelSpace,
-               repeats: int) -> list[np.ndarray]:
-    """Print the speed of every precision and gradient mode, and the bf16/fp32 label-map agreement;
-    return the fp32 loop-mode CAMs."""
-    maps, cams32 = {}, []
-    for precision in ("fp32", "bf16"):
-        for grad_mode in ("loop", "batched"):
+               repeats: int, precisions: list[str], grad_modes: list[str]) -> list[np.ndarray]:
+    """Print the speed of each precision and gradient mode, and the bf16/fp32 label-map agreement;
+    return the CAMs of the first combination."""
+    maps, cams_first = {}, []
+    for precision in precisions:
+        for grad_mode in grad_modes:
             generator = ClipES(clip, text[:num_classes], text[num_classes:],
                                CamConfig(precision=precision, grad_mode=grad_mode))
             seconds, outputs = time_cams(generator, prepared, repeats)
             maps[precision] = [label_map(o.astype(np.float16).astype(np.float32), tags, space)
                                for o, (_, tags) in zip(outputs, prepared)]
             print(f"CAMs {precision} {grad_mode:7s}: {seconds:.3f} s/img  {1 / seconds:.2f} img/s")
-            if precision == "fp32" and grad_mode == "loop":
-                cams32 = outputs
-    same = sum((a == b).sum() for a, b in zip(maps["fp32"], maps["bf16"]))
-    total = sum(a.size for a in maps["fp32"])
-    print(f"bf16 label maps equal to fp32: {100 * same / total:.2f}% of pixels")
-    return cams32
+            cams_first = cams_first or outputs
+    if {"fp32", "bf16"} <= maps.keys():
+        same = sum((a == b).sum() for a, b in zip(maps["fp32"], maps["bf16"]))
+        total = sum(a.size for a in maps["fp32"])
+        print(f"bf16 label maps equal to fp32: {100 * same / total:.2f}% of pixels")
+    return cams_first
 
 
 def main() -> None:
@@ -104,12 +105,15 @@ def main() -> None:
     p.add_argument("--pretrained", help="an OpenAI-layout checkpoint instead of fresh random ViT-B/16 weights")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--grad-modes", nargs="+", default=["loop", "batched"], choices=["loop", "batched"])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--skip-crf", action="store_true")
     p.add_argument("--crf-copies", type=int, default=2, help="CRF jobs = 8 images x this")
     p.add_argument("--skip-cams", action="store_true", help="CRF only (CAMs of the fp32 loop mode are still computed once)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as the tools do
     print(f"{time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}  "
           f"torch {torch.__version__}  threads {args.threads}  device {args.device}")
 
@@ -127,7 +131,8 @@ def main() -> None:
             generator = ClipES(clip, text[:len(names)], text[len(names):])
             cams32 = [generator(image.tensor, tags, image.orig_size) for image, tags in prepared]
         else:
-            cams32 = bench_cams(clip, text, len(names), prepared, space, args.repeats)
+            cams32 = bench_cams(clip, text, len(names), prepared, space, args.repeats, args.precisions,
+                                args.grad_modes)
 
         if args.skip_crf:
             return

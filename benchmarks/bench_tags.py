@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tagclip_cls.cpu_memory import retain_freed_memory
 from tagclip_cls.models import load_clip
 from tagclip_cls.presets import load_preset
 from tagclip_cls.preprocess import prepare_image
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
+    retain_freed_memory()  # as the tools do
     device = torch.device(args.device)
     work = Path(tempfile.mkdtemp(prefix="bench_tags_"))
     ckpt = work / "vitb16_random.pt"

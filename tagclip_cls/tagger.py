@@ -200,7 +200,7 @@ class TagCLIP:
         with self._autocast():
             x = embed(visual, crops)  # crops have the native size: the table is used as it is
             for block in visual.transformer.resblocks:
-                x, _ = block_forward(block, x, mask=bias.to(x.dtype))
+                x, _ = block_forward(block, x, mask=bias.to(x.dtype), need_probs=False)
             cls = project_tokens(visual, x[:, :1])[:, 0]
         return self._class_probs(cls)
 

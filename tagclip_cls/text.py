@@ -45,7 +45,7 @@ def encode_text_published(clip: LoadedClip, tokens: torch.Tensor) -> torch.Tenso
     length = tokens.shape[1]
     causal = torch.full((length, length), float("-inf"), device=tokens.device).triu_(1)
     for block in model.transformer.resblocks:
-        x, _ = block_forward(block, x, causal)
+        x, _ = block_forward(block, x, causal, need_probs=False)
     x = model.ln_final(x)
     return x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ model.text_projection
 

@@ -40,8 +40,9 @@ def embed(visual: nn.Module, images: torch.Tensor, round_fp16_pos: bool = False)
 
 
 def attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None = None,
-              self_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multi-head self-attention returning the output and the head-averaged probabilities.
+              self_only: bool = False, need_probs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-head self-attention returning the output and the head-averaged probabilities
+    (``None`` unless ``need_probs``).
 
     ``mask`` is additive, broadcastable to ``B x heads x T x T``. With ``self_only`` each token
     attends only to itself (additive -100 off the diagonal, as TagCLIP removes the last
@@ -55,7 +56,7 @@ def attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor |
     if mask is not None:
         logits = logits + mask
     probs = logits.softmax(dim=-1)
-    mean_probs = probs.mean(dim=1)
+    mean_probs = probs.mean(dim=1) if need_probs else None
     if self_only:
         eye = torch.eye(tokens, dtype=torch.bool, device=x.device)
         off_diagonal = torch.zeros(tokens, tokens, dtype=logits.dtype, device=x.device).masked_fill(~eye, -100.0)
@@ -65,9 +66,9 @@ def attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor |
 
 
 def block_forward(block: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None,
-                  self_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  self_only: bool = False, need_probs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One residual attention block (``ln_1``, attention, ``ln_2``, MLP) with its attention map."""
-    out, probs = attention(block.attn, block.ln_1(x), mask, self_only)
+    out, probs = attention(block.attn, block.ln_1(x), mask, self_only, need_probs)
     x = x + block.ls_1(out)
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return x, probs

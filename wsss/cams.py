@@ -157,8 +157,9 @@ class ClipES:
             x = embed(visual, image[None].to(self.clip.device), self.config.round_fp16_pos)
             maps = []
             for index, block in enumerate(blocks[:-1]):
-                x, probs = block_forward(block, x)
-                if index in self.affinity_layers:
+                keep = index in self.affinity_layers
+                x, probs = block_forward(block, x, need_probs=keep)
+                if keep:
                     maps.append(probs[0, 1:, 1:].float())
         return x, maps
 
