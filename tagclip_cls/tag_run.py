@@ -10,6 +10,7 @@ import torch
 from .distributed import device_for_rank, rank_info
 from .errors import UserError
 from .models import load_clip
+from .precision import warn_if_slow
 from .presets import Preset, custom_preset, load_preset
 from .runner import ImageTagger, collect_entries, tag_images
 from .tagger import TagCLIP, TagConfig
@@ -72,6 +73,7 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
     preset = resolve_preset(opts.dataset, opts.classes, opts.background)
     entries = collect_entries(opts.img_root, opts.split, preset.classes)
     clip = load_clip(opts.model, opts.pretrained, device_for_rank(opts.device, rank))
+    warn_if_slow(opts.precision, clip.device)
     text = text_embeddings(clip, preset.classes + preset.background_words, load_templates(), opts.cache_dir)
     config = tag_config(preset, opts.method, opts.precision, not opts.no_fp16_pos)
     tagger = ImageTagger(TagCLIP(clip, text, preset.num_classes, config), preset.classes, opts.method,

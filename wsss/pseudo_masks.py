@@ -28,6 +28,7 @@ from tagclip_cls.distributed import RankInfo, device_for_rank, rank_info, shard
 from tagclip_cls.errors import UserError
 from tagclip_cls.io_utils import atomic_write, write_json_atomic
 from tagclip_cls.models import load_clip
+from tagclip_cls.precision import warn_if_slow
 from tagclip_cls.preprocess import find_image, prepare_image
 from tagclip_cls.presets import Preset
 from tagclip_cls.splits import read_split
@@ -127,6 +128,7 @@ def build_generator(preset: Preset, opts: MaskRunOptions, device: torch.device) 
     """Load CLIP and the CLIP-ES text features (name variants, background words; cached)."""
     clip = load_clip(opts.model, opts.pretrained, device)
     config = cam_config(preset, opts)
+    warn_if_slow(config.precision, clip.device)
     if not range(clip.num_layers)[slice(*config.affinity_layers)]:
         raise UserError(f"affinity layers {config.affinity_layers} select none of the {clip.num_layers} layers")
     names = list(preset.clip_es.get("cam_names", preset.classes))
