@@ -155,7 +155,7 @@ def _prefetch(tagger: ImageTagger, batches: list[Batch], strict: bool, threads: 
 
 def tag_images(tagger: ImageTagger, entries: Sequence[ImageEntry], out_dir: str | os.PathLike,
                run_config: dict, batch_size: int = 1, strict: bool = False, overwrite: bool = False,
-               rank: RankInfo = RankInfo(), loader_threads: int = 2) -> dict | None:
+               rank: RankInfo = RankInfo(), loader_threads: int = 2, progress: bool = True) -> dict | None:
     """Tag ``entries`` into ``out_dir``; returns the metrics (when labels are known) on rank 0.
 
     ``run_config`` describes what produces the scores (model, classes, method, ...): resuming
@@ -179,7 +179,7 @@ def tag_images(tagger: ImageTagger, entries: Sequence[ImageEntry], out_dir: str 
     log.info("rank %d/%d: %d batches to run, %d images already done", rank.rank, rank.world_size,
              len(todo), len(done))
     with tqdm(total=sum(len(b.entries) for b in todo), desc="tagging", unit="img",
-              disable=not rank.is_main) as bar:
+              disable=not (progress and rank.is_main)) as bar:
         for images, errors in _prefetch(tagger, todo, strict, loader_threads):
             own_part.append(tagger.run(images) + errors)
             bar.update(len(images) + len(errors))

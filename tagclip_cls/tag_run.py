@@ -41,6 +41,7 @@ class TagRunOptions:
     loader_threads: int = 2
     strict: bool = False
     overwrite: bool = False
+    progress: bool = True
 
 
 def resolve_preset(dataset: str | None, classes: str | None, background: str | None) -> Preset:
@@ -82,4 +83,4 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
                   "background_words": preset.background_words, "config": asdict(config),
                   "method": opts.method, "max_side": opts.max_side, "batch_size": opts.batch_size}
     return tag_images(tagger, entries, opts.out, run_config, opts.batch_size, opts.strict, opts.overwrite,
-                      rank, opts.loader_threads)
+                      rank, opts.loader_threads, opts.progress)

@@ -175,3 +175,10 @@ def test_one_pixel_and_very_large_images(tmp_path, classes_file, tiny_checkpoint
     assert set(records) == {"dot", "huge"}
     for r in records.values():
         assert len(r["scores"]) == 5 and all(s == s for s in r["scores"]) and r["tags"]  # no NaN, a tag
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_progress_bar_can_be_turned_off(tmp_path, image_folder, classes_file, tiny_checkpoint, cache_dir, capsys,
+                                        progress):
+    run_stage1(options(image_folder, classes_file, tmp_path / "out", tiny_checkpoint, cache_dir, progress=progress))
+    assert ("tagging:" in capsys.readouterr().err) is progress

@@ -34,6 +34,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--loader-threads", type=int, default=2)
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args()
 
@@ -41,7 +42,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     setup_logging(args.log_level)
-    run_stage1(TagRunOptions(**{k: v for k, v in vars(args).items() if k != "log_level"}))
+    options = {k: v for k, v in vars(args).items() if k not in ("log_level", "no_progress")}
+    run_stage1(TagRunOptions(**options, progress=not args.no_progress))
 
 
 if __name__ == "__main__":
