@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from .distributed import RankInfo, shard, wait_for_all
 from .errors import UserError
 from .io_utils import write_json_atomic, write_text_atomic
 from .metrics import classification_metrics, format_summary
+from .overlap import read_ahead
 from .preprocess import (PreparedImage, find_image, list_images, model_input_size, prepare_image,
                          read_image_size)
 from .splits import format_split_line, read_split
@@ -137,25 +137,9 @@ class ImageTagger:
                 for im, (scores, tags) in zip(images, results)]
 
 
-def _prefetch(tagger: ImageTagger, batches: list[Batch], strict: bool, threads: int) -> Iterator:
-    """Decode the next batches in threads while the model works on the current one."""
-    if threads <= 0:
-        for batch in batches:
-            yield tagger.load(batch, strict)
-        return
-    with ThreadPoolExecutor(threads) as pool:
-        futures = [pool.submit(tagger.load, b, strict) for b in batches[:threads + 1]]
-        for i in range(len(batches)):
-            result = futures[i].result()
-            nxt = i + threads + 1
-            if nxt < len(batches):
-                futures.append(pool.submit(tagger.load, batches[nxt], strict))
-            yield result
-
-
 def tag_images(tagger: ImageTagger, entries: Sequence[ImageEntry], out_dir: str | os.PathLike,
                run_config: dict, batch_size: int = 1, strict: bool = False, overwrite: bool = False,
-               rank: RankInfo = RankInfo(), loader_threads: int = 2, progress: bool = True) -> dict | None:
+               rank: RankInfo = RankInfo(), loader_threads: int = 0, progress: bool = True) -> dict | None:
     """Tag ``entries`` into ``out_dir``; returns the metrics (when labels are known) on rank 0.
 
     ``run_config`` describes what produces the scores (model, classes, method, ...): resuming
@@ -180,7 +164,7 @@ def tag_images(tagger: ImageTagger, entries: Sequence[ImageEntry], out_dir: str 
              len(todo), len(done))
     with tqdm(total=sum(len(b.entries) for b in todo), desc="tagging", unit="img",
               disable=not (progress and rank.is_main)) as bar:
-        for images, errors in _prefetch(tagger, todo, strict, loader_threads):
+        for images, errors in read_ahead(lambda batch: tagger.load(batch, strict), todo, loader_threads):
             own_part.append(tagger.run(images) + errors)
             bar.update(len(images) + len(errors))
     wait_for_all(rank)

@@ -166,3 +166,19 @@ def test_cocostuff_maps_to_coarse_27(setup, monkeypatch, capsys):
     coarse = preset.clip_es["class_to_coarse27"]
     allowed = {coarse[preset.classes.index("person")], coarse[preset.classes.index("grass")]}
     assert set(np.unique(labels)) <= allowed
+
+
+def test_reader_and_writer_threads_write_the_same_files(setup, monkeypatch, capsys):
+    tmp_path, root, _, base = setup
+    (root / "d_broken.jpg").write_bytes(b"not an image")
+    tags = tmp_path / "tags_broken.txt"
+    tags.write_text("a_grey cat dog\nd_broken cat\nb_rgba person\nc_rgb\n")
+    base = [*base[:2], "--tags", str(tags), *base[4:]]
+    outputs = {}
+    for threads in ("0", "2"):
+        out = tmp_path / f"out{threads}"
+        code, text = run_tool([*base, "--out", str(out), "--loader-threads", threads], monkeypatch, capsys)
+        assert code == 0, text
+        assert "3 images computed, 0 already done, 1 failed (d_broken)" in text
+        outputs[threads] = _files(out)
+    assert outputs["0"] == outputs["2"] and "masks/c_rgb.png" in outputs["2"]

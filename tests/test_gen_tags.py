@@ -35,7 +35,7 @@ def classes_file(tmp_path):
 def options(image_folder, classes_file, out, checkpoint, cache_dir, **kw):
     return TagRunOptions(img_root=str(image_folder), out=str(out), classes=str(classes_file[0]),
                          background=str(classes_file[1]), pretrained=checkpoint, cache_dir=cache_dir,
-                         loader_threads=0, **kw)
+                         **{"loader_threads": 0, **kw})
 
 
 def read_jsonl(path):
@@ -182,3 +182,12 @@ def test_progress_bar_can_be_turned_off(tmp_path, image_folder, classes_file, ti
                                         progress):
     run_stage1(options(image_folder, classes_file, tmp_path / "out", tiny_checkpoint, cache_dir, progress=progress))
     assert ("tagging:" in capsys.readouterr().err) is progress
+
+
+def test_reader_threads_give_the_same_results(tmp_path, image_folder, classes_file, tiny_checkpoint, cache_dir):
+    outputs = []
+    for threads in (0, 2):
+        out = tmp_path / f"out{threads}"
+        run_stage1(options(image_folder, classes_file, out, tiny_checkpoint, cache_dir, loader_threads=threads))
+        outputs.append((out / "tags.jsonl").read_text())
+    assert outputs[0] == outputs[1] and outputs[0]

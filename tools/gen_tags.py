@@ -31,7 +31,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-side", type=int, default=1024, help="longer image sides are scaled down to this")
     p.add_argument("--no-fp16-pos", action="store_true",
                    help="don't round the positional table to fp16 (the published code does)")
-    p.add_argument("--loader-threads", type=int, default=2)
+    p.add_argument("--loader-threads", type=int,
+                   help="threads decoding the next images (default: 2 on a GPU, 0 on a CPU)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -29,9 +29,10 @@ from tagclip_cls.errors import UserError
 from tagclip_cls.io_utils import atomic_write, write_json_atomic
 from tagclip_cls.models import load_clip
 from tagclip_cls.precision import warn_if_slow
-from tagclip_cls.preprocess import find_image, prepare_image
+from tagclip_cls.overlap import BackgroundWriter, default_read_threads, read_ahead
+from tagclip_cls.preprocess import PreparedImage, find_image, prepare_image
 from tagclip_cls.presets import Preset
-from tagclip_cls.splits import read_split
+from tagclip_cls.splits import SplitEntry, read_split
 from tagclip_cls.tag_run import resolve_preset
 from tagclip_cls.text import text_embeddings
 
@@ -67,6 +68,7 @@ class MaskRunOptions:
     ignore_below: float | None = None
     workers: int = 1
     threads: int | None = None
+    loader_threads: int | None = None  # images decoded ahead; None: 2 on a GPU, 0 on a CPU (overlap.py)
     cache_dir: str | None = None
     strict: bool = False
     overwrite: bool = False
@@ -203,43 +205,72 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
         "crf_image": opts.crf_image, "ignore_below": opts.ignore_below}, rank, opts.overwrite)
 
     summary = MaskRunSummary()
-    done: list[tuple[str, Path]] = []  # (id, image path) of images with CAMs, for the CRF
-    for entry in tqdm(entries, desc="cams", unit="img", disable=not opts.progress):
-        image_id, tags = entry.image_id, list(entry.labels or ())
-        try:
-            path = find_image(opts.img_root, image_id)
-            if _process_image(generator, space, layout, image_id, path, tags, opts):
-                summary.computed += 1
-            else:
-                summary.existing += 1
-            done.append((image_id, path))
-        except UserError as exc:
-            if opts.strict:
-                raise
-            log.warning("skipped %s: %s", image_id, exc)
-            summary.failed[image_id] = str(exc)
-    if entries and not done and len(summary.failed) == len(entries):
+    found = _locate_images(entries, opts, summary)
+    compute, present = [], []
+    for item in found:
+        (compute if opts.overwrite or not layout.cam(item[0]).is_file() else present).append(item)
+    threads = (default_read_threads(generator.clip.device.type) if opts.loader_threads is None
+               else opts.loader_threads)
+    with BackgroundWriter(inline=threads == 0) as writer:
+        for image_id, _, _ in present:
+            summary.existing += 1
+            if not layout.mask(image_id).is_file():  # CAMs kept, label PNG lost: redo it from them
+                keys, cams = load_cam_npz(layout.cam(image_id))
+                writer.submit(_write_label_png, layout.mask(image_id), keys, cams, space)
+        loaded = read_ahead(lambda item: _load(item[2], generator.clip.patch_size, opts.max_side), compute,
+                            threads)
+        for (image_id, tags, _), image in tqdm(zip(compute, loaded), total=len(compute), desc="cams", unit="img",
+                                               disable=not opts.progress):
+            if isinstance(image, UserError):
+                _record_failure(image_id, image, opts, summary)
+                continue
+            cams = generator(image.tensor, tags, image.orig_size).astype(np.float16)
+            writer.submit(_write_outputs, layout, image_id, tags, cams, space)
+            summary.computed += 1
+    if entries and len(summary.failed) == len(entries):
         raise UserError(f"none of the {len(entries)} images could be processed (first: "
                         f"{next(iter(summary.failed.values()))})")
     if opts.crf:
-        jobs = [CRFJob(str(path), str(layout.cam(i)), str(layout.crf(i))) for i, path in done]
+        jobs = [CRFJob(str(path), str(layout.cam(i)), str(layout.crf(i)))
+                for i, _, path in found if i not in summary.failed]
         settings = CRFSettings(space=space, mode=opts.crf_image, threshold=opts.ignore_below)
         summary.crf_written = run_crf_batch(jobs, settings, opts.workers, opts.overwrite, opts.progress).written
     return summary
 
 
-def _process_image(generator: ClipES, space: LabelSpace, layout: OutputLayout, image_id: str, path: Path,
-                   tags: list[int], opts: MaskRunOptions) -> bool:
-    """Write the CAM file and label PNG of one image if missing; True when CAMs were computed."""
-    cam_path, mask_path = layout.cam(image_id), layout.mask(image_id)
-    if not opts.overwrite and cam_path.is_file() and mask_path.is_file():
-        return False
-    computed = opts.overwrite or not cam_path.is_file()
-    if computed:
-        image = prepare_image(path, generator.clip.patch_size, opts.max_side)
-        cams = generator(image.tensor, tags, image.orig_size).astype(np.float16)
-        write_cams(cam_path, tags, cams)
-    else:
-        tags, cams = load_cam_npz(cam_path)
-    write_label_png(mask_path, label_map(cams.astype(np.float32), tags, space))
-    return computed
+def _locate_images(entries: Sequence[SplitEntry], opts: MaskRunOptions,
+                   summary: MaskRunSummary) -> list[tuple[str, list[int], Path]]:
+    """``(id, tags, image path)`` of the entries whose image file exists; the others are failures."""
+    found = []
+    for entry in entries:
+        try:
+            found.append((entry.image_id, list(entry.labels or ()), find_image(opts.img_root, entry.image_id)))
+        except UserError as exc:
+            _record_failure(entry.image_id, exc, opts, summary)
+    return found
+
+
+def _record_failure(image_id: str, error: UserError, opts: MaskRunOptions, summary: MaskRunSummary) -> None:
+    if opts.strict:
+        raise error
+    log.warning("skipped %s: %s", image_id, error)
+    summary.failed[image_id] = str(error)
+
+
+def _load(path: Path, patch: int, max_side: int | None) -> PreparedImage | UserError:
+    """The prepared image, or the error that says why it can't be read (returned, not raised)."""
+    try:
+        return prepare_image(path, patch, max_side)
+    except UserError as exc:
+        return exc
+
+
+def _write_outputs(layout: OutputLayout, image_id: str, tags: list[int], cams: np.ndarray,
+                   space: LabelSpace) -> None:
+    """The CAM file, then the label PNG (resuming trusts an image whose two files exist)."""
+    write_cams(layout.cam(image_id), tags, cams)
+    _write_label_png(layout.mask(image_id), tags, cams, space)
+
+
+def _write_label_png(path: Path, tags: Sequence[int], cams: np.ndarray, space: LabelSpace) -> None:
+    write_label_png(path, label_map(cams.astype(np.float32), list(tags), space))
