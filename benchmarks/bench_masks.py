@@ -129,15 +129,15 @@ def main() -> None:
         print(f"{len(items)} images, {sum(len(t) for _, t in items)} tags")
         if args.skip_cams:
             generator = ClipES(clip, text[:len(names)], text[len(names):])
-            cams32 = [generator(image.tensor, tags, image.orig_size) for image, tags in prepared]
+            crf_cams = [generator(image.tensor, tags, image.orig_size) for image, tags in prepared]
         else:
-            cams32 = bench_cams(clip, text, len(names), prepared, space, args.repeats, args.precisions,
+            crf_cams = bench_cams(clip, text, len(names), prepared, space, args.repeats, args.precisions,
                                 args.grad_modes)
 
         if args.skip_crf:
             return
         jobs = []
-        for (path, tags), cams in zip(items, cams32):
+        for (path, tags), cams in zip(items, crf_cams):
             write_cams(tmp / "cams" / f"{path.stem}.npz", tags, cams.astype(np.float16))
         for copy in range(args.crf_copies):
             jobs += [CRFJob(str(path), str(tmp / "cams" / f"{path.stem}.npz"), str(tmp / f"crf{copy}" / f"{path.stem}.png"))

@@ -1,11 +1,12 @@
 """Keep freed memory in the process heap (glibc), so big tensors are not page-faulted in again.
 
-glibc serves allocations above 32 MiB with ``mmap`` and returns them to the kernel on ``free``.
-A ViT layer on a 1000-token image allocates and frees several such tensors (the ``heads x T x T``
-attention logits and probabilities), so every layer pays for fresh zeroed pages again; on a
-2-core CPU that was 8% of CAM generation (1.03 -> 0.95 s per image). Allocating from the heap
-and not trimming it removes that cost and changes no result. This is what the PyTorch CPU
-tuning guide gets from preloading jemalloc or tcmalloc, without a preload.
+glibc serves large allocations with ``mmap`` (above a threshold that adapts up to 32 MiB) and
+returns them to the kernel on ``free``. A ViT layer on a 1000-token image allocates and frees
+several tensors beyond that (the ``heads x T x T`` attention logits and probabilities), so every
+layer pays for fresh zeroed pages again; on a 2-core CPU that was 8-10% of CAM generation
+(1.03 -> 0.92-0.95 s per image). Allocating from the heap and not trimming it removes that cost
+and changes no result. The PyTorch CPU tuning guide gets the same from preloading jemalloc or
+tcmalloc; this needs no preload.
 """
 from __future__ import annotations
 

@@ -8,10 +8,12 @@ so there everything stays on the calling thread by default.
 """
 from __future__ import annotations
 
+import logging
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence, TypeVar
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 GPU_READ_THREADS = 2
@@ -24,35 +26,40 @@ def default_read_threads(device_type: str) -> int:
 
 def read_ahead(load: Callable[[T], R], items: Sequence[T], threads: int) -> Iterator[R]:
     """``load(item)`` for every item, in order, running up to ``threads + 1`` items ahead in
-    ``threads`` threads (``0``: inline). An exception surfaces when its item is reached."""
+    ``threads`` threads (``0``: inline). An exception surfaces when its item is reached; closing
+    the generator early drops the loads not yet started."""
     if threads <= 0:
         yield from map(load, items)
         return
-    with ThreadPoolExecutor(threads) as pool:
+    pool = ThreadPoolExecutor(threads)
+    try:
         ahead: deque[Future] = deque(pool.submit(load, item) for item in items[:threads + 1])
         for nxt in range(threads + 1, len(items) + threads + 1):
             result = ahead.popleft().result()
             if nxt < len(items):
                 ahead.append(pool.submit(load, items[nxt]))
             yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class BackgroundWriter:
     """Run write jobs in one thread, in submission order, with at most ``backlog`` waiting
-    (``inline``: run each job in :meth:`submit` instead, as on a CPU).
+    (``inline``: run each job inside :meth:`submit` instead, as on a CPU).
 
-    A failed job's exception is raised by the next :meth:`submit` or on leaving the ``with``
-    block, which always waits for the jobs already submitted (finished images stay written).
+    Leaving the ``with`` block waits for every submitted job (finished images stay written). A
+    failed job's exception is raised by a later :meth:`submit` once the jobs before it are done,
+    or on leaving the block; write errors behind another exception are logged, not lost.
     """
 
     def __init__(self, backlog: int = 4, inline: bool = False):
         self.backlog = backlog
         self.inline = inline
-        self._pool = ThreadPoolExecutor(1)
+        self._pool = None if inline else ThreadPoolExecutor(1)
         self._pending: deque[Future] = deque()
 
     def submit(self, job: Callable[..., object], *args: object) -> None:
-        if self.inline:
+        if self._pool is None:
             job(*args)
             return
         self._pending.append(self._pool.submit(job, *args))
@@ -63,8 +70,11 @@ class BackgroundWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._pool.shutdown(wait=True)
-        while self._pending:
-            error = self._pending.popleft().exception()
-            if error is not None and exc_type is None:
-                raise error
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        errors = [e for e in (f.exception() for f in self._pending) if e is not None]
+        self._pending.clear()
+        for error in errors[1:] if exc_type is None else errors:
+            log.error("write failed: %s", error)
+        if errors and exc_type is None:
+            raise errors[0]

@@ -141,6 +141,7 @@ def tag_images(tagger: ImageTagger, entries: Sequence[ImageEntry], out_dir: str 
                run_config: dict, batch_size: int = 1, strict: bool = False, overwrite: bool = False,
                rank: RankInfo = RankInfo(), loader_threads: int = 0, progress: bool = True) -> dict | None:
     """Tag ``entries`` into ``out_dir``; returns the metrics (when labels are known) on rank 0.
+    ``loader_threads`` decode the next batches while the model runs (worth it next to a GPU).
 
     ``run_config`` describes what produces the scores (model, classes, method, ...): resuming
     into a folder written with a different one is refused.

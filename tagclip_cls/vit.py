@@ -67,7 +67,8 @@ def attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor |
 
 def block_forward(block: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None,
                   self_only: bool = False, need_probs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One residual attention block (``ln_1``, attention, ``ln_2``, MLP) with its attention map."""
+    """One residual attention block (``ln_1``, attention, ``ln_2``, MLP) and its head-averaged attention
+    (``None`` unless ``need_probs``)."""
     out, probs = attention(block.attn, block.ln_1(x), mask, self_only, need_probs)
     x = x + block.ls_1(out)
     x = x + block.ls_2(block.mlp(block.ln_2(x)))

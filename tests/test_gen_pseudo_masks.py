@@ -182,3 +182,19 @@ def test_reader_and_writer_threads_write_the_same_files(setup, monkeypatch, caps
         assert "3 images computed, 0 already done, 1 failed (d_broken)" in text
         outputs[threads] = _files(out)
     assert outputs["0"] == outputs["2"] and "masks/c_rgb.png" in outputs["2"]
+
+
+def test_resume_rebuilds_lost_label_maps_and_skips_broken_cam_files(setup, monkeypatch, capsys):
+    tmp_path, _, _, base = setup
+    out = tmp_path / "out"
+    assert run_tool([*base, "--out", str(out)], monkeypatch, capsys)[0] == 0
+    first = _files(out)
+    (out / "masks" / "a_grey.png").unlink()  # lost label map, CAMs kept: rebuilt from the CAMs
+    (out / "cams" / "b_rgba.npz").write_bytes(b"truncated")  # broken CAM file and no label map
+    (out / "masks" / "b_rgba.png").unlink()
+    code, text = run_tool([*base, "--out", str(out), "--crf"], monkeypatch, capsys)
+    assert code == 0, text
+    assert "0 images computed, 2 already done, 1 failed (b_rgba)" in text
+    assert "b_rgba.npz: not a CAM file" in text
+    assert (out / "masks" / "a_grey.png").read_bytes() == first["masks/a_grey.png"]
+    assert sorted(p.name for p in (out / "masks_crf").iterdir()) == ["a_grey.png", "c_rgb.png"]

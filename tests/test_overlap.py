@@ -19,11 +19,28 @@ def test_read_ahead_keeps_order_and_runs_ahead(threads):
     seen = []
     for i, value in enumerate(read_ahead(load, list(range(10)), threads)):
         seen.append(value)
-        if i == 0:
-            time.sleep(0.2)
-            assert len(started) == min(10, threads + 1 + (threads > 0))  # items in flight while item 0 is used
+        if i == 0:  # while item 0 is in use, the next ones are being read (none when inline)
+            expected = threads + 2 if threads else 1
+            deadline = time.monotonic() + 10
+            while len(started) < expected and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(started) == expected
     assert seen == [i * i for i in range(10)]
     assert sorted(started) == list(range(10))
+
+
+def test_read_ahead_stops_reading_when_closed_early():
+    started = []
+
+    def load(i):
+        started.append(i)
+        time.sleep(0.05)
+        return i
+
+    reader = read_ahead(load, list(range(50)), 2)
+    assert next(reader) == 0
+    reader.close()
+    assert len(started) <= 5  # loads not yet started were dropped
 
 
 def test_read_ahead_raises_at_the_failing_item():
@@ -56,10 +73,11 @@ def test_background_writer_runs_jobs_in_order_off_the_calling_thread():
 
 
 def test_background_writer_reports_a_failed_job_and_still_finishes_the_others():
-    done = []
+    done, submitted = [], threading.Event()
 
     def job(i):
         if i == 1:
+            submitted.wait(10)  # fail only once everything is queued
             raise OSError("disk full")
         done.append(i)
 
@@ -67,7 +85,23 @@ def test_background_writer_reports_a_failed_job_and_still_finishes_the_others():
         with BackgroundWriter(backlog=8) as writer:
             for i in range(4):
                 writer.submit(job, i)
+            submitted.set()
     assert done == [0, 2, 3]
+
+
+def test_background_writer_logs_write_errors_behind_another_error(caplog):
+    submitted = threading.Event()
+
+    def job():
+        submitted.wait(10)
+        raise OSError("disk full")
+
+    with pytest.raises(KeyboardInterrupt):
+        with BackgroundWriter() as writer:
+            writer.submit(job)
+            submitted.set()
+            raise KeyboardInterrupt
+    assert "write failed: disk full" in caplog.text
 
 
 def test_inline_writer_runs_each_job_at_once_on_the_calling_thread():

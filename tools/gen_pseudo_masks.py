@@ -52,7 +52,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="CRF processes (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: cores / local ranks)")
     p.add_argument("--loader-threads", type=int,
-                   help="threads decoding the next images (default: 2 on a GPU, 0 on a CPU)")
+                   help="threads decoding the next images; above 0 outputs are also written in the background "
+                        "(default: 2 on a GPU, 0 on a CPU)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of skipping it")
     p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

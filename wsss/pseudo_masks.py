@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -68,7 +69,7 @@ class MaskRunOptions:
     ignore_below: float | None = None
     workers: int = 1
     threads: int | None = None
-    loader_threads: int | None = None  # images decoded ahead; None: 2 on a GPU, 0 on a CPU (overlap.py)
+    loader_threads: int | None = None  # readers (> 0: writes in the background too); None: 2 on GPU, 0 on CPU
     cache_dir: str | None = None
     strict: bool = False
     overwrite: bool = False
@@ -206,27 +207,37 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
 
     summary = MaskRunSummary()
     found = _locate_images(entries, opts, summary)
-    compute, present = [], []
+    compute: list[tuple[str, list[int], Path]] = []
+    relabel: list[str] = []  # CAMs kept but the label PNG lost: redo it from them
     for item in found:
-        (compute if opts.overwrite or not layout.cam(item[0]).is_file() else present).append(item)
-    threads = (default_read_threads(generator.clip.device.type) if opts.loader_threads is None
-               else opts.loader_threads)
-    with BackgroundWriter(inline=threads == 0) as writer:
-        for image_id, _, _ in present:
+        if opts.overwrite or not layout.cam(item[0]).is_file():
+            compute.append(item)
+        elif not layout.mask(item[0]).is_file():
+            relabel.append(item[0])
+        else:
             summary.existing += 1
-            if not layout.mask(image_id).is_file():  # CAMs kept, label PNG lost: redo it from them
+    threads = (default_read_threads(generator.clip.device.type) if opts.loader_threads is None
+               else max(0, opts.loader_threads))
+    with BackgroundWriter(inline=threads == 0) as writer:
+        for image_id in tqdm(relabel, desc="label maps", unit="img", disable=not (opts.progress and relabel)):
+            try:
                 keys, cams = load_cam_npz(layout.cam(image_id))
-                writer.submit(_write_label_png, layout.mask(image_id), keys, cams, space)
+            except UserError as exc:
+                _record_failure(image_id, exc, opts, summary)
+                continue
+            writer.submit(_write_label_png, layout.mask(image_id), keys, cams, space)
+            summary.existing += 1
         loaded = read_ahead(lambda item: _load(item[2], generator.clip.patch_size, opts.max_side), compute,
                             threads)
-        for (image_id, tags, _), image in tqdm(zip(compute, loaded), total=len(compute), desc="cams", unit="img",
-                                               disable=not opts.progress):
-            if isinstance(image, UserError):
-                _record_failure(image_id, image, opts, summary)
-                continue
-            cams = generator(image.tensor, tags, image.orig_size).astype(np.float16)
-            writer.submit(_write_outputs, layout, image_id, tags, cams, space)
-            summary.computed += 1
+        with closing(loaded):
+            for (image_id, tags, _), image in tqdm(zip(compute, loaded), total=len(compute), desc="cams",
+                                                   unit="img", disable=not opts.progress):
+                if isinstance(image, UserError):
+                    _record_failure(image_id, image, opts, summary)
+                    continue
+                cams = generator(image.tensor, tags, image.orig_size).astype(np.float16)
+                writer.submit(_write_outputs, layout, image_id, tags, cams, space)
+                summary.computed += 1
     if entries and len(summary.failed) == len(entries):
         raise UserError(f"none of the {len(entries)} images could be processed (first: "
                         f"{next(iter(summary.failed.values()))})")
