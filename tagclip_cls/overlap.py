@@ -19,8 +19,11 @@ R = TypeVar("R")
 GPU_READ_THREADS = 2
 
 
-def default_read_threads(device_type: str) -> int:
-    """Reader threads for a model on ``device_type``: ``GPU_READ_THREADS`` on a GPU, 0 on a CPU."""
+def read_threads(requested: int | None, device_type: str) -> int:
+    """Reader threads for a model on ``device_type``: ``requested`` (negative counts as 0) or, for
+    ``None``, ``GPU_READ_THREADS`` on a GPU and 0 on a CPU."""
+    if requested is not None:
+        return max(0, requested)
     return 0 if device_type == "cpu" else GPU_READ_THREADS
 
 

@@ -10,7 +10,7 @@ import torch
 from .distributed import device_for_rank, rank_info
 from .errors import UserError
 from .models import load_clip
-from .overlap import default_read_threads
+from .overlap import read_threads
 from .precision import warn_if_slow
 from .presets import Preset, custom_preset, load_preset
 from .runner import ImageTagger, collect_entries, tag_images
@@ -76,7 +76,6 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
     entries = collect_entries(opts.img_root, opts.split, preset.classes)
     clip = load_clip(opts.model, opts.pretrained, device_for_rank(opts.device, rank))
     warn_if_slow(opts.precision, clip.device)
-    loader_threads = default_read_threads(clip.device.type) if opts.loader_threads is None else opts.loader_threads
     text = text_embeddings(clip, preset.classes + preset.background_words, load_templates(), opts.cache_dir)
     config = tag_config(preset, opts.method, opts.precision, not opts.no_fp16_pos)
     tagger = ImageTagger(TagCLIP(clip, text, preset.num_classes, config), preset.classes, opts.method,
@@ -85,4 +84,4 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
                   "background_words": preset.background_words, "config": asdict(config),
                   "method": opts.method, "max_side": opts.max_side, "batch_size": opts.batch_size}
     return tag_images(tagger, entries, opts.out, run_config, opts.batch_size, opts.strict, opts.overwrite,
-                      rank, loader_threads, opts.progress)
+                      rank, read_threads(opts.loader_threads, clip.device.type), opts.progress)

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tagclip_cls.overlap import BackgroundWriter, default_read_threads, read_ahead
+from tagclip_cls.overlap import BackgroundWriter, read_ahead, read_threads
 
 
 @pytest.mark.parametrize("threads", [0, 1, 3])
@@ -112,5 +112,6 @@ def test_inline_writer_runs_each_job_at_once_on_the_calling_thread():
 
 
 def test_reader_threads_only_next_to_a_gpu():
-    assert default_read_threads("cpu") == 0
-    assert default_read_threads("cuda") == 2
+    assert read_threads(None, "cpu") == 0
+    assert read_threads(None, "cuda") == 2
+    assert read_threads(3, "cpu") == 3 and read_threads(-1, "cuda") == 0

@@ -30,7 +30,7 @@ from tagclip_cls.errors import UserError
 from tagclip_cls.io_utils import atomic_write, write_json_atomic
 from tagclip_cls.models import load_clip
 from tagclip_cls.precision import warn_if_slow
-from tagclip_cls.overlap import BackgroundWriter, default_read_threads, read_ahead
+from tagclip_cls.overlap import BackgroundWriter, read_ahead, read_threads
 from tagclip_cls.preprocess import PreparedImage, find_image, prepare_image
 from tagclip_cls.presets import Preset
 from tagclip_cls.splits import SplitEntry, read_split
@@ -216,8 +216,7 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
             relabel.append(item[0])
         else:
             summary.existing += 1
-    threads = (default_read_threads(generator.clip.device.type) if opts.loader_threads is None
-               else max(0, opts.loader_threads))
+    threads = read_threads(opts.loader_threads, generator.clip.device.type)
     with BackgroundWriter(inline=threads == 0) as writer:
         for image_id in tqdm(relabel, desc="label maps", unit="img", disable=not (opts.progress and relabel)):
             try:
