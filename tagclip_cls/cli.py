@@ -4,11 +4,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
 from .cpu_memory import retain_freed_memory
 from .errors import UserError
 from .presets import available_presets
+
+
+OptionsT = TypeVar("OptionsT")
+CONSOLE_ARGUMENTS = ("log_level", "no_progress")
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -48,3 +52,18 @@ def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
                              "leave unset for an OpenAI checkpoint whose architecture is read from the file)")
     parser.add_argument("--pretrained", default="openai", help="open_clip tag or checkpoint PATH (default openai)")
     parser.add_argument("--cache-dir", help="text-embedding cache (default ~/.cache/tagclip/text)")
+
+
+def add_console_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress`` and ``--log-level``, as every long-running tool takes them."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def options_from_args(options_type: Callable[..., OptionsT], args: argparse.Namespace,
+                      drop: tuple[str, ...] = (), **values: Any) -> OptionsT:
+    """Set up logging from the console arguments and build ``options_type`` from the others, by
+    name; ``drop`` names arguments that ``values`` stand for (e.g. ``crf=not args.no_crf``)."""
+    setup_logging(args.log_level)
+    fields = {k: v for k, v in vars(args).items() if k not in (*CONSOLE_ARGUMENTS, *drop)}
+    return options_type(**fields, progress=not args.no_progress, **values)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tagclip_cls.cli import add_class_arguments, add_weight_arguments, run_cli, setup_logging  # noqa: E402
+from tagclip_cls.cli import (add_class_arguments, add_console_arguments, add_weight_arguments,  # noqa: E402
+                             options_from_args, run_cli)
 from tagclip_cls.distributed import rank_info  # noqa: E402
 from wsss.cams import GRAD_MODES, PRECISIONS  # noqa: E402
 from wsss.crf import CRF_IMAGE_MODES  # noqa: E402
@@ -56,16 +57,12 @@ def parse_args() -> argparse.Namespace:
                         "(default: 2 on a GPU, 0 on a CPU)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of skipping it")
     p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--log-level", default="INFO")
+    add_console_arguments(p)
     return p.parse_args()
 
 
 def main() -> None:
-    args = parse_args()
-    setup_logging(args.log_level)
-    options = {k: v for k, v in vars(args).items() if k not in ("log_level", "no_progress")}
-    summary = run_stage2(MaskRunOptions(**options, progress=not args.no_progress))
+    summary = run_stage2(options_from_args(MaskRunOptions, parse_args()))
     print(summary.line(rank_info()))
     for image_id, reason in summary.failed.items():
         print(f"failed: {image_id}: {reason}", file=sys.stderr)

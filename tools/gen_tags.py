@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from tagclip_cls.cli import add_class_arguments, add_weight_arguments, run_cli, setup_logging
+from tagclip_cls.cli import add_class_arguments, add_console_arguments, add_weight_arguments, options_from_args, run_cli
 from tagclip_cls.tag_run import METHODS, TagRunOptions, run_stage1
 
 
@@ -35,16 +35,12 @@ def parse_args() -> argparse.Namespace:
                    help="threads decoding the next images (default: 2 on a GPU, 0 on a CPU)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--log-level", default="INFO")
+    add_console_arguments(p)
     return p.parse_args()
 
 
 def main() -> None:
-    args = parse_args()
-    setup_logging(args.log_level)
-    options = {k: v for k, v in vars(args).items() if k not in ("log_level", "no_progress")}
-    run_stage1(TagRunOptions(**options, progress=not args.no_progress))
+    run_stage1(options_from_args(TagRunOptions, parse_args()))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mmengine.config import DictAction  # noqa: E402
 
-from tagclip_cls.cli import add_class_arguments, add_weight_arguments, run_cli, setup_logging  # noqa: E402
+from tagclip_cls.cli import (add_class_arguments, add_console_arguments, add_weight_arguments,  # noqa: E402
+                             options_from_args, run_cli)
 from wsss.pipeline import PipelineOptions, run_pipeline  # noqa: E402
 
 
@@ -44,16 +45,13 @@ def parse_args() -> argparse.Namespace:
                    help="stage-3 config overrides, e.g. train_cfg.max_iters=1000")
     p.add_argument("--skip-train", action="store_true", help="stop before stage 3")
     p.add_argument("--report-images", type=int, default=20, help="images in OUT/report.html (0: no report)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--log-level", default="INFO")
+    add_console_arguments(p)
     return p.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    setup_logging(args.log_level)
-    options = {k: v for k, v in vars(args).items() if k not in ("log_level", "no_progress", "no_crf")}
-    run_pipeline(PipelineOptions(**options, crf=not args.no_crf, progress=not args.no_progress),
+    run_pipeline(options_from_args(PipelineOptions, args, drop=("no_crf",), crf=not args.no_crf),
                  on_stage=lambda status: print(status.line(), flush=True))
 
 
