@@ -25,16 +25,16 @@ from open_clip.model import build_model_from_openai_state_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tagclip_cls.cpu_memory import retain_freed_memory  # noqa: E402
-from tagclip_cls.models import LoadedClip, load_clip  # noqa: E402
-from tagclip_cls.preprocess import prepare_image  # noqa: E402
-from tagclip_cls.presets import load_preset  # noqa: E402
-from tagclip_cls.random_weights import random_openai_state_dict  # noqa: E402
-from tagclip_cls.text import encode_prompts  # noqa: E402
-from wsss.cams import CAM_TEMPLATE, CamConfig, ClipES  # noqa: E402
-from wsss.crf import CRFJob, CRFSettings, run_crf_batch  # noqa: E402
-from wsss.label_maps import LabelSpace, label_map  # noqa: E402
-from wsss.pseudo_masks import write_cams  # noqa: E402
+from tagclip_cls.runtime.cpu_memory import retain_freed_memory  # noqa: E402
+from tagclip_cls.core.models import LoadedClip, load_clip  # noqa: E402
+from tagclip_cls.core.images import prepare_image  # noqa: E402
+from tagclip_cls.core.presets import load_preset  # noqa: E402
+from tagclip_cls.core.random_weights import random_openai_state_dict  # noqa: E402
+from tagclip_cls.core.text import encode_prompts  # noqa: E402
+from wsss.masks.cams import CAM_TEMPLATE, CamConfig, ClipES  # noqa: E402
+from wsss.masks.crf import CRFJob, CRFSettings, run_crf_batch  # noqa: E402
+from wsss.masks.label_maps import LabelSpace, label_map  # noqa: E402
+from wsss.masks.run import write_cams  # noqa: E402
 
 SIZES = [(231, 301), (333, 500), (480, 640), (375, 257), (640, 427), (245, 613), (500, 375), (389, 389)]
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tagclip_cls.cpu_memory import retain_freed_memory
-from tagclip_cls.models import load_clip
-from tagclip_cls.presets import load_preset
-from tagclip_cls.preprocess import prepare_image
-from tagclip_cls.random_weights import save_random_openai_checkpoint
-from tagclip_cls.tagger import TagCLIP, TagConfig
-from tagclip_cls.text import load_templates, text_embeddings
+from tagclip_cls.runtime.cpu_memory import retain_freed_memory
+from tagclip_cls.core.models import load_clip
+from tagclip_cls.core.presets import load_preset
+from tagclip_cls.core.images import prepare_image
+from tagclip_cls.core.random_weights import save_random_openai_checkpoint
+from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig
+from tagclip_cls.core.text import load_templates, text_embeddings
 
 SIZES = [(231, 347), (375, 500), (480, 640), (333, 500), (500, 375), (256, 640), (427, 640), (300, 300)]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tagclip_cls.models import LoadedClip, load_clip
-from tagclip_cls.random_weights import random_openai_state_dict
+from tagclip_cls.core.models import LoadedClip, load_clip
+from tagclip_cls.core.random_weights import random_openai_state_dict
 
 TINY = dict(vision_width=128, vision_layers=12, text_width=64, text_layers=2, embed_dim=64)
 

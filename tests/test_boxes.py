@@ -1,6 +1,6 @@
 import numpy as np
 
-from tagclip_cls.boxes import box_mask, score_map_box_mask, score_map_boxes
+from tagclip_cls.core.boxes import box_mask, score_map_box_mask, score_map_boxes
 
 
 def test_box_of_a_blob_with_clamped_edges():

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tagclip_cls.text import encode_prompts
-from tagclip_cls.vit import embed
-from wsss.cams import CAM_TEMPLATE, CamConfig, ClipES, box_masks, minmax, refine_with_affinity, sinkhorn_transition
-from wsss.label_maps import LabelSpace, label_map
-from tagclip_cls.presets import load_preset
+from tagclip_cls.core.text import encode_prompts
+from tagclip_cls.core.vit import embed
+from wsss.masks.cams import CAM_TEMPLATE, CamConfig, ClipES, box_masks, minmax, refine_with_affinity, sinkhorn_transition
+from wsss.masks.label_maps import LabelSpace, label_map
+from tagclip_cls.core.presets import load_preset
 
 
 def test_sinkhorn_one_round_by_hand():

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagclip_cls.errors import UserError
-from tagclip_cls.presets import load_preset
-from wsss.crf import (CRFJob, CRFSettings, crf_image, crf_label_map, crf_rows, load_cam_npz,
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.core.presets import load_preset
+from wsss.masks.crf import (CRFJob, CRFSettings, crf_image, crf_label_map, crf_rows, load_cam_npz,
                       run_crf_batch)
-from wsss.label_maps import LabelSpace
-from wsss.palette import read_label_png
+from wsss.masks.label_maps import LabelSpace
+from tagclip_cls.formats.mask_png import read_label_png
 
 VOC = LabelSpace.from_preset(load_preset("voc2012"))
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import wsss.demo as demo
+import wsss.apps.demo as demo
 from conftest import TINY
-from tagclip_cls.errors import UserError
-from wsss.crf import load_cam_npz
-from wsss.demo import CLASSES, RANDOM_BANNER, SAMPLES, DemoOptions, run_demo
-from wsss.palette import read_label_png
+from tagclip_cls.runtime.errors import UserError
+from wsss.masks.crf import load_cam_npz
+from wsss.apps.demo import CLASSES, RANDOM_BANNER, SAMPLES, DemoOptions, run_demo
+from tagclip_cls.formats.mask_png import read_label_png
 
 HORSE = CLASSES.index("horse") + 1
 

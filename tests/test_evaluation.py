@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tagclip_cls.errors import UserError
-from tagclip_cls.presets import load_preset
-from wsss.evaluation import (COARSE27_NAMES, confusion_matrix, eval_class_names, evaluate_dirs,
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.core.presets import load_preset
+from wsss.evaluation.miou import (COARSE27_NAMES, confusion_matrix, eval_class_names, evaluate_dirs,
                              format_table, metrics_from_confusion)
-from wsss.palette import write_label_png
+from tagclip_cls.formats.mask_png import write_label_png
 
 ROOT = Path(__file__).resolve().parent.parent
 GT = np.array([[0, 0, 1, 1], [1, 255, 2, 2]], np.uint8)

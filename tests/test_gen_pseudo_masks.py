@@ -161,7 +161,7 @@ def test_cocostuff_maps_to_coarse_27(setup, monkeypatch, capsys):
     config = json.loads((tmp_path / "out" / "config.json").read_text())["cam"]
     assert config["affinity_layers"] == [-8, None] and config["box_threshold"] == 0.7
     labels = np.asarray(Image.open(tmp_path / "out" / "masks" / "a_grey.png"))
-    from tagclip_cls.presets import load_preset
+    from tagclip_cls.core.presets import load_preset
     preset = load_preset("cocostuff")
     coarse = preset.clip_es["class_to_coarse27"]
     allowed = {coarse[preset.classes.index("person")], coarse[preset.classes.index("grass")]}

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import tagclip_cls.runner as runner
-from tagclip_cls.distributed import RankInfo
-from tagclip_cls.errors import UserError
-from tagclip_cls.tag_run import TagRunOptions, run_stage1
+import tagclip_cls.tagging.runner as runner
+from tagclip_cls.runtime.distributed import RankInfo
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.tagging.run import TagRunOptions, run_stage1
 
 from conftest import write_image
 
@@ -69,7 +69,7 @@ def test_second_run_does_no_work(tmp_path, image_folder, classes_file, tiny_chec
     def no_work(*args, **kwargs):
         raise AssertionError("recomputed")
     monkeypatch.setattr(runner.ImageTagger, "run", no_work)
-    monkeypatch.setattr("tagclip_cls.text.encode_prompts", no_work)
+    monkeypatch.setattr("tagclip_cls.core.text.encode_prompts", no_work)
     run_stage1(opts)
     assert (tmp_path / "out" / "tags.jsonl").read_bytes() == first
 
@@ -94,7 +94,7 @@ def test_batches_and_shards_give_identical_files(tmp_path, image_folder, classes
     run_stage1(single)
     monkeypatch.setattr(runner, "wait_for_all", lambda rank: None)
     for r in (1, 0):  # rank 0 merges, so it goes last
-        monkeypatch.setattr("tagclip_cls.tag_run.rank_info", lambda r=r: RankInfo(r, 2, r))
+        monkeypatch.setattr("tagclip_cls.tagging.run.rank_info", lambda r=r: RankInfo(r, 2, r))
         run_stage1(options(image_folder, classes_file, tmp_path / "two", tiny_checkpoint, cache_dir, batch_size=2))
     for name in ("tags.jsonl", "tags.txt"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from tagclip_cls.presets import load_preset
-from wsss.label_maps import LabelSpace, label_map, probability_stack, rows_to_labels
+from tagclip_cls.core.presets import load_preset
+from wsss.masks.label_maps import LabelSpace, label_map, probability_stack, rows_to_labels
 
 VOC = LabelSpace.from_preset(load_preset("voc2012"))
 STUFF = LabelSpace.from_preset(load_preset("cocostuff"))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tagclip_cls.metrics import average_precision, classification_metrics
+from tagclip_cls.tagging.metrics import average_precision, classification_metrics
 
 
 def test_average_precision_hand_computed():

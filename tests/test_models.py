@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tagclip_cls.errors import UserError
-from tagclip_cls.models import load_clip
-from tagclip_cls.tagger import TagCLIP
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.core.models import load_clip
+from tagclip_cls.tagging.tagclip import TagCLIP
 
 from conftest import TINY
 
@@ -37,7 +37,7 @@ def test_openai_state_dict_round_trip_gives_identical_scores(tiny_clip, tiny_che
 
 
 def test_architecture_is_read_from_checkpoint(tmp_path):
-    from tagclip_cls.random_weights import save_random_openai_checkpoint
+    from tagclip_cls.core.random_weights import save_random_openai_checkpoint
     path = tmp_path / "deep.pt"
     save_random_openai_checkpoint(str(path), vision_width=64, vision_layers=6, patch_size=14, image_size=112,
                                   text_width=64, text_layers=1, embed_dim=32)

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tagclip_cls.overlap import BackgroundWriter, read_ahead, read_threads
+from tagclip_cls.runtime.overlap import BackgroundWriter, read_ahead, read_threads
 
 
 @pytest.mark.parametrize("threads", [0, 1, 3])

@@ -3,7 +3,7 @@ import logging
 
 import torch
 
-from tagclip_cls.precision import bf16_is_slow, warn_if_slow
+from tagclip_cls.runtime.precision import bf16_is_slow, warn_if_slow
 
 AVX512_BF16 = frozenset({"avx512f", "avx512_bf16"})
 
@@ -16,8 +16,8 @@ def test_bf16_is_slow_only_on_cpus_without_amx():
 
 
 def test_warning_names_the_faster_choice(monkeypatch, caplog):
-    monkeypatch.setattr("tagclip_cls.precision.cpu_flags", lambda: AVX512_BF16)
-    with caplog.at_level(logging.WARNING, logger="tagclip_cls.precision"):
+    monkeypatch.setattr("tagclip_cls.runtime.precision.cpu_flags", lambda: AVX512_BF16)
+    with caplog.at_level(logging.WARNING, logger="tagclip_cls.runtime.precision"):
         warn_if_slow("fp32", torch.device("cpu"))
         assert not caplog.records
         warn_if_slow("bf16", torch.device("cpu"))

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tagclip_cls.annotations import coco_split_rows, voc_split_rows
-from tagclip_cls.errors import UserError
-from tagclip_cls.presets import load_preset
-from tagclip_cls.splits import write_split
-from wsss.gt_masks import mask_split_rows, write_coco_masks, write_stuff_masks
-from wsss.palette import read_label_png, write_label_png
+from tagclip_cls.formats.annotations import coco_split_rows, voc_split_rows
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.core.presets import load_preset
+from tagclip_cls.formats.splits import write_split
+from wsss.evaluation.gt_masks import mask_split_rows, write_coco_masks, write_stuff_masks
+from tagclip_cls.formats.mask_png import read_label_png, write_label_png
 
 ROOT = Path(__file__).resolve().parent.parent
 VOC_CLASSES = load_preset("voc2007").classes

@@ -1,4 +1,4 @@
-"""wsss.report: sections, one card per image, CAM and legend counts, escaping, atomic writes."""
+"""wsss.apps.report: sections, one card per image, CAM and legend counts, escaping, atomic writes."""
 from __future__ import annotations
 
 import base64
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagclip_cls.errors import UserError
-from wsss.palette import write_label_png
-from wsss.pseudo_masks import write_cams
-from wsss.report import ReportInputs, cam_overlay, display_size, normalise_table, render_report, write_report
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.formats.mask_png import write_label_png
+from wsss.masks.run import write_cams
+from wsss.apps.report import ReportInputs, cam_overlay, display_size, normalise_table, render_report, write_report
 
 CLASSES = ("cat", "<b>dog</b> & co", "person")
 SIZES = {"one": (40, 60), "two": (50, 30), "three": (36, 36)}

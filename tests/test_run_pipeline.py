@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import write_image
-from wsss.palette import read_label_png, write_label_png
-from wsss.pipeline import PipelineOptions, run_pipeline
+from tagclip_cls.formats.mask_png import read_label_png, write_label_png
+from wsss.apps.pipeline import PipelineOptions, run_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 TOOL = str(REPO / "tools" / "run_pipeline.py")

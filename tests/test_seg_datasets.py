@@ -11,7 +11,7 @@ from PIL import Image
 from wsss.seg.datasets import COCOStuff27Dataset, LoadCheckedAnnotations, VOCPseudoMaskDataset
 from wsss.seg.errors import MissingFileError, SegUserError
 from wsss.seg.runner import load_config
-from wsss.palette import write_label_png
+from tagclip_cls.formats.mask_png import write_label_png
 from wsss.seg.synthetic import write_synthetic_voc
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tagclip_cls.tagger import TagCLIP, TagConfig, minmax, select_tags
-from tagclip_cls.vit import attention, embed, project_tokens
+from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig, minmax, select_tags
+from tagclip_cls.core.vit import attention, embed, project_tokens
 
 C, K = 7, 5  # text classes (5 targets + 2 background words)
 
@@ -87,7 +87,7 @@ def test_refine_applies_vote_mask_then_box_masks(tiny_clip, text):
         q = (norm * 255).astype(np.uint8)
         keep = (q > int(float(norm.mean()) * q.max())).astype(np.uint8)
         # one blob per class is not guaranteed, so rebuild the mask with the boxes of the module
-        from tagclip_cls.boxes import score_map_box_mask
+        from tagclip_cls.core.boxes import score_map_box_mask
         mask = torch.from_numpy(score_map_box_mask(norm, float(norm.mean())).reshape(-1))
         assert torch.allclose(out[:, c], (attn * mask[None]) @ probs[:, c], atol=1e-6), c
         assert keep.any()
@@ -181,7 +181,7 @@ def test_fp16_positional_quirk_is_small(tiny_clip, text, images):
 
 @pytest.mark.parametrize("shape, size", [((3, 16, 48), (224, 224)), ((3, 96, 32), (224, 224)), ((2, 5, 7), (3, 11))])
 def test_resize_bilinear_matches_interpolate(shape, size):
-    from tagclip_cls.tagger import resize_bilinear
+    from tagclip_cls.tagging.tagclip import resize_bilinear
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     expected = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
     assert torch.allclose(resize_bilinear(x, size), expected, atol=1e-5)  # weights rounded differently

@@ -1,7 +1,7 @@
 """Text embeddings: the trimmed encoder equals open_clip's, templates, cache keys."""
 import torch
 
-from tagclip_cls.text import encode_prompts, encode_text_published, encode_text_trimmed, load_templates, text_embeddings
+from tagclip_cls.core.text import encode_prompts, encode_text_published, encode_text_trimmed, load_templates, text_embeddings
 
 
 def test_trimmed_encoding_equals_full_length(tiny_clip):

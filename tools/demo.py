@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tagclip_cls.cli import run_cli, setup_logging  # noqa: E402
-from wsss.demo import DemoOptions, run_demo  # noqa: E402
+from tagclip_cls.runtime.cli import run_cli, setup_logging  # noqa: E402
+from wsss.apps.demo import DemoOptions, run_demo  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tagclip_cls.errors import UserError
-from tagclip_cls.io_utils import write_json_atomic
-from wsss.evaluation import EVAL_DATASETS, evaluate_dirs, format_table
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.atomic_io import write_json_atomic
+from wsss.evaluation.miou import EVAL_DATASETS, evaluate_dirs, format_table
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

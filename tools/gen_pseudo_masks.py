@@ -17,12 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tagclip_cls.cli import (add_class_arguments, add_console_arguments, add_weight_arguments,  # noqa: E402
+from tagclip_cls.runtime.cli import (add_class_arguments, add_console_arguments, add_weight_arguments,  # noqa: E402
                              options_from_args, run_cli)
-from tagclip_cls.distributed import rank_info  # noqa: E402
-from wsss.cams import GRAD_MODES, PRECISIONS  # noqa: E402
-from wsss.crf import CRF_IMAGE_MODES  # noqa: E402
-from wsss.pseudo_masks import MaskRunOptions, run_stage2  # noqa: E402
+from tagclip_cls.runtime.distributed import rank_info  # noqa: E402
+from wsss.masks.cams import GRAD_MODES, PRECISIONS  # noqa: E402
+from wsss.masks.crf import CRF_IMAGE_MODES  # noqa: E402
+from wsss.masks.run import MaskRunOptions, run_stage2  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

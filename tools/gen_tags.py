@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from tagclip_cls.cli import add_class_arguments, add_console_arguments, add_weight_arguments, options_from_args, run_cli
-from tagclip_cls.tag_run import METHODS, TagRunOptions, run_stage1
+from tagclip_cls.runtime.cli import add_class_arguments, add_console_arguments, add_weight_arguments, options_from_args, run_cli
+from tagclip_cls.tagging.run import METHODS, TagRunOptions, run_stage1
 
 
 def parse_args() -> argparse.Namespace:

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mmengine.config import DictAction  # noqa: E402
 
-from tagclip_cls.cli import (add_class_arguments, add_console_arguments, add_weight_arguments,  # noqa: E402
+from tagclip_cls.runtime.cli import (add_class_arguments, add_console_arguments, add_weight_arguments,  # noqa: E402
                              options_from_args, run_cli)
-from wsss.pipeline import PipelineOptions, run_pipeline  # noqa: E402
+from wsss.apps.pipeline import PipelineOptions, run_pipeline  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

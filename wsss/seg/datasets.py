@@ -23,7 +23,7 @@ from mmseg.datasets import BaseSegDataset, COCOStuffDataset, PascalVOCDataset
 from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import DATASETS, TRANSFORMS
 
-from .errors import MissingFileError, SegUserError
+from wsss.seg.errors import MissingFileError, SegUserError
 
 IGNORE_INDEX = 255
 

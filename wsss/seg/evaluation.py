@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tagclip_cls.io_utils import write_text_atomic
+from tagclip_cls.runtime.atomic_io import write_text_atomic
 
 
 @dataclass(frozen=True)

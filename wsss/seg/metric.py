@@ -9,7 +9,7 @@ from mmengine.hooks import Hook
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import HOOKS, METRICS
 
-from .evaluation import SegScores, results_dict, scores_from_areas, write_results
+from wsss.seg.evaluation import SegScores, results_dict, scores_from_areas, write_results
 
 
 @METRICS.register_module()

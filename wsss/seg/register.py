@@ -2,7 +2,7 @@
 head, metric and result-table hook in mmseg's registries, and lets mmengine's own checkpoint
 classes through ``torch.load``'s weights-only check. Configs import it through
 ``custom_imports = dict(imports=['wsss.seg.register'])``."""
-from . import datasets, heads, metric  # noqa: F401  (registration by decorators)
-from .compat import allow_mmengine_checkpoints
+from wsss.seg import datasets, heads, metric  # noqa: F401  (registration by decorators)
+from wsss.seg.compat import allow_mmengine_checkpoints
 
 allow_mmengine_checkpoints()

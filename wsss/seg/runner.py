@@ -10,9 +10,9 @@ from typing import Any, Callable
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
-from . import register  # noqa: F401  (mmseg modules of this project)
-from .compat import prepare_cpu_distributed
-from .errors import MissingFileError, SegUserError
+from wsss.seg import register  # noqa: F401  (mmseg modules of this project)
+from wsss.seg.compat import prepare_cpu_distributed
+from wsss.seg.errors import MissingFileError, SegUserError
 
 DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..palette import IGNORE, write_label_png
+from tagclip_cls.formats.mask_png import IGNORE, write_label_png
 
 CLASS_COLOURS = {1: (220, 40, 40), 2: (40, 200, 60), 3: (50, 70, 230)}
 

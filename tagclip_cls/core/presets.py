@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from tagclip_cls.runtime.errors import UserError
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "data" / "presets"
+PRESET_DIR = Path(__file__).resolve().parents[2] / "data" / "presets"
 MAX_CLASS_NAME_CHARS = 200
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import UserError
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.ids import check_image_id
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -28,13 +29,8 @@ MAX_PIXELS = 30_000 * 30_000  # refuse decompression bombs beyond this, read any
 class PreparedImage:
     """One image ready for CLIP: the normalised tensor and the size it came from."""
 
-    image_id: str
     tensor: torch.Tensor  # 3 x H' x W', H' and W' multiples of the patch size
     orig_size: tuple[int, int]  # (H, W) of the file
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return self.tensor.shape[1], self.tensor.shape[2]
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -115,7 +111,7 @@ def to_clip_tensor(img: Image.Image, patch: int, max_side: int | None = None) ->
 
 def prepare_image(path: str | os.PathLike, patch: int, max_side: int | None = None) -> PreparedImage:
     img = load_image(path)
-    return PreparedImage(image_id=Path(path).stem, tensor=to_clip_tensor(img, patch, max_side),
+    return PreparedImage(tensor=to_clip_tensor(img, patch, max_side),
                          orig_size=(img.height, img.width))
 
 
@@ -139,6 +135,8 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise UserError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    for path in files:
+        check_image_id(path.stem, path)
     return files
 
 
@@ -149,4 +147,5 @@ def find_image(root: str | os.PathLike, image_id: str) -> Path:
         candidate = root / f"{image_id}{suffix}"
         if candidate.is_file():
             return candidate
-    raise UserError(f"{root / image_id}.*: image named in the split not found")
+    hint = " (ids are file names without extension)" if Path(image_id).suffix.lower() in IMAGE_SUFFIXES else ""
+    raise UserError(f"{root / image_id}.*: image named in the split not found{hint}")

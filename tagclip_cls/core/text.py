@@ -16,13 +16,13 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .io_utils import atomic_write
-from .models import LoadedClip
-from .vit import block_forward
+from tagclip_cls.runtime.atomic_io import atomic_write
+from tagclip_cls.core.models import LoadedClip
+from tagclip_cls.core.vit import block_forward
 
 log = logging.getLogger(__name__)
 
-TEMPLATE_FILE = Path(__file__).resolve().parent.parent / "data" / "templates" / "tagclip_85.txt"
+TEMPLATE_FILE = Path(__file__).resolve().parents[2] / "data" / "templates" / "tagclip_85.txt"
 
 
 def load_templates(path: str | os.PathLike = TEMPLATE_FILE) -> list[str]:

@@ -6,9 +6,9 @@ import logging
 import sys
 from typing import Any, Callable, TypeVar
 
-from .cpu_memory import retain_freed_memory
-from .errors import UserError
-from .presets import available_presets
+from tagclip_cls.runtime.cpu_memory import retain_freed_memory
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.core.presets import available_presets
 
 
 OptionsT = TypeVar("OptionsT")

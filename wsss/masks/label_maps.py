@@ -18,9 +18,9 @@ from typing import Sequence
 
 import numpy as np
 
-from tagclip_cls.presets import Preset
+from tagclip_cls.core.presets import Preset
 
-from .palette import IGNORE
+from tagclip_cls.formats.mask_png import IGNORE
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,12 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from tagclip_cls.annotations import coco_category_index, coco_image_id, load_coco_json
-from tagclip_cls.errors import UserError
-from tagclip_cls.presets import Preset
+from tagclip_cls.formats.annotations import coco_category_index, coco_image_id, load_coco_json
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.ids import path_inside
+from tagclip_cls.core.presets import Preset
 
-from .palette import IGNORE, read_label_png, write_label_png
+from tagclip_cls.formats.mask_png import IGNORE, png_ids, read_label_png, write_label_png
 
 CROWD_MODES = ("ignore", "class")
 
@@ -78,10 +79,10 @@ def write_coco_masks(instances_json: str | os.PathLike, out_dir: str | os.PathLi
         by_image.setdefault(int(ann["image_id"]), []).append(ann)
     images = [im for im in sorted(data["images"], key=lambda im: int(im["id"]))
               if keep_empty or int(im["id"]) in by_image]
-    out_dir = Path(out_dir)
+    outputs = [path_inside(out_dir, f"{coco_image_id(image['file_name'], instances_json)}.png") for image in images]
     written = skipped = 0
-    for image in tqdm(images, desc="coco masks", unit="img", disable=not progress):
-        out = out_dir / f"{coco_image_id(image['file_name'])}.png"
+    for image, out in tqdm(zip(images, outputs), total=len(images), desc="coco masks", unit="img",
+                           disable=not progress):
         if out.exists() and not overwrite:
             skipped += 1
             continue
@@ -115,14 +116,15 @@ def write_stuff_masks(src_dir: str | os.PathLike, out_dir: str | os.PathLike, pr
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     if not src_dir.is_dir():
         raise UserError(f"{src_dir}: directory not found")
+    if out_dir.resolve() == src_dir.resolve():
+        raise UserError(f"{out_dir}: the output folder is the source folder; choose another --out")
     if ids is None:
-        ids = sorted(p.stem for p in src_dir.glob("*.png"))
-        if not ids:
-            raise UserError(f"{src_dir}: no PNG masks found")
+        ids = png_ids(src_dir)
+    outputs = [path_inside(out_dir, f"{image_id}.png") for image_id in ids]
     _, to_coarse = stuff_value_lookup(preset)
     written = skipped = 0
-    for image_id in tqdm(ids, desc="stuff masks", unit="img", disable=not progress):
-        out = out_dir / f"{image_id}.png"
+    for image_id, out in tqdm(zip(ids, outputs), total=len(ids), desc="stuff masks", unit="img",
+                              disable=not progress):
         if out.exists() and not overwrite:
             skipped += 1
             continue
@@ -155,9 +157,7 @@ def mask_split_rows(mask_dir: str | os.PathLike, preset: Preset,
     if not mask_dir.is_dir():
         raise UserError(f"{mask_dir}: directory not found")
     if ids is None:
-        ids = sorted(p.stem for p in mask_dir.glob("*.png"))
-        if not ids:
-            raise UserError(f"{mask_dir}: no PNG masks found")
+        ids = png_ids(mask_dir)
     rows = []
     for image_id in tqdm(ids, desc="mask labels", unit="img", disable=not progress):
         path = mask_dir / f"{image_id}.png"

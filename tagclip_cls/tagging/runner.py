@@ -18,15 +18,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .distributed import RankInfo, shard, wait_for_all
-from .errors import UserError
-from .io_utils import write_json_atomic, write_text_atomic
-from .metrics import classification_metrics, format_summary
-from .overlap import read_ahead
-from .preprocess import (PreparedImage, find_image, list_images, model_input_size, prepare_image,
+from tagclip_cls.runtime.distributed import RankInfo, shard, wait_for_all
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.atomic_io import write_json_atomic, write_text_atomic
+from tagclip_cls.tagging.metrics import classification_metrics, format_summary
+from tagclip_cls.runtime.overlap import read_ahead
+from tagclip_cls.core.images import (PreparedImage, find_image, list_images, model_input_size, prepare_image,
                          read_image_size)
-from .splits import format_split_line, read_split
-from .tagger import TagCLIP, global_clip_scores, select_tags
+from tagclip_cls.formats.splits import format_split_line, read_split
+from tagclip_cls.tagging.tagclip import TagCLIP, global_clip_scores, select_tags
 
 log = logging.getLogger(__name__)
 
@@ -112,29 +112,30 @@ class ImageTagger:
         self.method = method
         self.max_side = max_side
 
-    def load(self, batch: Batch, strict: bool) -> tuple[list[PreparedImage], list[dict]]:
+    def load(self, batch: Batch, strict: bool) -> tuple[list[tuple[str, PreparedImage]], list[dict]]:
+        """The batch's ``(id, image)`` pairs, and error records for the images that can't be read."""
         images, errors = [], []
         for entry in batch.entries:
             try:
-                images.append(prepare_image(entry.path, self.tagger.clip.patch_size, self.max_side))
+                images.append((entry.image_id, prepare_image(entry.path, self.tagger.clip.patch_size, self.max_side)))
             except UserError as err:
                 if strict:
                     raise
                 errors.append({"id": entry.image_id, "error": str(err)})
         return images, errors
 
-    def run(self, images: list[PreparedImage]) -> list[dict]:
+    def run(self, images: list[tuple[str, PreparedImage]]) -> list[dict]:
         if not images:
             return []
-        stacked = torch.stack([im.tensor for im in images])
+        stacked = torch.stack([im.tensor for _, im in images])
         if self.method == "global":
             probs = global_clip_scores(self.tagger.clip, self.tagger.text, stacked, self.tagger.num_targets)
             results = [(p, select_tags(p, self.tagger.config.tag_ratio)) for p in probs]
         else:
             results = [(r.scores, r.tags) for r in self.tagger.score(stacked)]
-        return [{"id": im.image_id, "scores": [float(v) for v in scores], "tags": tags,
+        return [{"id": image_id, "scores": [float(v) for v in scores], "tags": tags,
                  "tag_names": [self.class_names[t] for t in tags]}
-                for im, (scores, tags) in zip(images, results)]
+                for (image_id, _), (scores, tags) in zip(images, results)]
 
 
 def tag_images(tagger: ImageTagger, entries: Sequence[ImageEntry], out_dir: str | os.PathLike,

@@ -25,12 +25,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from tagclip_cls.errors import UserError
-from tagclip_cls.io_utils import write_text_atomic
-from tagclip_cls.preprocess import find_image
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.atomic_io import write_text_atomic
+from tagclip_cls.core.images import find_image
 
-from .crf import load_cam_npz, load_rgb
-from .palette import IGNORE, read_label_png, voc_palette
+from wsss.masks.crf import load_cam_npz, load_rgb
+from tagclip_cls.formats.mask_png import IGNORE, read_label_png, voc_palette
 
 MASK_PANELS = (("masks", "pseudo mask"), ("masks_crf", "pseudo mask + CRF"))
 IGNORE_COLOUR = (224, 224, 192)
@@ -202,7 +202,7 @@ def normalise_table(data: dict[str, Any], source: str) -> tuple[Summary, Rows]:
 
     Classes without ground-truth pixels are left out of the rows (and of the means).
     """
-    if "miou" in data and "classes" in data:  # wsss.evaluation (tools/eval_masks.py)
+    if "miou" in data and "classes" in data:  # wsss.evaluation.miou (tools/eval_masks.py)
         summary = [("mIoU", data["miou"]), ("pixel accuracy", data.get("pixel_accuracy")),
                    ("mean class accuracy", data.get("mean_class_accuracy"))]
         rows = [(c["name"], c["iou"], c["accuracy"]) for c in data["classes"] if c.get("gt_pixels", 1)]

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import UserError
-from .io_utils import write_text_atomic
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.atomic_io import write_text_atomic
+from tagclip_cls.runtime.ids import check_image_id
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,11 @@ def read_split(path: str | os.PathLike, class_names: Sequence[str]) -> list[Spli
     by_token = {label_token(n): i for i, n in enumerate(class_names)}
     entries: list[SplitEntry] = []
     seen: set[str] = set()
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_lines(path), 1):
         parts = line.split()
         if not parts:
             continue
-        image_id, tokens = parts[0], parts[1:]
+        image_id, tokens = check_image_id(parts[0], f"{path}:{lineno}"), parts[1:]
         if image_id in seen:
             raise UserError(f"{path}:{lineno}: image id {image_id!r} listed twice")
         seen.add(image_id)
@@ -46,6 +47,14 @@ def read_split(path: str | os.PathLike, class_names: Sequence[str]) -> list[Spli
     if not entries:
         raise UserError(f"{path}: split file lists no images")
     return entries
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a text file (UTF-8, a byte-order mark dropped, any line ends)."""
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
 
 
 def _parse_label(token: str, by_token: dict[str, int], num_classes: int, path: Path, lineno: int) -> int:

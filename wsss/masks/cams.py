@@ -28,9 +28,9 @@ import cv2
 import numpy as np
 import torch
 
-from tagclip_cls.boxes import score_map_box_mask
-from tagclip_cls.models import LoadedClip
-from tagclip_cls.vit import attention, block_forward, embed
+from tagclip_cls.core.boxes import score_map_box_mask
+from tagclip_cls.core.models import LoadedClip
+from tagclip_cls.core.vit import attention, block_forward, embed
 
 PRECISIONS = ("fp32", "bf16")
 GRAD_MODES = ("loop", "batched")
@@ -127,7 +127,7 @@ class ClipES:
     """Refined CLIP-ES CAMs for images and their tags.
 
     ``class_text`` is ``K_all x E`` (one row per class, prompts with the CLIP-ES name variants)
-    and ``background_text`` ``B x E``; both unit-normalised (see :func:`tagclip_cls.text.text_embeddings`).
+    and ``background_text`` ``B x E``; both unit-normalised (see :func:`tagclip_cls.core.text.text_embeddings`).
     """
 
     def __init__(self, clip: LoadedClip, class_text: torch.Tensor, background_text: torch.Tensor,

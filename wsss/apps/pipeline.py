@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tagclip_cls.errors import UserError
-from tagclip_cls.io_utils import write_json_atomic, write_text_atomic
-from tagclip_cls.presets import Preset
-from tagclip_cls.runner import collect_entries
-from tagclip_cls.splits import read_split
-from tagclip_cls.tag_run import TagRunOptions, resolve_preset, run_stage1
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.atomic_io import write_json_atomic, write_text_atomic
+from tagclip_cls.core.presets import Preset
+from tagclip_cls.tagging.runner import collect_entries
+from tagclip_cls.formats.splits import read_split
+from tagclip_cls.tagging.run import TagRunOptions, resolve_preset, run_stage1
 
-from .evaluation import COARSE27_NAMES, EVAL_DATASETS, evaluate_dirs
-from .pseudo_masks import MaskRunOptions, OutputLayout, run_stage2
-from .report import ReportInputs, write_report
+from wsss.evaluation.miou import COARSE27_NAMES, EVAL_DATASETS, evaluate_dirs
+from wsss.masks.run import MaskRunOptions, OutputLayout, run_stage2
+from wsss.apps.report import ReportInputs, write_report
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,8 @@ def _train(opts: PipelineOptions, layout: PipelineLayout) -> StageStatus:
     last = final_checkpoint(opts.seg_config, opts.seg_options, layout.stage3)
     if last.is_file():
         return StageStatus("stage3", False, f"{last} exists")
-    from .seg.errors import SegUserError  # mmseg is needed from here on only
-    from .seg.runner import load_config, train, user_message
+    from wsss.seg.errors import SegUserError  # mmseg is needed from here on only
+    from wsss.seg.runner import load_config, train, user_message
 
     masks = layout.stage2.root / ("masks_crf" if opts.crf else "masks")
     resume = (layout.stage3 / "last_checkpoint").is_file()

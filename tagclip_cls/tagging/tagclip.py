@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .boxes import score_map_box_mask
-from .models import LoadedClip
-from .vit import block_forward, embed, project_tokens
+from tagclip_cls.core.boxes import score_map_box_mask
+from tagclip_cls.core.models import LoadedClip
+from tagclip_cls.core.vit import block_forward, embed, project_tokens
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 

@@ -25,22 +25,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tagclip_cls.distributed import RankInfo, device_for_rank, rank_info, shard
-from tagclip_cls.errors import UserError
-from tagclip_cls.io_utils import atomic_write, write_json_atomic
-from tagclip_cls.models import load_clip
-from tagclip_cls.precision import warn_if_slow
-from tagclip_cls.overlap import BackgroundWriter, read_ahead, read_threads
-from tagclip_cls.preprocess import PreparedImage, find_image, prepare_image
-from tagclip_cls.presets import Preset
-from tagclip_cls.splits import SplitEntry, read_split
-from tagclip_cls.tag_run import resolve_preset
-from tagclip_cls.text import text_embeddings
+from tagclip_cls.runtime.distributed import RankInfo, device_for_rank, rank_info, shard
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.ids import path_inside
+from tagclip_cls.runtime.atomic_io import atomic_write, write_json_atomic
+from tagclip_cls.core.models import load_clip
+from tagclip_cls.runtime.precision import warn_if_slow
+from tagclip_cls.runtime.overlap import BackgroundWriter, read_ahead, read_threads
+from tagclip_cls.core.images import PreparedImage, find_image, prepare_image
+from tagclip_cls.core.presets import Preset
+from tagclip_cls.formats.splits import SplitEntry, read_split
+from tagclip_cls.tagging.run import resolve_preset
+from tagclip_cls.core.text import text_embeddings
 
-from .cams import CAM_TEMPLATE, CamConfig, ClipES
-from .crf import CRF_IMAGE_MODES, CRFJob, CRFSettings, load_cam_npz, run_crf_batch
-from .label_maps import LabelSpace, label_map
-from .palette import write_label_png
+from wsss.masks.cams import CAM_TEMPLATE, CamConfig, ClipES
+from wsss.masks.crf import CRF_IMAGE_MODES, CRFJob, CRFSettings, load_cam_npz, run_crf_batch
+from wsss.masks.label_maps import LabelSpace, label_map
+from tagclip_cls.formats.mask_png import write_label_png
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +98,13 @@ class OutputLayout:
     root: Path
 
     def cam(self, image_id: str) -> Path:
-        return self.root / "cams" / f"{image_id}.npz"
+        return path_inside(self.root, "cams", f"{image_id}.npz")
 
     def mask(self, image_id: str) -> Path:
-        return self.root / "masks" / f"{image_id}.png"
+        return path_inside(self.root, "masks", f"{image_id}.png")
 
     def crf(self, image_id: str) -> Path:
-        return self.root / "masks_crf" / f"{image_id}.png"
+        return path_inside(self.root, "masks_crf", f"{image_id}.png")
 
 
 def parse_layer_slice(text: str) -> tuple[int | None, int | None]:

@@ -7,15 +7,15 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .distributed import device_for_rank, rank_info
-from .errors import UserError
-from .models import load_clip
-from .overlap import read_threads
-from .precision import warn_if_slow
-from .presets import Preset, custom_preset, load_preset
-from .runner import ImageTagger, collect_entries, tag_images
-from .tagger import TagCLIP, TagConfig
-from .text import load_templates, text_embeddings
+from tagclip_cls.runtime.distributed import device_for_rank, rank_info
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.core.models import load_clip
+from tagclip_cls.runtime.overlap import read_threads
+from tagclip_cls.runtime.precision import warn_if_slow
+from tagclip_cls.core.presets import Preset, custom_preset, load_preset
+from tagclip_cls.tagging.runner import ImageTagger, collect_entries, tag_images
+from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig
+from tagclip_cls.core.text import load_templates, text_embeddings
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from tagclip_cls.errors import UserError
-from tagclip_cls.io_utils import atomic_write
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.atomic_io import atomic_write
+from tagclip_cls.runtime.ids import check_image_id
 
 IGNORE = 255
 
@@ -67,3 +68,11 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
             raise UserError(f"{path}: label values outside 0..255")
         return array.astype(np.uint8)
     raise UserError(f"{path}: expected a palette or greyscale label image, got mode {mode}")
+
+
+def png_ids(folder: str | os.PathLike) -> list[str]:
+    """The ids of every ``ID.png`` in ``folder``, sorted and checked (:mod:`tagclip_cls.runtime.ids`)."""
+    paths = sorted(Path(folder).glob("*.png"))
+    if not paths:
+        raise UserError(f"{folder}: no PNG masks found")
+    return [check_image_id(p.stem, p) for p in paths]

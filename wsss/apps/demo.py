@@ -33,20 +33,20 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from tagclip_cls.errors import UserError
-from tagclip_cls.io_utils import write_json_atomic, write_text_atomic
-from tagclip_cls.models import load_clip
-from tagclip_cls.random_weights import save_random_openai_checkpoint
-from tagclip_cls.tag_run import TagRunOptions, run_stage1
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.atomic_io import write_json_atomic, write_text_atomic
+from tagclip_cls.core.models import load_clip
+from tagclip_cls.core.random_weights import save_random_openai_checkpoint
+from tagclip_cls.tagging.run import TagRunOptions, run_stage1
 
-from .evaluation import confusion_matrix, metrics_from_confusion
-from .palette import read_label_png, write_label_png
-from .pseudo_masks import MaskRunOptions, run_stage2
-from .report import ReportInputs, write_report
+from wsss.evaluation.miou import confusion_matrix, metrics_from_confusion
+from tagclip_cls.formats.mask_png import read_label_png, write_label_png
+from wsss.masks.run import MaskRunOptions, run_stage2
+from wsss.apps.report import ReportInputs, write_report
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TINY_SEG_CONFIG = REPO / "configs" / "tiny" / "deeplabv2_r18-tiny_voc-64x64.py"
 CLASSES = ("cat", "person", "rocket", "coffee cup", "horse")
 BACKGROUND = ("sky", "grass", "wall", "ground", "tree", "building", "road", "table")
@@ -194,7 +194,7 @@ def stage3_available() -> str | None:
 def seg_config(images: Path, masks: Path, ids: Sequence[str], work_dir: Path, num_labels: int,
                iters: int, size: int):
     """The tiny DeepLab config, pointed at the demo's images and pseudo masks, without validation."""
-    from .seg.runner import load_config
+    from wsss.seg.runner import load_config
 
     split = work_dir / "train.txt"
     write_text_atomic(split, "\n".join(ids) + "\n")
@@ -226,8 +226,8 @@ def train_and_predict(out: Path, ids: Sequence[str], masks: Path, opts: DemoOpti
     label maps to ``stage3/pred``; returns that folder."""
     from mmseg.apis import inference_model, init_model
 
-    from .seg.errors import SegUserError
-    from .seg.runner import train, user_message
+    from wsss.seg.errors import SegUserError
+    from wsss.seg.runner import train, user_message
 
     work_dir = out / "stage3" / f"{opts.seg_size}px_{opts.train_iters}iters"  # other settings: another run
     checkpoint = work_dir / f"iter_{opts.train_iters}.pth"

@@ -33,11 +33,11 @@ import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
 from tqdm import tqdm
 
-from tagclip_cls import preprocess
-from tagclip_cls.errors import UserError
+from tagclip_cls.core import images as preprocess
+from tagclip_cls.runtime.errors import UserError
 
-from .label_maps import LabelSpace, check_cams, probability_stack, rows_to_labels
-from .palette import IGNORE, write_label_png
+from wsss.masks.label_maps import LabelSpace, check_cams, probability_stack, rows_to_labels
+from tagclip_cls.formats.mask_png import IGNORE, write_label_png
 
 CRF_IMAGE_MODES = ("published", "rgb")
 PUBLISHED_BGR_MEAN = (104.008, 116.669, 122.675)

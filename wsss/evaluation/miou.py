@@ -18,11 +18,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tagclip_cls.errors import UserError
-from tagclip_cls.presets import load_preset
-from tagclip_cls.splits import read_split
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.core.presets import load_preset
+from tagclip_cls.formats.splits import read_split
 
-from .palette import IGNORE, read_label_png
+from tagclip_cls.formats.mask_png import IGNORE, png_ids, read_label_png
 
 COARSE27_NAMES = (
     "electronic", "appliance", "food", "furniture", "indoor", "kitchen", "accessory", "animal",
@@ -110,10 +110,7 @@ def list_image_ids(gt_dir: Path, split: str | os.PathLike | None, dataset: str) 
     """Image ids from the split file (published format), or every ``*.png`` in ``gt_dir``."""
     if split is not None:
         return [entry.image_id for entry in read_split(split, load_preset(dataset).classes)]
-    ids = sorted(p.stem for p in gt_dir.glob("*.png"))
-    if not ids:
-        raise UserError(f"{gt_dir}: no ground-truth PNGs found")
-    return ids
+    return png_ids(gt_dir)
 
 
 def evaluate_dirs(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, dataset: str,

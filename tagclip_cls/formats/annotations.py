@@ -17,7 +17,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import UserError
+from tagclip_cls.formats.splits import read_lines
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.ids import check_image_id
 
 
 def read_image_set(path: str | os.PathLike) -> list[str]:
@@ -25,7 +27,8 @@ def read_image_set(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: image set file not found")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    ids = [check_image_id(line.split()[0], f"{path}:{lineno}")
+           for lineno, line in enumerate(read_lines(path), 1) if line.strip()]
     if not ids:
         raise UserError(f"{path}: image set lists no images")
     return ids
@@ -83,9 +86,10 @@ def coco_category_index(data: dict[str, Any], num_classes: int, path: str | os.P
     return {cat: i for i, cat in enumerate(ids)}
 
 
-def coco_image_id(file_name: str) -> str:
-    """The id written to split files: the image file name without folder and extension."""
-    return Path(file_name).stem
+def coco_image_id(file_name: str, source: str | os.PathLike) -> str:
+    """The id written to split files: the image file name without folder and extension
+    (checked, naming ``source`` when it can't be an id)."""
+    return check_image_id(Path(str(file_name).replace("\\", "/")).stem, f"{source}: file_name {file_name!r}")
 
 
 def coco_split_rows(path: str | os.PathLike, num_classes: int,
@@ -106,5 +110,5 @@ def coco_split_rows(path: str | os.PathLike, num_classes: int,
     for image in sorted(data["images"], key=lambda im: int(im["id"])):
         found = labels.get(int(image["id"]), set())
         if found or keep_empty:
-            rows.append((coco_image_id(image["file_name"]), sorted(found)))
+            rows.append((coco_image_id(image["file_name"], path), sorted(found)))
     return rows

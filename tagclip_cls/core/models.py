@@ -24,7 +24,7 @@ import open_clip
 import torch
 from open_clip.model import build_model_from_openai_state_dict
 
-from .errors import UserError
+from tagclip_cls.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 
