@@ -34,7 +34,7 @@ from tagclip_cls.core.text import encode_prompts  # noqa: E402
 from wsss.masks.cams import CAM_TEMPLATE, CamConfig, ClipES  # noqa: E402
 from wsss.masks.crf import CRFJob, CRFSettings, run_crf_batch  # noqa: E402
 from wsss.masks.label_maps import LabelSpace, label_map  # noqa: E402
-from wsss.masks.run import write_cams  # noqa: E402
+from tagclip_cls.formats.mask_folder import write_cams  # noqa: E402
 
 SIZES = [(231, 301), (333, 500), (480, 640), (375, 257), (640, 427), (245, 613), (500, 375), (389, 389)]
 

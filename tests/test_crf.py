@@ -4,8 +4,8 @@ from PIL import Image
 
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.core.presets import load_preset
-from wsss.masks.crf import (CRFJob, CRFSettings, crf_image, crf_label_map, crf_rows, load_cam_npz,
-                      run_crf_batch)
+from tagclip_cls.formats.mask_folder import read_cams
+from wsss.masks.crf import CRFJob, CRFSettings, crf_image, crf_label_map, crf_rows, run_crf_batch
 from wsss.masks.label_maps import LabelSpace
 from tagclip_cls.formats.mask_png import read_label_png
 
@@ -100,7 +100,7 @@ def test_batch_errors_name_the_file(tmp_path):
     with pytest.raises(UserError, match="0.npz.*differs from image"):
         run_crf_batch(jobs, CRFSettings(space=VOC), progress=False)
     with pytest.raises(UserError, match="missing.npz"):
-        load_cam_npz(tmp_path / "missing.npz")
+        read_cams(tmp_path / "missing.npz")
     np.savez(tmp_path / "bad.npz", cams=np.zeros((1, 2, 2)))
     with pytest.raises(UserError, match="bad.npz"):
-        load_cam_npz(tmp_path / "bad.npz")
+        read_cams(tmp_path / "bad.npz")

@@ -13,7 +13,7 @@ from PIL import Image
 import wsss.apps.demo as demo
 from conftest import TINY
 from tagclip_cls.runtime.errors import UserError
-from wsss.masks.crf import load_cam_npz
+from tagclip_cls.formats.mask_folder import read_cams
 from wsss.apps.demo import CLASSES, RANDOM_BANNER, SAMPLES, DemoOptions, run_demo
 from tagclip_cls.formats.mask_png import read_label_png
 
@@ -50,7 +50,7 @@ def test_stage_outputs_fit_the_images(offline_run):
         with Image.open(out / "images" / f"{record['id']}.jpg") as im:
             w, h = im.size
         assert max(w, h) == 64
-        keys, cams = load_cam_npz(out / "stage2" / "cams" / f"{record['id']}.npz")
+        keys, cams = read_cams(out / "stage2" / "cams" / f"{record['id']}.npz")
         assert keys == record["tags"] and cams.shape == (len(keys), h, w)
         for sub in ("masks", "masks_crf"):
             labels = read_label_png(out / "stage2" / sub / f"{record['id']}.png")

@@ -20,7 +20,6 @@ def test_background_rule_and_class_plus_one():
     # background = 1 - max: [0.1, 0.3, 0.6] -> pixel 0 cat, pixel 1 person, pixel 2 background
     assert label_map(cams, [7, 14], VOC).tolist() == [[8, 15, 0]]
     # squared background [0.01, 0.09, 0.36] < 0.4 at pixel 2 -> person
-    assert label_map(cams, [7, 14], VOC, bg_power=2).tolist() == [[8, 15, 15]]
 
 
 def test_probability_stack_is_not_renormalised():

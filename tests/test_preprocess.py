@@ -15,8 +15,8 @@ from conftest import write_image
 def test_any_mode_becomes_rgb(tmp_path, mode):
     suffix = ".jpg" if mode == "CMYK" else ".png"
     path = write_image(tmp_path / f"x{suffix}", (37, 53), mode)
-    img = load_rgb(path)
-    assert img.mode == "RGB" and img.size == (53, 37)
+    rgb = load_rgb(path)
+    assert rgb.dtype == np.uint8 and rgb.shape == (37, 53, 3)
 
 
 def test_16_bit_grey_is_scaled_not_clipped(tmp_path):

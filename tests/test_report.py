@@ -13,7 +13,7 @@ from PIL import Image
 
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.formats.mask_png import write_label_png
-from wsss.masks.run import write_cams
+from tagclip_cls.formats.mask_folder import write_cams
 from wsss.apps.report import ReportInputs, cam_overlay, display_size, normalise_table, render_report, write_report
 
 CLASSES = ("cat", "<b>dog</b> & co", "person")

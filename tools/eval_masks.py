@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.runtime.atomic_io import write_json_atomic
-from wsss.evaluation.miou import EVAL_DATASETS, evaluate_dirs, format_table
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tagclip_cls.runtime.errors import UserError  # noqa: E402
+from tagclip_cls.runtime.atomic_io import write_json_atomic  # noqa: E402
+from wsss.evaluation.miou import EVAL_DATASETS, evaluate_dirs, format_table  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -10,9 +10,14 @@ Shard across processes or machines with ``torchrun --nproc-per-node N tools/gen_
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from tagclip_cls.runtime.cli import add_class_arguments, add_console_arguments, add_weight_arguments, options_from_args, run_cli
-from tagclip_cls.tagging.run import METHODS, TagRunOptions, run_stage1
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tagclip_cls.runtime.cli import (add_class_arguments, add_console_arguments, add_weight_arguments,  # noqa: E402
+                                     options_from_args, run_cli)
+from tagclip_cls.tagging import METHODS  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -28,7 +33,7 @@ def parse_args() -> argparse.Namespace:
                    help="fp32 reproduces the published numbers; bf16/fp16 use autocast")
     p.add_argument("--method", choices=METHODS, default="tagclip",
                    help="tagclip (DMAR+CWR), dmar (no CWR), coarse (neither), global (plain CLIP)")
-    p.add_argument("--max-side", type=int, default=1024, help="longer image sides are scaled down to this")
+    p.add_argument("--max-side", type=int, default=1024, help="longer image sides are scaled down to this (default 1024)")
     p.add_argument("--no-fp16-pos", action="store_true",
                    help="don't round the positional table to fp16 (the published code does)")
     p.add_argument("--loader-threads", type=int,
@@ -40,7 +45,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    run_stage1(options_from_args(TagRunOptions, parse_args()))
+    args = parse_args()
+    from tagclip_cls.tagging.run import TagRunOptions, run_stage1  # torch and open_clip: after parsing
+
+    run_stage1(options_from_args(TagRunOptions, args))
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from tagclip_cls.formats.annotations import coco_split_rows, read_image_set, voc_split_rows
-from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.core.presets import load_preset
-from tagclip_cls.formats.splits import write_split
-from wsss.evaluation.gt_masks import CROWD_MODES, mask_split_rows, write_coco_masks, write_stuff_masks
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tagclip_cls.formats.annotations import coco_split_rows, read_image_set, voc_split_rows  # noqa: E402
+from tagclip_cls.runtime.errors import UserError  # noqa: E402
+from tagclip_cls.core.presets import load_preset  # noqa: E402
+from tagclip_cls.formats.splits import write_split  # noqa: E402
+from wsss.evaluation.gt_masks import CROWD_MODES, mask_split_rows, write_coco_masks, write_stuff_masks  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os.path as osp
+import sys
+from pathlib import Path
 
-from mmengine.config import DictAction
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wsss.seg.errors import SegUserError
-from wsss.seg.runner import default_launcher, evaluate, load_config, user_message
+from mmengine.config import DictAction  # noqa: E402
+
+from wsss.seg.errors import SegUserError  # noqa: E402
+from wsss.seg.runner import default_launcher, evaluate, load_config, user_message  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

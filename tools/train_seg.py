@@ -11,11 +11,15 @@ dir (default work_dirs/CONFIG_NAME).
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from mmengine.config import DictAction
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wsss.seg.errors import SegUserError
-from wsss.seg.runner import default_launcher, load_config, train, user_message
+from mmengine.config import DictAction  # noqa: E402
+
+from wsss.seg.errors import SegUserError  # noqa: E402
+from wsss.seg.runner import default_launcher, load_config, train, user_message  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,0 +1,23 @@
+"""Stages 2 and 3 and the applications, on top of :mod:`tagclip_cls`'s core and runtime.
+
+* :mod:`wsss.masks`: stage 2, CLIP-ES CAMs, label maps and the dense CRF; Python entry point
+  :class:`MaskGenerator`;
+* :mod:`wsss.seg`: stage 3, mmsegmentation training and inference (:class:`wsss.seg.Segmenter`);
+* :mod:`wsss.evaluation`: mIoU of label maps and ground-truth preparation;
+* :mod:`wsss.apps`: the pipeline, the demo and the HTML report.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__all__ = ["MaskGenerator", "MaskResult"]
+
+if TYPE_CHECKING:
+    from wsss.masks.api import MaskGenerator, MaskResult
+
+
+def __getattr__(name: str):
+    if name in __all__:  # imported on first use (torch, open_clip)
+        from wsss.masks import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'wsss' has no attribute {name!r}")

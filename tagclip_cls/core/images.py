@@ -11,6 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 import torch
@@ -23,6 +24,10 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MAX_PIXELS = 30_000 * 30_000  # refuse decompression bombs beyond this, read anything smaller
+
+#: what the Python API takes as an image: a file path, a PIL image, or an ``H x W x 3`` (or
+#: ``H x W``) uint8 array in RGB order
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 
 @dataclass
@@ -61,9 +66,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Read an image file as 8-bit RGB (grey, palette, CMYK and alpha converted)."""
-    return load_image(path).convert("RGB")
+def load_rgb(image: "ImageInput") -> np.ndarray:
+    """The image as an ``H x W x 3`` uint8 RGB array (grey, palette, CMYK and alpha converted)."""
+    return np.asarray(as_pil(image).convert("RGB"))
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -109,8 +114,22 @@ def to_clip_tensor(img: Image.Image, patch: int, max_side: int | None = None) ->
     return (arr - mean) / std
 
 
-def prepare_image(path: str | os.PathLike, patch: int, max_side: int | None = None) -> PreparedImage:
-    img = load_image(path)
+def as_pil(image: ImageInput) -> Image.Image:
+    """The image as PIL, decoded exactly as the tools decode files (see :func:`load_image`)."""
+    if isinstance(image, Image.Image):
+        return _to_8bit(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+            raise ValueError(f"expected an H x W x 3 (or H x W) uint8 array, got {image.dtype} {image.shape}")
+        return Image.fromarray(np.ascontiguousarray(image))
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    raise TypeError(f"expected a path, a PIL image or a uint8 array, got {type(image).__name__}")
+
+
+def prepare_image(image: ImageInput, patch: int, max_side: int | None = None) -> PreparedImage:
+    """Decode (paths) and preprocess one image for CLIP."""
+    img = as_pil(image)
     return PreparedImage(tensor=to_clip_tensor(img, patch, max_side),
                          orig_size=(img.height, img.width))
 

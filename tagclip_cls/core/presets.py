@@ -9,8 +9,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence, Union
 
+from tagclip_cls.formats.splits import label_token, read_lines
 from tagclip_cls.runtime.errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "data" / "presets"
@@ -49,37 +50,68 @@ def load_preset(name: str) -> Preset:
                   tag_ratio=tc["tag_ratio"], clip_es=raw["clip_es"])
 
 
+ClassesInput = Union[Sequence[str], str, os.PathLike]  # names, or a class file
+
+
+def check_class_names(names: Sequence[str], where: Callable[[int], str]) -> tuple[str, ...]:
+    """Names with runs of whitespace collapsed, checked: none empty, too long, or the same as
+    another once spaces are written as ``_`` (as ``tags.txt`` writes them). ``where(i)`` names the
+    place of the ``i``-th name in errors."""
+    seen: dict[str, str] = {}
+    out = []
+    for index, raw in enumerate(names):
+        name = " ".join(str(raw).split())
+        if not name:
+            raise UserError(f"{where(index)}: empty class name")
+        if len(name) > MAX_CLASS_NAME_CHARS:
+            raise UserError(f"{where(index)}: class name longer than {MAX_CLASS_NAME_CHARS} characters")
+        token = label_token(name)
+        if token in seen:
+            what = "duplicate class name" if seen[token] == name else f"class name clashes with {seen[token]!r}"
+            raise UserError(f"{where(index)}: {what} {name!r} (names are written with '_' for spaces)")
+        seen[token] = name
+        out.append(name)
+    return tuple(out)
+
+
 def read_class_file(path: str | os.PathLike) -> tuple[str, ...]:
     """Read one class name per line; blank lines and ``#`` comments are ignored."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: class list not found")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: class list is not UTF-8 text") from None
-    names: list[str] = []
-    for lineno, line in enumerate(lines, 1):
-        name = " ".join(line.split("#", 1)[0].split())
-        if not name:
-            continue
-        if len(name) > MAX_CLASS_NAME_CHARS:
-            raise UserError(f"{path}:{lineno}: class name longer than {MAX_CLASS_NAME_CHARS} characters")
-        if name in names:
-            raise UserError(f"{path}:{lineno}: duplicate class name {name!r}")
-        names.append(name)
-    if not names:
+    numbered = [(lineno, line.split("#", 1)[0]) for lineno, line in enumerate(read_lines(path), 1)]
+    numbered = [(lineno, text) for lineno, text in numbered if text.strip()]
+    if not numbered:
         raise UserError(f"{path}: class list is empty")
-    return tuple(names)
+    return check_class_names([text for _, text in numbered], lambda i: f"{path}:{numbered[i][0]}")
 
 
-def custom_preset(classes_file: str | os.PathLike, background_file: str | os.PathLike | None = None) -> Preset:
-    """A preset for the user's own classes, with the VOC-style constants of the paper."""
-    classes = read_class_file(classes_file)
-    background = read_class_file(background_file) if background_file else ()
-    clash = set(classes) & set(background)
+def make_preset(dataset: str | None = None, classes: ClassesInput | None = None,
+                background: ClassesInput | None = None) -> Preset:
+    """A named preset, or one for the user's own classes (names or a class file) and background
+    words, with the VOC-style constants of the paper."""
+    if dataset:
+        if classes is not None or background is not None:
+            raise UserError("background words go with your own classes; a preset (--dataset) has its own")
+        return load_preset(dataset)
+    if classes is None:
+        raise UserError("pass --dataset NAME or --classes FILE (Python: preset=NAME or classes=[...])")
+    names = _class_names(classes, "classes")
+    words = _class_names(background, "background") if background is not None else ()
+    clash = sorted(set(names) & set(words))
     if clash:
-        raise UserError(f"{background_file}: background words also listed as classes: {sorted(clash)}")
-    return Preset(name=Path(classes_file).stem, classes=classes, background_words=background,
-                  clip_es={"cam_names": list(classes), "background_words": list(background),
+        raise UserError(f"{background if isinstance(background, (str, os.PathLike)) else 'background'}: "
+                        f"background words also listed as classes: {clash}")
+    name = Path(classes).stem if isinstance(classes, (str, os.PathLike)) else "custom"
+    return Preset(name=name, classes=names, background_words=words,
+                  clip_es={"cam_names": list(names), "background_words": list(words),
                            "affinity_layers": [-8, -1], "label_space": "background+classes"})
+
+
+def _class_names(value: ClassesInput, what: str) -> tuple[str, ...]:
+    if isinstance(value, (str, os.PathLike)):
+        return read_class_file(value)
+    names = check_class_names(list(value), lambda i: f"{what}[{i}]")
+    if not names:
+        raise UserError(f"{what}: empty class list")
+    return names

@@ -25,8 +25,9 @@ from tagclip_cls.tagging.metrics import classification_metrics, format_summary
 from tagclip_cls.runtime.overlap import read_ahead
 from tagclip_cls.core.images import (PreparedImage, find_image, list_images, model_input_size, prepare_image,
                          read_image_size)
-from tagclip_cls.formats.splits import format_split_line, read_split
-from tagclip_cls.tagging.tagclip import TagCLIP, global_clip_scores, select_tags
+from tagclip_cls.formats.splits import read_split
+from tagclip_cls.formats.tags import TagFolder, tag_record
+from tagclip_cls.tagging.api import Tagger
 
 log = logging.getLogger(__name__)
 
@@ -102,43 +103,28 @@ class PartFile:
             return f.read(1) == b"\n"
 
 
-class ImageTagger:
-    """Runs TagCLIP (or the global-CLIP baseline) over batches and returns JSON-ready records."""
-
-    def __init__(self, tagger: TagCLIP, class_names: Sequence[str], method: str = "tagclip",
-                 max_side: int | None = None):
-        self.tagger = tagger
-        self.class_names = list(class_names)
-        self.method = method
-        self.max_side = max_side
-
-    def load(self, batch: Batch, strict: bool) -> tuple[list[tuple[str, PreparedImage]], list[dict]]:
-        """The batch's ``(id, image)`` pairs, and error records for the images that can't be read."""
-        images, errors = [], []
-        for entry in batch.entries:
-            try:
-                images.append((entry.image_id, prepare_image(entry.path, self.tagger.clip.patch_size, self.max_side)))
-            except UserError as err:
-                if strict:
-                    raise
-                errors.append({"id": entry.image_id, "error": str(err)})
-        return images, errors
-
-    def run(self, images: list[tuple[str, PreparedImage]]) -> list[dict]:
-        if not images:
-            return []
-        stacked = torch.stack([im.tensor for _, im in images])
-        if self.method == "global":
-            probs = global_clip_scores(self.tagger.clip, self.tagger.text, stacked, self.tagger.num_targets)
-            results = [(p, select_tags(p, self.tagger.config.tag_ratio)) for p in probs]
-        else:
-            results = [(r.scores, r.tags) for r in self.tagger.score(stacked)]
-        return [{"id": image_id, "scores": [float(v) for v in scores], "tags": tags,
-                 "tag_names": [self.class_names[t] for t in tags]}
-                for (image_id, _), (scores, tags) in zip(images, results)]
+def load_batch(tagger: Tagger, batch: Batch, strict: bool) -> tuple[list[tuple[str, PreparedImage]], list[dict]]:
+    """The batch's ``(id, image)`` pairs, and error records for the images that can't be read."""
+    images, errors = [], []
+    for entry in batch.entries:
+        try:
+            images.append((entry.image_id, tagger.prepare(entry.path)))
+        except UserError as err:
+            if strict:
+                raise
+            errors.append({"id": entry.image_id, "error": str(err)})
+    return images, errors
 
 
-def tag_images(tagger: ImageTagger, entries: Sequence[ImageEntry], out_dir: str | os.PathLike,
+def tag_records(tagger: Tagger, images: list[tuple[str, PreparedImage]]) -> list[dict]:
+    """``tags.jsonl`` records of a batch of prepared images of one size."""
+    if not images:
+        return []
+    results = tagger.tag_batch(torch.stack([im.tensor for _, im in images]))
+    return [tag_record(image_id, r.scores, r.tags, r.names) for (image_id, _), r in zip(images, results)]
+
+
+def tag_images(tagger: Tagger, entries: Sequence[ImageEntry], out_dir: str | os.PathLike,
                run_config: dict, batch_size: int = 1, strict: bool = False, overwrite: bool = False,
                rank: RankInfo = RankInfo(), loader_threads: int = 0, progress: bool = True) -> dict | None:
     """Tag ``entries`` into ``out_dir``; returns the metrics (when labels are known) on rank 0.
@@ -159,15 +145,15 @@ def tag_images(tagger: ImageTagger, entries: Sequence[ImageEntry], out_dir: str 
             path.unlink(missing_ok=True)
     wait_for_all(rank)  # nobody reads the parts before rank 0 has cleared them
     _check_run_config(parts_dir, run_config, rank)
-    batches, skipped = plan_batches(entries, tagger.tagger.clip.patch_size, tagger.max_side, batch_size, strict)
+    batches, skipped = plan_batches(entries, tagger.clip.patch_size, tagger.max_side, batch_size, strict)
     done = load_parts(parts_dir)
     todo = [b for b in shard(batches, rank) if not all(e.image_id in done for e in b.entries)]
     log.info("rank %d/%d: %d batches to run, %d images already done", rank.rank, rank.world_size,
              len(todo), len(done))
     with tqdm(total=sum(len(b.entries) for b in todo), desc="tagging", unit="img",
               disable=not (progress and rank.is_main)) as bar:
-        for images, errors in read_ahead(lambda batch: tagger.load(batch, strict), todo, loader_threads):
-            own_part.append(tagger.run(images) + errors)
+        for images, errors in read_ahead(lambda batch: load_batch(tagger, batch, strict), todo, loader_threads):
+            own_part.append(tag_records(tagger, images) + errors)
             bar.update(len(images) + len(errors))
     wait_for_all(rank)
     if not rank.is_main:
@@ -205,17 +191,15 @@ def merge_outputs(entries: Sequence[ImageEntry], out_dir: Path, class_names: Seq
     if missing:
         raise RuntimeError(f"{len(missing)} images have no result (first: {missing[0]}); rerun to resume")
     kept = [e for e in entries if e.image_id in records]
-    write_text_atomic(out_dir / "tags.jsonl", "".join(json.dumps(records[e.image_id]) + "\n" for e in kept))
-    write_text_atomic(out_dir / "tags.txt", "".join(
-        format_split_line(e.image_id, records[e.image_id]["tags"], class_names) + "\n" for e in kept))
+    folder = TagFolder(out_dir)
+    folder.write([records[e.image_id] for e in kept], class_names, skipped)
     if skipped:
-        write_text_atomic(out_dir / "skipped.txt", "".join(f"{k}\t{v}\n" for k, v in sorted(skipped.items())))
-        log.warning("%d unreadable images skipped, listed in %s", len(skipped), out_dir / "skipped.txt")
-    log.info("wrote %d images to %s", len(kept), out_dir / "tags.jsonl")
+        log.warning("%d unreadable images skipped, listed in %s", len(skipped), folder.skipped)
+    log.info("wrote %d images to %s", len(kept), folder.jsonl)
     if not kept or all(e.labels is None for e in kept):
         return None
     metrics = evaluate_records([records[e.image_id] for e in kept], [e.labels or () for e in kept], class_names)
-    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_json_atomic(folder.metrics, metrics)
     print(format_summary(metrics))
     return metrics
 

@@ -224,8 +224,7 @@ def seg_config(images: Path, masks: Path, ids: Sequence[str], work_dir: Path, nu
 def train_and_predict(out: Path, ids: Sequence[str], masks: Path, opts: DemoOptions) -> Path:
     """Train the tiny segmenter on the pseudo masks (unless its checkpoint exists) and write its
     label maps to ``stage3/pred``; returns that folder."""
-    from mmseg.apis import inference_model, init_model
-
+    from wsss.seg.api import Segmenter
     from wsss.seg.errors import SegUserError
     from wsss.seg.runner import train, user_message
 
@@ -237,11 +236,10 @@ def train_and_predict(out: Path, ids: Sequence[str], masks: Path, opts: DemoOpti
             train(cfg)
     except SegUserError as err:
         raise UserError(user_message(err)) from None
-    model = init_model(cfg, str(checkpoint), device="cpu")
+    segmenter = Segmenter.from_checkpoint(cfg, checkpoint, device="cpu")
     pred_dir = out / "stage3" / "pred"
     for image_id in ids:
-        result = inference_model(model, str(out / "images" / f"{image_id}.jpg"))
-        write_label_png(pred_dir / f"{image_id}.png", result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8))
+        write_label_png(pred_dir / f"{image_id}.png", segmenter(out / "images" / f"{image_id}.jpg"))
     return pred_dir
 
 

@@ -25,10 +25,12 @@ from tagclip_cls.runtime.atomic_io import write_json_atomic, write_text_atomic
 from tagclip_cls.core.presets import Preset
 from tagclip_cls.tagging.runner import collect_entries
 from tagclip_cls.formats.splits import read_split
-from tagclip_cls.tagging.run import TagRunOptions, resolve_preset, run_stage1
+from tagclip_cls.core.presets import make_preset
+from tagclip_cls.tagging.run import TagRunOptions, run_stage1
 
 from wsss.evaluation.miou import COARSE27_NAMES, EVAL_DATASETS, evaluate_dirs
-from wsss.masks.run import MaskRunOptions, OutputLayout, run_stage2
+from tagclip_cls.formats.mask_folder import MaskFolder
+from wsss.masks.run import MaskRunOptions, run_stage2
 from wsss.apps.report import ReportInputs, write_report
 
 log = logging.getLogger(__name__)
@@ -84,8 +86,8 @@ class PipelineLayout:
         return self.stage1 / "tags.txt"
 
     @property
-    def stage2(self) -> OutputLayout:
-        return OutputLayout(self.root / "stage2")
+    def stage2(self) -> MaskFolder:
+        return MaskFolder(self.root / "stage2")
 
     @property
     def stage3(self) -> Path:
@@ -231,7 +233,7 @@ def run_pipeline(opts: PipelineOptions, on_stage: Callable[[StageStatus], None] 
     ``on_stage`` is called with each stage's status as soon as the stage is over.
     """
     check_options(opts)
-    preset = resolve_preset(opts.dataset, opts.classes, opts.background)
+    preset = make_preset(opts.dataset, opts.classes, opts.background)
     layout = PipelineLayout(Path(opts.out))
     statuses: list[StageStatus] = []
 

@@ -27,9 +27,10 @@ from PIL import Image
 
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.atomic_io import write_text_atomic
-from tagclip_cls.core.images import find_image
+from tagclip_cls.core.images import find_image, load_rgb
+from tagclip_cls.formats.tags import read_tag_records
 
-from wsss.masks.crf import load_cam_npz, load_rgb
+from tagclip_cls.formats.mask_folder import read_cams
 from tagclip_cls.formats.mask_png import IGNORE, read_label_png, voc_palette
 
 MASK_PANELS = (("masks", "pseudo mask"), ("masks_crf", "pseudo mask + CRF"))
@@ -53,24 +54,6 @@ class ReportInputs:
     max_images: int | None = None
     display_side: int = 256  # longer side of every picture in the page
     notes: Sequence[str] = field(default_factory=list)  # extra overview remarks
-
-
-def read_tags(path: str | os.PathLike) -> list[dict]:
-    """Records of stage 1's ``tags.jsonl`` (``id``, ``scores``, ``tags``), in file order."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: tags file not found")
-    records = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            record["id"], record["scores"], record["tags"]
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{path}:{lineno}: not a stage-1 record with id, scores and tags") from None
-        records.append(record)
-    return records
 
 
 def label_colours() -> np.ndarray:
@@ -166,7 +149,7 @@ def _card(record: dict, inputs: ReportInputs, names: Sequence[str]) -> str:
     stage2 = Path(inputs.stage2) if inputs.stage2 else None
     cam_path = stage2 / "cams" / f"{image_id}.npz" if stage2 else None
     if cam_path is not None and cam_path.is_file():
-        keys, cams = load_cam_npz(cam_path)
+        keys, cams = read_cams(cam_path)
         figures = [_figure(encode_jpeg(cam_overlay(rgb, _resize(cams[i].astype(np.float32), size, False))),
                            f"CAM: {inputs.class_names[k] if k < len(inputs.class_names) else k}", kind="cam")
                    for i, k in enumerate(keys)]
@@ -248,7 +231,7 @@ h4{margin:8px 0 4px}.block{margin-right:18px}
 
 def render_report(inputs: ReportInputs) -> str:
     """The report's HTML text."""
-    records = read_tags(inputs.tags)
+    records = read_tag_records(inputs.tags)
     if inputs.max_images is not None:
         records = records[:inputs.max_images]
     names = list(inputs.label_names or ("background", *inputs.class_names))

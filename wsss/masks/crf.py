@@ -26,14 +26,15 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
 from tqdm import tqdm
 
-from tagclip_cls.core import images as preprocess
+from tagclip_cls.core.images import load_rgb
+from tagclip_cls.formats.mask_folder import read_cams
 from tagclip_cls.runtime.errors import UserError
 
 from wsss.masks.label_maps import LabelSpace, check_cams, probability_stack, rows_to_labels
@@ -100,27 +101,11 @@ def crf_rows(rgb: np.ndarray, prob: np.ndarray, mode: str = "published", thresho
 
 
 def crf_label_map(rgb: np.ndarray, cams: np.ndarray, keys: Sequence[int], space: LabelSpace,
-                  mode: str = "published", threshold: float | None = None, bg_power: float = 1.0,
+                  mode: str = "published", threshold: float | None = None,
                   params: CRFParams = CRFParams()) -> np.ndarray:
     """CRF-refined label map (uint8 ``H x W``: label values of ``space``, 255 = below threshold)."""
-    prob = probability_stack(check_cams(cams, keys), space, bg_power)
+    prob = probability_stack(check_cams(cams, keys), space)
     return rows_to_labels(crf_rows(rgb, prob, mode, threshold, params), keys, space)
-
-
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as ``H x W x 3`` uint8 RGB, with the same decoding and errors as stage 1."""
-    return np.asarray(preprocess.load_rgb(path))
-
-
-def load_cam_npz(path: str | os.PathLike) -> tuple[list[int], np.ndarray]:
-    """Default CAM reader: an ``.npz`` with ``keys`` (class indices) and ``cams`` (K x H x W)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return [int(k) for k in data["keys"]], np.asarray(data["cams"])
-    except FileNotFoundError:
-        raise UserError(f"{path}: CAM file not found") from None
-    except (KeyError, ValueError, OSError) as exc:
-        raise UserError(f"{path}: not a CAM file with 'keys' and 'cams' arrays ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -134,14 +119,12 @@ class CRFJob:
 
 @dataclass(frozen=True)
 class CRFSettings:
-    """Everything a worker needs besides the job (must be picklable: ``load_cams`` module-level)."""
+    """Everything a worker needs besides the job (picklable)."""
 
     space: LabelSpace
     mode: str = "published"
     threshold: float | None = None
-    bg_power: float = 1.0
     params: CRFParams = field(default_factory=CRFParams)
-    load_cams: Callable[[str], tuple[list[int], np.ndarray]] = load_cam_npz
 
 
 @dataclass
@@ -154,13 +137,12 @@ def run_crf_job(job: CRFJob, settings: CRFSettings, overwrite: bool = False) -> 
     """CRF one image and write its palette PNG; False when the output exists and is kept."""
     if not overwrite and Path(job.out_path).exists():
         return False
-    keys, cams = settings.load_cams(job.cam_path)
+    keys, cams = read_cams(job.cam_path)
     rgb = load_rgb(job.image_path)
     if tuple(cams.shape[1:]) != rgb.shape[:2]:
         raise UserError(f"{job.cam_path}: CAM size {cams.shape[2]}x{cams.shape[1]} differs from image "
                         f"{job.image_path} ({rgb.shape[1]}x{rgb.shape[0]})")
-    labels = crf_label_map(rgb, cams, keys, settings.space, settings.mode, settings.threshold,
-                           settings.bg_power, settings.params)
+    labels = crf_label_map(rgb, cams, keys, settings.space, settings.mode, settings.threshold, settings.params)
     write_label_png(job.out_path, labels)
     return True
 

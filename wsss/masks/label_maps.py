@@ -3,7 +3,7 @@
 A CAM stack is ``K x H x W`` in [0, 1], one map per tag; ``keys`` are the tags' class indices.
 Two label spaces exist (the preset's ``clip_es.label_space``):
 
-* ``background+classes`` (VOC, COCO-Object): background score ``(1 - max_c cam) ** bg_power``
+* ``background+classes`` (VOC, COCO-Object): background score ``1 - max_c cam``
   is stacked in front of the CAMs; the arg-max row 0 is background (label 0), row ``i`` is
   class ``keys[i-1]`` (label ``keys[i-1] + 1``).
 * ``coarse27`` (COCO-Stuff): no background row; the arg-max over the tag CAMs gives a 171-class
@@ -56,7 +56,7 @@ def check_cams(cams: np.ndarray, keys: Sequence[int]) -> np.ndarray:
     return cams
 
 
-def probability_stack(cams: np.ndarray, space: LabelSpace, bg_power: float = 1.0) -> np.ndarray:
+def probability_stack(cams: np.ndarray, space: LabelSpace) -> np.ndarray:
     """The rows the arg-max and the CRF see: ``[bg, cams]`` or just ``cams`` (float32, not renormalised)."""
     cams = np.asarray(cams, dtype=np.float32)
     if cams.ndim != 3:
@@ -64,7 +64,7 @@ def probability_stack(cams: np.ndarray, space: LabelSpace, bg_power: float = 1.0
     if not space.has_background:
         return cams
     if cams.shape[0]:
-        background = (1.0 - cams.max(axis=0)) ** np.float32(bg_power)
+        background = 1.0 - cams.max(axis=0)
     else:
         background = np.ones(cams.shape[1:], dtype=np.float32)
     return np.concatenate([background[None], cams], axis=0)
@@ -83,13 +83,13 @@ def rows_to_labels(rows: np.ndarray, keys: Sequence[int], space: LabelSpace) -> 
     return lut[rows.astype(np.uint8)]
 
 
-def label_map(cams: np.ndarray, keys: Sequence[int], space: LabelSpace, bg_power: float = 1.0) -> np.ndarray:
+def label_map(cams: np.ndarray, keys: Sequence[int], space: LabelSpace) -> np.ndarray:
     """Per-pixel arg-max label map (uint8, ``H x W``); ties go to the earlier row (background first).
 
     With no background row and no tags every pixel is 255 (ignored).
     """
     cams = check_cams(cams, keys)
-    prob = probability_stack(cams, space, bg_power)
+    prob = probability_stack(cams, space)
     if prob.shape[0] == 0:
         return np.full(cams.shape[1:], IGNORE, dtype=np.uint8)
     return rows_to_labels(prob.argmax(axis=0), keys, space)

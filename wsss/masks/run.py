@@ -25,23 +25,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tagclip_cls.core.images import PreparedImage, find_image
+from tagclip_cls.core.models import load_clip
+from tagclip_cls.core.presets import Preset, make_preset
+from tagclip_cls.formats.mask_folder import MaskFolder, read_cam_keys, read_cams, write_cams
+from tagclip_cls.formats.mask_png import write_label_png
+from tagclip_cls.formats.splits import SplitEntry, read_split
+from tagclip_cls.runtime.atomic_io import write_json_atomic
 from tagclip_cls.runtime.distributed import RankInfo, device_for_rank, rank_info, shard
 from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.runtime.ids import path_inside
-from tagclip_cls.runtime.atomic_io import atomic_write, write_json_atomic
-from tagclip_cls.core.models import load_clip
-from tagclip_cls.runtime.precision import warn_if_slow
 from tagclip_cls.runtime.overlap import BackgroundWriter, read_ahead, read_threads
-from tagclip_cls.core.images import PreparedImage, find_image, prepare_image
-from tagclip_cls.core.presets import Preset
-from tagclip_cls.formats.splits import SplitEntry, read_split
-from tagclip_cls.tagging.run import resolve_preset
-from tagclip_cls.core.text import text_embeddings
-
-from wsss.masks.cams import CAM_TEMPLATE, CamConfig, ClipES
-from wsss.masks.crf import CRF_IMAGE_MODES, CRFJob, CRFSettings, load_cam_npz, run_crf_batch
-from wsss.masks.label_maps import LabelSpace, label_map
-from tagclip_cls.formats.mask_png import write_label_png
+from wsss.masks.api import MaskGenerator, cam_config
+from wsss.masks.crf import CRF_IMAGE_MODES, CRFJob, CRFSettings, run_crf_batch
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +88,6 @@ class MaskRunSummary:
         return text
 
 
-@dataclass(frozen=True)
-class OutputLayout:
-    root: Path
-
-    def cam(self, image_id: str) -> Path:
-        return path_inside(self.root, "cams", f"{image_id}.npz")
-
-    def mask(self, image_id: str) -> Path:
-        return path_inside(self.root, "masks", f"{image_id}.png")
-
-    def crf(self, image_id: str) -> Path:
-        return path_inside(self.root, "masks_crf", f"{image_id}.png")
-
-
 def parse_layer_slice(text: str) -> tuple[int | None, int | None]:
     """``"-8:-1"`` -> ``(-8, -1)``, ``"-8:"`` -> ``(-8, None)`` (python-slice bounds)."""
     parts = text.split(":")
@@ -118,38 +99,12 @@ def parse_layer_slice(text: str) -> tuple[int | None, int | None]:
         raise UserError(f"--affinity-layers {text!r}: expected START:END, e.g. -8:-1 or -8:") from None
 
 
-def cam_config(preset: Preset, opts: MaskRunOptions) -> CamConfig:
-    """The preset's CLIP-ES constants with the options' overrides."""
-    box = opts.box_threshold if opts.box_threshold is not None else preset.clip_es.get("box_threshold", 0.4)
-    layers = (parse_layer_slice(opts.affinity_layers) if opts.affinity_layers
-              else tuple(preset.clip_es.get("affinity_layers", (-8, -1))))
-    return CamConfig(affinity_layers=layers,
-                     box_threshold=float(box), round_fp16_pos=not opts.no_fp16_pos,
-                     precision=opts.precision, grad_mode=opts.grad_mode)
-
-
-def build_generator(preset: Preset, opts: MaskRunOptions, device: torch.device) -> ClipES:
+def build_generator(preset: Preset, opts: MaskRunOptions, device: torch.device) -> MaskGenerator:
     """Load CLIP and the CLIP-ES text features (name variants, background words; cached)."""
-    clip = load_clip(opts.model, opts.pretrained, device)
-    config = cam_config(preset, opts)
-    warn_if_slow(config.precision, clip.device)
-    if not range(clip.num_layers)[slice(*config.affinity_layers)]:
-        raise UserError(f"affinity layers {config.affinity_layers} select none of the {clip.num_layers} layers")
-    names = list(preset.clip_es.get("cam_names", preset.classes))
-    background = list(preset.clip_es.get("background_words", preset.background_words))
-    if len(names) != preset.num_classes:
-        raise UserError(f"preset {preset.name}: {len(names)} CLIP-ES names for {preset.num_classes} classes")
-    if not background:
-        log.warning("no background words: an image with one tag gets a flat CAM (pass --background FILE)")
-    text = text_embeddings(clip, names + background, [CAM_TEMPLATE], opts.cache_dir, exact=True)
-    return ClipES(clip, text[:len(names)], text[len(names):], config)
-
-
-def write_cams(path: Path, keys: Sequence[int], cams: np.ndarray) -> None:
-    """``np.savez`` of ``keys`` (int64) and ``cams`` (float16) to a temp file, renamed into place."""
-    keys_arr = np.asarray(list(keys), dtype=np.int64)
-    cams_arr = np.ascontiguousarray(cams, dtype=np.float16)
-    atomic_write(path, lambda f: np.savez(f, keys=keys_arr, cams=cams_arr), mode="wb")
+    layers = parse_layer_slice(opts.affinity_layers) if opts.affinity_layers else None
+    config = cam_config(preset, opts.box_threshold, layers, not opts.no_fp16_pos, opts.precision, opts.grad_mode)
+    return MaskGenerator(load_clip(opts.model, opts.pretrained, device), preset, config, max_side=opts.max_side,
+                         crf_image=opts.crf_image, ignore_below=opts.ignore_below, cache_dir=opts.cache_dir)
 
 
 def _check_options(opts: MaskRunOptions) -> None:
@@ -194,49 +149,48 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
     _check_options(opts)
     rank = rank_info()
     _set_threads(opts)
-    preset = resolve_preset(opts.dataset, opts.classes, opts.background)
+    preset = make_preset(opts.dataset, opts.classes, opts.background)
     entries = shard(read_split(opts.tags, preset.classes), rank)
-    layout = OutputLayout(Path(opts.out))
-    space = LabelSpace.from_preset(preset)
+    layout = MaskFolder(opts.out)
     generator = build_generator(preset, opts, device_for_rank(opts.device, rank))
     _check_run_config(layout.root, {
         "model": generator.clip.name, "classes": list(preset.classes),
         "cam_names": list(preset.clip_es.get("cam_names", preset.classes)),
         "background_words": list(preset.clip_es.get("background_words", preset.background_words)),
-        "cam": asdict(generator.config), "max_side": opts.max_side,
+        "cam": asdict(generator.model.config), "max_side": opts.max_side,
         "crf_image": opts.crf_image, "ignore_below": opts.ignore_below}, rank, opts.overwrite)
 
     summary = MaskRunSummary()
     found = _locate_images(entries, opts, summary)
     compute: list[tuple[str, list[int], Path]] = []
-    relabel: list[str] = []  # CAMs kept but the label PNG lost: redo it from them
+    relabel: list[tuple[str, list[int], Path]] = []  # CAMs kept but the label PNG lost: redo it from them
     for item in found:
-        if opts.overwrite or not layout.cam(item[0]).is_file():
+        # a missing or unreadable CAM file, or one made for other tags, is computed (again)
+        if opts.overwrite or read_cam_keys(layout.cam(item[0])) != item[1]:
             compute.append(item)
         elif not layout.mask(item[0]).is_file():
-            relabel.append(item[0])
+            relabel.append(item)
         else:
             summary.existing += 1
     threads = read_threads(opts.loader_threads, generator.clip.device.type)
     with BackgroundWriter(inline=threads == 0) as writer:
-        for image_id in tqdm(relabel, desc="label maps", unit="img", disable=not (opts.progress and relabel)):
+        for item in tqdm(relabel, desc="label maps", unit="img", disable=not (opts.progress and relabel)):
             try:
-                keys, cams = load_cam_npz(layout.cam(image_id))
-            except UserError as exc:
-                _record_failure(image_id, exc, opts, summary)
+                keys, cams = read_cams(layout.cam(item[0]))
+            except UserError:
+                compute.append(item)  # damaged beyond its keys: computed again
                 continue
-            writer.submit(_write_label_png, layout.mask(image_id), keys, cams, space)
+            writer.submit(write_label_png, layout.mask(item[0]), generator.label_map(cams, keys))
             summary.existing += 1
-        loaded = read_ahead(lambda item: _load(item[2], generator.clip.patch_size, opts.max_side), compute,
-                            threads)
+        loaded = read_ahead(lambda item: _load(generator, item[2]), compute, threads)
         with closing(loaded):
             for (image_id, tags, _), image in tqdm(zip(compute, loaded), total=len(compute), desc="cams",
                                                    unit="img", disable=not opts.progress):
                 if isinstance(image, UserError):
                     _record_failure(image_id, image, opts, summary)
                     continue
-                cams = generator(image.tensor, tags, image.orig_size).astype(np.float16)
-                writer.submit(_write_outputs, layout, image_id, tags, cams, space)
+                cams = generator.cams(image, tags).astype(np.float16)
+                writer.submit(_write_outputs, generator, layout, image_id, tags, cams)
                 summary.computed += 1
     if entries and len(summary.failed) == len(entries):
         raise UserError(f"none of the {len(entries)} images could be processed (first: "
@@ -244,7 +198,7 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
     if opts.crf:
         jobs = [CRFJob(str(path), str(layout.cam(i)), str(layout.crf(i)))
                 for i, _, path in found if i not in summary.failed]
-        settings = CRFSettings(space=space, mode=opts.crf_image, threshold=opts.ignore_below)
+        settings = CRFSettings(space=generator.space, mode=opts.crf_image, threshold=opts.ignore_below)
         summary.crf_written = run_crf_batch(jobs, settings, opts.workers, opts.overwrite, opts.progress).written
     return summary
 
@@ -268,20 +222,18 @@ def _record_failure(image_id: str, error: UserError, opts: MaskRunOptions, summa
     summary.failed[image_id] = str(error)
 
 
-def _load(path: Path, patch: int, max_side: int | None) -> PreparedImage | UserError:
+def _load(generator: MaskGenerator, path: Path) -> PreparedImage | UserError:
     """The prepared image, or the error that says why it can't be read (returned, not raised)."""
     try:
-        return prepare_image(path, patch, max_side)
+        return generator.prepare(path)
     except UserError as exc:
         return exc
 
 
-def _write_outputs(layout: OutputLayout, image_id: str, tags: list[int], cams: np.ndarray,
-                   space: LabelSpace) -> None:
-    """The CAM file, then the label PNG (resuming trusts an image whose two files exist)."""
+def _write_outputs(generator: MaskGenerator, layout: MaskFolder, image_id: str, tags: list[int],
+                   cams: np.ndarray) -> None:
+    """The CAM file, then the label PNG (resuming trusts an image whose two files exist); a CRF
+    mask of earlier CAMs is stale and goes."""
     write_cams(layout.cam(image_id), tags, cams)
-    _write_label_png(layout.mask(image_id), tags, cams, space)
-
-
-def _write_label_png(path: Path, tags: Sequence[int], cams: np.ndarray, space: LabelSpace) -> None:
-    write_label_png(path, label_map(cams.astype(np.float32), list(tags), space))
+    write_label_png(layout.mask(image_id), generator.label_map(cams, tags))
+    layout.crf(image_id).unlink(missing_ok=True)

@@ -1,0 +1,83 @@
+"""Stage 2's output folder: ``cams/ID.npz``, ``masks/ID.png``, ``masks_crf/ID.png``, ``config.json``.
+
+* ``cams/ID.npz``: ``keys`` (int64 class indices, the image's tags) and ``cams`` (float16
+  ``K x H x W`` in [0, 1] at the image's original size); no pickles;
+* ``masks/ID.png`` and ``masks_crf/ID.png``: label PNGs (:mod:`.mask_png`), before and after the CRF;
+* ``config.json``: the settings the files were made with.
+
+Every path is built with :func:`~tagclip_cls.runtime.ids.path_inside`, so no id can reach
+outside the folder.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tagclip_cls.runtime.atomic_io import atomic_write
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.ids import path_inside
+
+CAMS, MASKS, MASKS_CRF = "cams", "masks", "masks_crf"
+
+
+@dataclass(frozen=True)
+class MaskFolder:
+    """Where stage 2's files for each image lie."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike):
+        object.__setattr__(self, "root", Path(root))
+
+    def cam(self, image_id: str) -> Path:
+        return path_inside(self.root, CAMS, f"{image_id}.npz")
+
+    def mask(self, image_id: str) -> Path:
+        return path_inside(self.root, MASKS, f"{image_id}.png")
+
+    def crf(self, image_id: str) -> Path:
+        return path_inside(self.root, MASKS_CRF, f"{image_id}.png")
+
+    def label_dir(self, crf: bool) -> Path:
+        """The folder of label PNGs before (``masks``) or after (``masks_crf``) the CRF."""
+        return self.root / (MASKS_CRF if crf else MASKS)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+
+def write_cams(path: str | os.PathLike, keys: Sequence[int], cams: np.ndarray) -> None:
+    """``np.savez`` of ``keys`` (int64) and ``cams`` (float16) to a temp file, renamed into place."""
+    keys_arr = np.asarray(list(keys), dtype=np.int64)
+    cams_arr = np.ascontiguousarray(cams, dtype=np.float16)
+    atomic_write(path, lambda f: np.savez(f, keys=keys_arr, cams=cams_arr), mode="wb")
+
+
+def read_cams(path: str | os.PathLike) -> tuple[list[int], np.ndarray]:
+    """``(keys, cams)`` of a CAM file; a missing, truncated or malformed file is a :class:`UserError`."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys, cams = [int(k) for k in data["keys"]], np.asarray(data["cams"])
+    except FileNotFoundError:
+        raise UserError(f"{path}: CAM file not found") from None
+    except (KeyError, ValueError, OSError, EOFError) as exc:
+        raise UserError(f"{path}: not a CAM file with 'keys' and 'cams' arrays ({exc})") from None
+    except Exception as exc:  # zipfile.BadZipFile and other damage of the container
+        raise UserError(f"{path}: damaged CAM file ({type(exc).__name__})") from None
+    if cams.ndim != 3 or cams.shape[0] != len(keys):
+        raise UserError(f"{path}: CAM file holds {cams.shape} maps for {len(keys)} keys")
+    return keys, cams
+
+
+def read_cam_keys(path: str | os.PathLike) -> list[int] | None:
+    """The ``keys`` of a CAM file, or ``None`` when it is missing or unreadable (to be recomputed)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return [int(k) for k in data["keys"]]
+    except Exception:  # missing, truncated, empty, not a zip, no keys: all mean "compute it"
+        return None

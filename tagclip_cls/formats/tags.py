@@ -1,0 +1,84 @@
+"""Stage 1's output folder: ``tags.jsonl``, ``tags.txt`` and ``skipped.txt``.
+
+* ``tags.jsonl``: one object per image in input order, ``id``, ``scores`` (the K final class
+  scores), ``tags`` (class indices, ascending) and ``tag_names``;
+* ``tags.txt``: ``ID tag tag ...`` in the published split format (:mod:`.splits`), which stage 2 reads;
+* ``skipped.txt``: ``ID<TAB>reason`` for each unreadable image.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from tagclip_cls.formats.splits import format_split_line, read_lines
+from tagclip_cls.runtime.atomic_io import write_text_atomic
+from tagclip_cls.runtime.errors import UserError
+
+
+def tag_record(image_id: str, scores: Iterable[float], tags: Sequence[int], names: Sequence[str]) -> dict:
+    """One ``tags.jsonl`` object."""
+    return {"id": image_id, "scores": [float(v) for v in scores], "tags": list(tags), "tag_names": list(names)}
+
+
+@dataclass(frozen=True)
+class TagFolder:
+    """Where stage 1's files lie in its output folder, with their readers and writers."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def jsonl(self) -> Path:
+        return self.root / "tags.jsonl"
+
+    @property
+    def txt(self) -> Path:
+        return self.root / "tags.txt"
+
+    @property
+    def skipped(self) -> Path:
+        return self.root / "skipped.txt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    def write(self, records: Sequence[dict], class_names: Sequence[str], skipped: dict[str, str]) -> None:
+        """``tags.jsonl`` and ``tags.txt`` in the order of ``records``, and ``skipped.txt`` if any."""
+        write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
+        write_text_atomic(self.txt, "".join(format_split_line(r["id"], r["tags"], class_names) + "\n"
+                                            for r in records))
+        if skipped:
+            write_text_atomic(self.skipped, "".join(f"{k}\t{v}\n" for k, v in sorted(skipped.items())))
+
+    def records(self) -> list[dict]:
+        """The ``tags.jsonl`` records in file order (a one-line error for a malformed line)."""
+        return read_tag_records(self.jsonl)
+
+    def skipped_ids(self) -> set[str]:
+        if not self.skipped.is_file():
+            return set()
+        return {line.split("\t", 1)[0] for line in read_lines(self.skipped) if line}
+
+
+def read_tag_records(path: str | os.PathLike) -> list[dict]:
+    """Records of a ``tags.jsonl`` (``id``, ``scores``, ``tags``), in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: tags file not found")
+    records = []
+    for lineno, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            record["id"], record["scores"], record["tags"]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{path}:{lineno}: not a stage-1 record with id, scores and tags") from None
+        records.append(record)
+    return records

@@ -1,0 +1,146 @@
+"""Stage 2 from Python: :class:`MaskGenerator` turns an image and its tags into CAMs and masks.
+
+>>> masks = MaskGenerator.from_pretrained("ViT-B-16.pt", preset="voc2012")   # doctest: +SKIP
+>>> out = masks("photo.jpg", tags=["cat", "person"])                          # doctest: +SKIP
+>>> out.label_map, out.crf()                                                   # doctest: +SKIP
+
+``tools/gen_pseudo_masks.py`` is a loop over :meth:`MaskGenerator.cams` plus file I/O. Label
+maps are made from the CAMs rounded to float16, as ``cams/ID.npz`` stores them, so
+:attr:`MaskResult.label_map` and :meth:`MaskResult.crf` are byte for byte the tool's PNGs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from tagclip_cls.core.images import ImageInput, PreparedImage, as_pil, load_rgb, prepare_image
+from tagclip_cls.core.models import LoadedClip, load_clip
+from tagclip_cls.core.presets import ClassesInput, Preset, make_preset
+from tagclip_cls.core.text import text_embeddings
+from tagclip_cls.formats.splits import label_token
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.precision import warn_if_slow
+from wsss.masks.cams import CAM_TEMPLATE, CamConfig, ClipES
+from wsss.masks.crf import CRFParams, crf_label_map
+from wsss.masks.label_maps import LabelSpace, label_map
+
+log = logging.getLogger(__name__)
+
+
+def cam_config(preset: Preset, box_threshold: float | None = None,
+               affinity_layers: tuple[int | None, int | None] | None = None, round_fp16_pos: bool = True,
+               precision: str = "fp32", grad_mode: str = "loop") -> CamConfig:
+    """The preset's CLIP-ES constants, with overrides where given."""
+    box = box_threshold if box_threshold is not None else preset.clip_es.get("box_threshold", 0.4)
+    layers = affinity_layers if affinity_layers is not None else tuple(preset.clip_es.get("affinity_layers", (-8, -1)))
+    return CamConfig(affinity_layers=tuple(layers), box_threshold=float(box), round_fp16_pos=round_fp16_pos,
+                     precision=precision, grad_mode=grad_mode)
+
+
+@dataclass
+class MaskResult:
+    """CAMs and label maps of one image."""
+
+    keys: tuple[int, ...]  # class indices of the tags, in the order given
+    cams: np.ndarray = field(repr=False)  # K x H x W float32 in [0, 1], original size
+    label_map: np.ndarray = field(repr=False)  # H x W uint8: what masks/ID.png holds
+    rgb: np.ndarray = field(repr=False)  # H x W x 3 uint8: the picture the CRF sees
+    space: LabelSpace = field(repr=False)
+    crf_image: str = "published"
+    ignore_below: float | None = None
+
+    @property
+    def stored_cams(self) -> np.ndarray:
+        """The CAMs as ``cams/ID.npz`` stores them (float16)."""
+        return self.cams.astype(np.float16)
+
+    def crf(self, params: CRFParams = CRFParams()) -> np.ndarray:
+        """The dense-CRF label map (``H x W`` uint8): what ``masks_crf/ID.png`` holds."""
+        return crf_label_map(self.rgb, self.stored_cams, list(self.keys), self.space, self.crf_image,
+                             self.ignore_below, params)
+
+
+class MaskGenerator:
+    """CLIP-ES for one class list: refined CAMs, label maps and CRF masks of tagged images."""
+
+    def __init__(self, clip: LoadedClip, preset: Preset, config: CamConfig | None = None, *,
+                 max_side: int | None = None, crf_image: str = "published", ignore_below: float | None = None,
+                 cache_dir: str | os.PathLike | None = None):
+        config = config or cam_config(preset)
+        warn_if_slow(config.precision, clip.device)
+        if not range(clip.num_layers)[slice(*config.affinity_layers)]:
+            raise UserError(f"affinity layers {config.affinity_layers} select none of the {clip.num_layers} layers")
+        names = list(preset.clip_es.get("cam_names", preset.classes))
+        background = list(preset.clip_es.get("background_words", preset.background_words))
+        if len(names) != preset.num_classes:
+            raise UserError(f"preset {preset.name}: {len(names)} CLIP-ES names for {preset.num_classes} classes")
+        if not background:
+            log.warning("no background words: an image with one tag gets a flat CAM (pass --background FILE)")
+        text = text_embeddings(clip, names + background, [CAM_TEMPLATE], cache_dir, exact=True)
+        self.clip = clip
+        self.preset = preset
+        self.space = LabelSpace.from_preset(preset)
+        self.model = ClipES(clip, text[:len(names)], text[len(names):], config)
+        self.max_side = max_side
+        self.crf_image = crf_image
+        self.ignore_below = ignore_below
+
+    @classmethod
+    def from_pretrained(cls, pretrained: str = "openai", model: str | None = None, *, preset: str | None = None,
+                        classes: ClassesInput | None = None, background: ClassesInput | None = None,
+                        device: str | torch.device = "cpu", precision: str = "fp32",
+                        box_threshold: float | None = None, affinity_layers: tuple[int | None, int | None] | None = None,
+                        max_side: int | None = None, crf_image: str = "published", ignore_below: float | None = None,
+                        cache_dir: str | os.PathLike | None = None) -> "MaskGenerator":
+        """Load CLIP (as :meth:`tagclip_cls.Tagger.from_pretrained`) and the CLIP-ES class texts."""
+        chosen = make_preset(preset, classes, background)
+        config = cam_config(chosen, box_threshold, affinity_layers, precision=precision)
+        return cls(load_clip(model, pretrained, device), chosen, config, max_side=max_side, crf_image=crf_image,
+                   ignore_below=ignore_below, cache_dir=cache_dir)
+
+    @classmethod
+    def from_tagger(cls, tagger, preset: str | None = None, **kwargs) -> "MaskGenerator":
+        """Share a :class:`tagclip_cls.Tagger`'s loaded CLIP (no second load); its classes unless
+        ``preset`` names another preset (e.g. ``voc2012`` after tagging with ``voc2007``)."""
+        chosen = make_preset(preset) if preset else tagger.preset
+        config_keys = ("box_threshold", "affinity_layers", "precision")
+        config = cam_config(chosen, **{k: kwargs.pop(k) for k in config_keys if k in kwargs})
+        return cls(tagger.clip, chosen, config, cache_dir=kwargs.pop("cache_dir", tagger.cache_dir), **kwargs)
+
+    def class_indices(self, tags: Sequence[int | str]) -> list[int]:
+        """Class indices of ``tags`` given as indices or as class names (``_`` or spaces)."""
+        by_name = {label_token(n): i for i, n in enumerate(self.preset.classes)}
+        indices = []
+        for tag in tags:
+            if isinstance(tag, (int, np.integer)) and 0 <= int(tag) < self.preset.num_classes:
+                indices.append(int(tag))
+            elif isinstance(tag, str) and label_token(tag) in by_name:
+                indices.append(by_name[label_token(tag)])
+            else:
+                raise UserError(f"unknown class {tag!r} for preset {self.preset.name}")
+        return indices
+
+    def prepare(self, image: ImageInput) -> PreparedImage:
+        return prepare_image(image, self.clip.patch_size, self.max_side)
+
+    def cams(self, image: PreparedImage, tags: Sequence[int]) -> np.ndarray:
+        """Refined CAMs ``K x H x W`` (float32 in [0, 1], original size) of a prepared image."""
+        return self.model(image.tensor, list(tags), image.orig_size)
+
+    def label_map(self, stored_cams: np.ndarray, tags: Sequence[int]) -> np.ndarray:
+        """The label map of float16-stored CAMs, as ``masks/ID.png`` holds it."""
+        return label_map(stored_cams.astype(np.float32), list(tags), self.space)
+
+    def __call__(self, image: ImageInput, tags: Sequence[int | str]) -> MaskResult:
+        """CAMs and label maps of one image for its ``tags`` (class indices or names)."""
+        keys = self.class_indices(tags)
+        picture = as_pil(image)
+        cams = self.cams(self.prepare(picture), keys)
+        return MaskResult(keys=tuple(keys), cams=cams, label_map=self.label_map(cams.astype(np.float16), keys),
+                          rgb=load_rgb(picture), space=self.space, crf_image=self.crf_image,
+                          ignore_below=self.ignore_below)
