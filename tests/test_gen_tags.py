@@ -56,9 +56,27 @@ def test_outputs_with_labels(tmp_path, image_folder, classes_file, tiny_checkpoi
     assert lines[0].split()[0] == "d_same"
     assert lines[1].split()[1:] == [["cat", "person", "rocket", "coffee_cup", "horse"][t] for t in records[1]["tags"]]
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert saved == json.loads(json.dumps(metrics))
     assert set(saved["per_class_AP"]) == {"cat", "person", "rocket", "coffee cup", "horse"}
     assert saved["per_class_AP"]["person"] is None and saved["num_images"] == 3
+    # end to end against a hand computation from the written scores and the split's labels
+    truth = {"d_same": {4}, "b_rgba": {0, 3}, "a_grey": set()}
+    aps = {}
+    for k, name in enumerate(["cat", "person", "rocket", "coffee cup", "horse"]):
+        ranked = sorted(range(3), key=lambda i: (-records[i]["scores"][k], i))
+        hits, precisions = 0, []
+        for rank, i in enumerate(ranked, 1):
+            if k in truth[records[i]["id"]]:
+                hits += 1
+                precisions.append(hits / rank)
+        aps[name] = 100 * sum(precisions) / len(precisions) if precisions else None
+    assert saved["per_class_AP"] == pytest.approx(aps)
+    assert saved["mAP"] == pytest.approx((aps["cat"] + aps["coffee cup"] + aps["horse"]) / 3)  # rocket: no positive
+    predicted = sum(len(r["tags"]) for r in records)
+    correct = sum(len(set(r["tags"]) & truth[r["id"]]) for r in records)
+    precision, recall = 100 * correct / predicted, 100 * correct / 3
+    assert (saved["precision"], saved["recall"]) == pytest.approx((precision, recall))
+    assert saved["F1"] == pytest.approx(2 * precision * recall / (precision + recall) if correct else 0.0)
+    assert metrics == saved  # what the call returns is what it wrote
 
 
 def test_second_run_does_no_work(tmp_path, image_folder, classes_file, tiny_checkpoint, cache_dir, monkeypatch):

@@ -21,7 +21,7 @@ from tagclip_cls.core.models import LoadedClip, load_clip
 from tagclip_cls.core.presets import ClassesInput, Preset, make_preset
 from tagclip_cls.core.text import load_templates, text_embeddings
 from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.runtime.precision import warn_if_slow
+from tagclip_cls.runtime.precision import check_precision
 from tagclip_cls.tagging import METHODS
 from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig, global_clip_scores, select_tags
 
@@ -63,7 +63,7 @@ class Tagger:
         self.method = method
         self.max_side = max_side
         self.cache_dir = cache_dir
-        warn_if_slow(precision, clip.device)
+        check_precision(precision, clip.device)
         text = text_embeddings(clip, preset.classes + preset.background_words, load_templates(), cache_dir)
         self.model = TagCLIP(clip, text, preset.num_classes, tag_config(preset, method, precision, round_fp16_pos))
 

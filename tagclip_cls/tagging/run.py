@@ -11,6 +11,7 @@ from tagclip_cls.runtime.distributed import device_for_rank, rank_info
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.runtime.overlap import read_threads
+from tagclip_cls.runtime.precision import check_precision
 from tagclip_cls.core.presets import make_preset
 from tagclip_cls.tagging.api import DEFAULT_MAX_SIDE, Tagger, tag_config
 from tagclip_cls.tagging.runner import collect_entries, tag_images
@@ -52,6 +53,7 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
     preset = make_preset(opts.dataset, opts.classes, opts.background)
     entries = collect_entries(opts.img_root, opts.split, preset.classes)
     tag_config(preset, opts.method, opts.precision)  # an unknown method fails before the model loads
+    check_precision(opts.precision, torch.device(opts.device))
     clip = load_clip(opts.model, opts.pretrained, device_for_rank(opts.device, rank))
     tagger = Tagger(clip, preset, method=opts.method, precision=opts.precision, max_side=opts.max_side,
                     round_fp16_pos=not opts.no_fp16_pos, cache_dir=opts.cache_dir)

@@ -24,7 +24,7 @@ from tagclip_cls.core.presets import ClassesInput, Preset, make_preset
 from tagclip_cls.core.text import text_embeddings
 from tagclip_cls.formats.splits import label_token
 from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.runtime.precision import warn_if_slow
+from tagclip_cls.runtime.precision import check_precision
 from wsss.masks.cams import CAM_TEMPLATE, CamConfig, ClipES
 from wsss.masks.crf import CRFParams, crf_label_map
 from wsss.masks.label_maps import LabelSpace, label_map
@@ -72,7 +72,7 @@ class MaskGenerator:
                  max_side: int | None = None, crf_image: str = "published", ignore_below: float | None = None,
                  cache_dir: str | os.PathLike | None = None):
         config = config or cam_config(preset)
-        warn_if_slow(config.precision, clip.device)
+        check_precision(config.precision, clip.device)
         if not range(clip.num_layers)[slice(*config.affinity_layers)]:
             raise UserError(f"affinity layers {config.affinity_layers} select none of the {clip.num_layers} layers")
         names = list(preset.clip_es.get("cam_names", preset.classes))

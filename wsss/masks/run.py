@@ -35,6 +35,7 @@ from tagclip_cls.runtime.atomic_io import write_json_atomic
 from tagclip_cls.runtime.distributed import RankInfo, device_for_rank, rank_info, shard
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.overlap import BackgroundWriter, read_ahead, read_threads
+from tagclip_cls.runtime.precision import check_precision
 from wsss.masks.api import MaskGenerator, cam_config
 from wsss.masks.crf import CRF_IMAGE_MODES, CRFJob, CRFSettings, run_crf_batch
 
@@ -118,6 +119,7 @@ def _check_options(opts: MaskRunOptions) -> None:
         raise UserError("--workers must be 0 or more")
     if opts.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but torch sees no GPU here; use --device cpu")
+    check_precision(opts.precision, torch.device(opts.device))
 
 
 def _check_run_config(out: Path, config: dict, rank: RankInfo, overwrite: bool) -> None:
