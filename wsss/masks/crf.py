@@ -21,8 +21,10 @@ OMP/BLAS thread counts set to 1.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,7 @@ from wsss.masks.label_maps import LabelSpace, check_cams, probability_stack, row
 from tagclip_cls.formats.mask_png import IGNORE, write_label_png
 
 CRF_IMAGE_MODES = ("published", "rgb")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PUBLISHED_BGR_MEAN = (104.008, 116.669, 122.675)
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -147,6 +150,18 @@ def run_crf_job(job: CRFJob, settings: CRFSettings, overwrite: bool = False) -> 
     return True
 
 
+def _die_with_parent() -> None:
+    """Pool initializer: on Linux, ask the kernel to kill this worker when its parent dies, so a
+    SIGKILLed run leaves no orphaned workers behind (elsewhere a no-op)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the call above: nobody to work for
+        os._exit(1)
+
+
 @contextlib.contextmanager
 def _single_threaded_children() -> Iterator[None]:
     """Set the thread-count variables to 1 while workers are spawned (they inherit them)."""
@@ -187,7 +202,8 @@ def run_crf_batch(jobs: Sequence[CRFJob], settings: CRFSettings, workers: int = 
                 count(run_crf_job(job, settings, overwrite))
             return result
         with _single_threaded_children(), ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_die_with_parent) as pool:
             futures = [pool.submit(run_crf_job, job, settings, overwrite) for job in jobs]
             try:
                 for future in as_completed(futures):
