@@ -251,3 +251,23 @@ def test_resume_recomputes_images_whose_tags_changed(setup, monkeypatch, capsys)
     with np.load(out / "cams" / "b_rgba.npz") as data:
         assert data["keys"].tolist() == [VOC_IDS["cat"]]
     assert set(np.unique(np.asarray(Image.open(out / "masks_crf" / "b_rgba.png")))) <= {0, VOC_IDS["cat"] + 1}
+
+
+def test_out_of_memory_fails_that_image_only(setup, monkeypatch, capsys):
+    import torch
+
+    from wsss.masks.api import MaskGenerator
+
+    tmp_path, _, _, base = setup
+    real = MaskGenerator.cams
+
+    def cams(self, image, tags):
+        if image.orig_size == SIZES["b_rgba"]:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 17.7 GiB")
+        return real(self, image, tags)
+
+    monkeypatch.setattr(MaskGenerator, "cams", cams)
+    code, err = run_tool([*base, "--out", str(tmp_path / "out")], monkeypatch, capsys)
+    assert code == 0 and "2 images computed, 0 already done, 1 failed (b_rgba)" in err, err
+    assert "out of memory" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["a_grey.png", "c_rgb.png"]

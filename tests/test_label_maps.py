@@ -60,3 +60,12 @@ def test_rows_to_labels_keeps_ignore():
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError):
         label_map(np.zeros((2, 3, 3)), [1], VOC)
+
+
+def test_more_classes_than_uint8_labels_are_refused():
+    from tagclip_cls.core.presets import make_preset
+    from tagclip_cls.runtime.errors import UserError
+
+    assert LabelSpace.from_preset(make_preset(classes=[f"c{i}" for i in range(254)])).num_labels == 255
+    with pytest.raises(UserError, match="at most 254 classes"):
+        LabelSpace.from_preset(make_preset(classes=[f"c{i}" for i in range(255)]))

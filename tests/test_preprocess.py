@@ -62,3 +62,13 @@ def test_truncated_file(tmp_path):
         load_rgb(cut)  # ... the pixels are not
     with pytest.raises(UserError, match="image not found"):
         load_rgb(tmp_path / "nope.jpg")
+
+
+def test_float_tiff_in_unit_range_is_scaled_to_8_bits(tmp_path):
+    arr = np.zeros((4, 6), np.float32)
+    arr[:, 3:] = 1.0
+    arr[0, 0] = 0.5
+    Image.fromarray(arr, mode="F").save(tmp_path / "f.tif")
+    rgb = load_rgb(tmp_path / "f.tif")
+    assert rgb[1, 0].tolist() == [0, 0, 0] and rgb[1, 4].tolist() == [255, 255, 255]
+    assert rgb[0, 0].tolist() == [128, 128, 128]

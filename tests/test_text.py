@@ -30,3 +30,45 @@ def test_cache_is_keyed_by_classes_and_templates(tiny_clip, tmp_path):
     assert len(list(tmp_path.glob("*.pt"))) == 3
     assert torch.allclose(a[0], b[1]) and torch.equal(a, text_embeddings(tiny_clip, ["cat", "dog"], ["a {}."],
                                                                          cache_dir=tmp_path))
+
+
+def test_cache_invalidated_when_the_weights_change(tiny_state_dict, tmp_path):
+    from tagclip_cls.core.models import load_clip
+    import copy
+
+    first = tmp_path / "a.pt"
+    torch.save(tiny_state_dict, first)
+    changed = copy.deepcopy(tiny_state_dict)
+    changed["text_projection"] = changed["text_projection"] * 1.5  # another text tower
+    second = tmp_path / "b.pt"
+    torch.save(changed, second)
+    cache = tmp_path / "cache"
+    a = text_embeddings(load_clip(None, str(first)), ["cat"], ["a {}."], cache_dir=cache)
+    b = text_embeddings(load_clip(None, str(second)), ["cat"], ["a {}."], cache_dir=cache)
+    assert len(list(cache.glob("*.pt"))) == 2 and not torch.allclose(a, b, atol=1e-4)
+    changed["visual.proj"] = changed["visual.proj"] * 2  # the image tower alone: same text, same entry
+    torch.save(changed, second)
+    text_embeddings(load_clip(None, str(second)), ["cat"], ["a {}."], cache_dir=cache)
+    assert len(list(cache.glob("*.pt"))) == 2
+
+
+def test_damaged_or_inconsistent_cache_entries_are_recomputed(tiny_clip, tmp_path, caplog):
+    good = text_embeddings(tiny_clip, ["cat", "dog"], ["a {}."], cache_dir=tmp_path)
+    (entry,) = tmp_path.glob("*.pt")
+    for damage in (b"", b"garbage", "wide", "nan", "list"):
+        if isinstance(damage, bytes):
+            entry.write_bytes(damage)
+        else:
+            value = {"wide": torch.zeros(2, 65), "nan": torch.full((2, 64), float("nan")), "list": [1, 2]}[damage]
+            torch.save(value, entry)
+        again = text_embeddings(tiny_clip, ["cat", "dog"], ["a {}."], cache_dir=tmp_path)
+        assert torch.equal(again, good), damage
+        assert torch.equal(torch.load(entry, weights_only=True), good)  # the entry is repaired
+
+
+def test_unwritable_cache_only_warns(tiny_clip, tmp_path, caplog):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with caplog.at_level("WARNING"):
+        emb = text_embeddings(tiny_clip, ["cat"], ["a {}."], cache_dir=blocked / "cache")
+    assert emb.shape == (1, 64) and "not written" in caplog.text

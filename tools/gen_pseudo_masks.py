@@ -42,7 +42,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--affinity-layers", metavar="START:END",
                    help="python slice of the layers whose attention is the affinity, e.g. --affinity-layers=-8: "
                         "(default: the preset's: VOC -8:-1, COCO and COCO-Stuff -8:)")
-    p.add_argument("--max-side", type=int, help="scale images whose longer side exceeds this (default: none)")
+    p.add_argument("--max-side", type=int, default=argparse.SUPPRESS,
+                   help="longer image sides are scaled down to this (default 1024, as in stage 1)")
     p.add_argument("--no-fp16-pos", action="store_true",
                    help="don't round the positional table to fp16 (the published code does)")
     p.add_argument("--crf", action="store_true", help="also write dense-CRF label maps to OUT/masks_crf")

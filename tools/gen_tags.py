@@ -33,7 +33,8 @@ def parse_args() -> argparse.Namespace:
                    help="fp32 reproduces the published numbers; bf16/fp16 use autocast")
     p.add_argument("--method", choices=METHODS, default="tagclip",
                    help="tagclip (DMAR+CWR), dmar (no CWR), coarse (neither), global (plain CLIP)")
-    p.add_argument("--max-side", type=int, default=1024, help="longer image sides are scaled down to this (default 1024)")
+    p.add_argument("--max-side", type=int, default=argparse.SUPPRESS,
+                   help="longer image sides are scaled down to this (default 1024, as in stage 2)")
     p.add_argument("--no-fp16-pos", action="store_true",
                    help="don't round the positional table to fp16 (the published code does)")
     p.add_argument("--loader-threads", type=int,

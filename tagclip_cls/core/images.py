@@ -24,6 +24,9 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MAX_PIXELS = 30_000 * 30_000  # refuse decompression bombs beyond this, read anything smaller
+#: both stages scale images whose longer side exceeds this: attention memory grows with the fourth
+#: power of the side (a 4000 x 3000 photo asked for a 17.7 GB attention tensor in stage 2)
+DEFAULT_MAX_SIDE = 1024
 
 #: what the Python API takes as an image: a file path, a PIL image, or an ``H x W x 3`` (or
 #: ``H x W``) uint8 array in RGB order
@@ -75,7 +78,10 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # high-bit-depth grey: scale to 8 bits instead of letting PIL clip at 255
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if img.mode == "F" and arr.size and 0.0 <= arr.min() and arr.max() <= 1.0:
+            top = 1.0  # a float image in [0, 1] (as scientific TIFFs are), not 0..255
+        else:
+            top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         img = Image.fromarray(arr)
     return img

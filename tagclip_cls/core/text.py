@@ -98,15 +98,22 @@ def text_embeddings(clip: LoadedClip, class_names: Sequence[str], templates: Seq
         spec["exact"] = True
     key = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:32]
     path = cache_dir / f"{key}.pt"
+    width = clip.model.text_projection.shape[1]
     if path.is_file():
         try:
             cached = torch.load(path, map_location="cpu", weights_only=True)
-            if cached.shape[0] == len(class_names):
-                log.info("text embeddings from cache %s", path)
-                return cached.to(clip.device)
         except Exception:  # a damaged cache entry is recomputed, never fatal
-            log.warning("ignoring unreadable text cache %s", path)
+            cached = None
+        if (isinstance(cached, torch.Tensor) and tuple(cached.shape) == (len(class_names), width)
+                and bool(torch.isfinite(cached).all())):
+            log.info("text embeddings from cache %s", path)
+            return cached.to(clip.device)
+        log.warning("ignoring unreadable or inconsistent text cache %s", path)
     log.info("encoding %d classes x %d templates", len(class_names), len(templates))
     emb = encode_prompts(clip, class_names, templates, exact=exact)
-    atomic_write(path, lambda f: torch.save(emb.cpu(), f), mode="wb")
+    try:
+        atomic_write(path, lambda f: torch.save(emb.cpu(), f), mode="wb")
+    except OSError as exc:
+        log.warning("text cache %s not written (%s); set --cache-dir to a writable folder to save the "
+                    "encoding for later runs", path, exc.strerror or exc)
     return emb

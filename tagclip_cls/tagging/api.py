@@ -16,7 +16,7 @@ from typing import overload
 import numpy as np
 import torch
 
-from tagclip_cls.core.images import ImageInput, PreparedImage, prepare_image
+from tagclip_cls.core.images import DEFAULT_MAX_SIDE, ImageInput, PreparedImage, prepare_image
 from tagclip_cls.core.models import LoadedClip, load_clip
 from tagclip_cls.core.presets import ClassesInput, Preset, make_preset
 from tagclip_cls.core.text import load_templates, text_embeddings
@@ -25,7 +25,6 @@ from tagclip_cls.runtime.precision import check_precision
 from tagclip_cls.tagging import METHODS
 from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig, global_clip_scores, select_tags
 
-DEFAULT_MAX_SIDE = 1024
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass
 
-import torch
 
 from tagclip_cls.runtime.distributed import device_for_rank, rank_info
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.runtime.overlap import read_threads
-from tagclip_cls.runtime.precision import check_precision
+from tagclip_cls.runtime.setup import check_device_and_output, share_cpu_threads
 from tagclip_cls.core.presets import make_preset
-from tagclip_cls.tagging.api import DEFAULT_MAX_SIDE, Tagger, tag_config
+from tagclip_cls.core.images import DEFAULT_MAX_SIDE
+from tagclip_cls.tagging.api import Tagger, tag_config
 from tagclip_cls.tagging.runner import collect_entries, tag_images
 
 log = logging.getLogger(__name__)
@@ -46,14 +45,12 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
     if opts.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     rank = rank_info()
-    if opts.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but torch sees no GPU here; use --device cpu")
+    check_device_and_output(opts.device, opts.precision, opts.out)
     if rank.world_size > 1 and not opts.device.startswith("cuda"):
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+        share_cpu_threads()
     preset = make_preset(opts.dataset, opts.classes, opts.background)
     entries = collect_entries(opts.img_root, opts.split, preset.classes)
     tag_config(preset, opts.method, opts.precision)  # an unknown method fails before the model loads
-    check_precision(opts.precision, torch.device(opts.device))
     clip = load_clip(opts.model, opts.pretrained, device_for_rank(opts.device, rank))
     tagger = Tagger(clip, preset, method=opts.method, precision=opts.precision, max_side=opts.max_side,
                     round_fp16_pos=not opts.no_fp16_pos, cache_dir=opts.cache_dir)

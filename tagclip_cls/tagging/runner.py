@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from tagclip_cls.runtime.distributed import RankInfo, shard, wait_for_all
 from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.runtime.atomic_io import write_json_atomic, write_text_atomic
+from tagclip_cls.runtime.setup import check_run_config
+from tagclip_cls.runtime.atomic_io import write_json_atomic
 from tagclip_cls.tagging.metrics import classification_metrics, format_summary
 from tagclip_cls.runtime.overlap import read_ahead
-from tagclip_cls.core.images import (PreparedImage, find_image, list_images, model_input_size, prepare_image,
+from tagclip_cls.core.images import (PreparedImage, find_image, list_images, model_input_size,
                          read_image_size)
 from tagclip_cls.formats.splits import read_split
 from tagclip_cls.formats.tags import TagFolder, tag_record
@@ -144,7 +145,7 @@ def tag_images(tagger: Tagger, entries: Sequence[ImageEntry], out_dir: str | os.
         for path in [*parts_dir.glob("rank-*.jsonl"), parts_dir / "run_config.json"]:
             path.unlink(missing_ok=True)
     wait_for_all(rank)  # nobody reads the parts before rank 0 has cleared them
-    _check_run_config(parts_dir, run_config, rank)
+    check_run_config(parts_dir / "run_config.json", run_config, write=rank.is_main)
     batches, skipped = plan_batches(entries, tagger.clip.patch_size, tagger.max_side, batch_size, strict)
     done = load_parts(parts_dir)
     todo = [b for b in shard(batches, rank) if not all(e.image_id in done for e in b.entries)]
@@ -159,16 +160,6 @@ def tag_images(tagger: Tagger, entries: Sequence[ImageEntry], out_dir: str | os.
     if not rank.is_main:
         return None
     return merge_outputs(entries, out_dir, tagger.class_names, skipped)
-
-
-def _check_run_config(parts_dir: Path, run_config: dict, rank: RankInfo) -> None:
-    path = parts_dir / "run_config.json"
-    if path.is_file():
-        if json.loads(path.read_text()) != json.loads(json.dumps(run_config)):
-            raise UserError(f"{parts_dir.parent}: holds results of a different run configuration "
-                            f"({path}); pass --overwrite or choose another --out")
-    elif rank.is_main:
-        write_json_atomic(path, run_config)
 
 
 def load_parts(parts_dir: Path) -> dict[str, dict]:

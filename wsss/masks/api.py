@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from tagclip_cls.core.images import ImageInput, PreparedImage, as_pil, load_rgb, prepare_image
+from tagclip_cls.core.images import DEFAULT_MAX_SIDE, ImageInput, PreparedImage, as_pil, load_rgb, prepare_image
 from tagclip_cls.core.models import LoadedClip, load_clip
 from tagclip_cls.core.presets import ClassesInput, Preset, make_preset
 from tagclip_cls.core.text import text_embeddings
@@ -69,7 +69,7 @@ class MaskGenerator:
     """CLIP-ES for one class list: refined CAMs, label maps and CRF masks of tagged images."""
 
     def __init__(self, clip: LoadedClip, preset: Preset, config: CamConfig | None = None, *,
-                 max_side: int | None = None, crf_image: str = "published", ignore_below: float | None = None,
+                 max_side: int | None = DEFAULT_MAX_SIDE, crf_image: str = "published", ignore_below: float | None = None,
                  cache_dir: str | os.PathLike | None = None):
         config = config or cam_config(preset)
         check_precision(config.precision, clip.device)
@@ -95,7 +95,7 @@ class MaskGenerator:
                         classes: ClassesInput | None = None, background: ClassesInput | None = None,
                         device: str | torch.device = "cpu", precision: str = "fp32",
                         box_threshold: float | None = None, affinity_layers: tuple[int | None, int | None] | None = None,
-                        max_side: int | None = None, crf_image: str = "published", ignore_below: float | None = None,
+                        max_side: int | None = DEFAULT_MAX_SIDE, crf_image: str = "published", ignore_below: float | None = None,
                         cache_dir: str | os.PathLike | None = None) -> "MaskGenerator":
         """Load CLIP (as :meth:`tagclip_cls.Tagger.from_pretrained`) and the CLIP-ES class texts."""
         chosen = make_preset(preset, classes, background)

@@ -21,6 +21,9 @@ import numpy as np
 from tagclip_cls.core.presets import Preset
 
 from tagclip_cls.formats.mask_png import IGNORE
+from tagclip_cls.runtime.errors import UserError
+
+MAX_CLASSES = IGNORE - 1  # labels 1..254 with 0 = background and 255 = ignore, in uint8
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class LabelSpace:
         """The label space named by ``preset.clip_es['label_space']`` (default: background+classes)."""
         space = preset.clip_es.get("label_space", "background+classes")
         if space == "background+classes":
+            if preset.num_classes > MAX_CLASSES:
+                raise UserError(f"{preset.name}: {preset.num_classes} classes, but label PNGs are 8-bit: at most "
+                                f"{MAX_CLASSES} classes besides background (255 means ignore)")
             return cls(True, tuple(range(1, preset.num_classes + 1)), preset.num_classes + 1)
         if space == "coarse27":
             mapping = tuple(int(v) for v in preset.clip_es["class_to_coarse27"])

@@ -13,9 +13,7 @@ exist are skipped, so a killed run is resumed by running it again and ``torchrun
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,19 +23,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tagclip_cls.core.images import PreparedImage, find_image
+from tagclip_cls.core.images import DEFAULT_MAX_SIDE, PreparedImage, find_image
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.core.presets import Preset, make_preset
 from tagclip_cls.formats.mask_folder import MaskFolder, read_cam_keys, read_cams, write_cams
 from tagclip_cls.formats.mask_png import write_label_png
 from tagclip_cls.formats.splits import SplitEntry, read_split
-from tagclip_cls.runtime.atomic_io import write_json_atomic
 from tagclip_cls.runtime.distributed import RankInfo, device_for_rank, rank_info, shard
-from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.errors import UserError, is_out_of_memory
 from tagclip_cls.runtime.overlap import BackgroundWriter, read_ahead, read_threads
-from tagclip_cls.runtime.precision import check_precision
+from tagclip_cls.runtime.setup import check_device_and_output, check_run_config, share_cpu_threads
 from wsss.masks.api import MaskGenerator, cam_config
 from wsss.masks.crf import CRF_IMAGE_MODES, CRFJob, CRFSettings, run_crf_batch
+from wsss.masks.label_maps import LabelSpace
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +57,7 @@ class MaskRunOptions:
     grad_mode: str = "loop"
     box_threshold: float | None = None  # None: the preset's (0.4 unless it says otherwise)
     affinity_layers: str | None = None  # "START:END" python slice over the layers; None: the preset's
-    max_side: int | None = None
+    max_side: int | None = DEFAULT_MAX_SIDE
     no_fp16_pos: bool = False
     crf: bool = False
     crf_image: str = "published"
@@ -117,50 +115,25 @@ def _check_options(opts: MaskRunOptions) -> None:
         raise UserError("--ignore-below must lie in (0, 1]")
     if opts.workers < 0:
         raise UserError("--workers must be 0 or more")
-    if opts.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but torch sees no GPU here; use --device cpu")
-    check_precision(opts.precision, torch.device(opts.device))
-
-
-def _check_run_config(out: Path, config: dict, rank: RankInfo, overwrite: bool) -> None:
-    """Refuse to mix outputs of different settings in one folder (unless ``overwrite``)."""
-    path = out / "config.json"
-    config = json.loads(json.dumps(config))  # tuples become lists, as read back
-    if path.is_file() and not overwrite:
-        try:
-            previous = json.loads(path.read_text())
-        except ValueError:
-            previous = None
-        if previous != config:
-            raise UserError(f"{out} holds outputs made with other settings ({path}); "
-                            f"use another --out or add --overwrite")
-    if rank.is_main:
-        write_json_atomic(path, config)
-
-
-def _set_threads(opts: MaskRunOptions) -> None:
-    if opts.threads is not None:
-        torch.set_num_threads(max(1, opts.threads))
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    check_device_and_output(opts.device, opts.precision, opts.out)
 
 
 def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
     """Generate CAMs and label maps for this rank's share of the images in ``opts.tags``."""
     _check_options(opts)
     rank = rank_info()
-    _set_threads(opts)
+    share_cpu_threads(opts.threads)
     preset = make_preset(opts.dataset, opts.classes, opts.background)
+    LabelSpace.from_preset(preset)  # a label space that fits 8-bit PNGs, checked before anything loads
     entries = shard(read_split(opts.tags, preset.classes), rank)
     layout = MaskFolder(opts.out)
     generator = build_generator(preset, opts, device_for_rank(opts.device, rank))
-    _check_run_config(layout.root, {
+    check_run_config(layout.config, {
         "model": generator.clip.name, "classes": list(preset.classes),
         "cam_names": list(preset.clip_es.get("cam_names", preset.classes)),
         "background_words": list(preset.clip_es.get("background_words", preset.background_words)),
         "cam": asdict(generator.model.config), "max_side": opts.max_side,
-        "crf_image": opts.crf_image, "ignore_below": opts.ignore_below}, rank, opts.overwrite)
+        "crf_image": opts.crf_image, "ignore_below": opts.ignore_below}, rank.is_main, opts.overwrite)
 
     summary = MaskRunSummary()
     found = _locate_images(entries, opts, summary)
@@ -191,7 +164,15 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
                 if isinstance(image, UserError):
                     _record_failure(image_id, image, opts, summary)
                     continue
-                cams = generator.cams(image, tags).astype(np.float16)
+                try:
+                    cams = generator.cams(image, tags).astype(np.float16)
+                except (RuntimeError, MemoryError) as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    _free_device_memory(generator)
+                    _record_failure(image_id, UserError(f"{image_id}: out of memory at {image.tensor.shape[2]}x"
+                                                        f"{image.tensor.shape[1]} (lower --max-side)"), opts, summary)
+                    continue
                 writer.submit(_write_outputs, generator, layout, image_id, tags, cams)
                 summary.computed += 1
     if entries and len(summary.failed) == len(entries):
@@ -222,6 +203,11 @@ def _record_failure(image_id: str, error: UserError, opts: MaskRunOptions, summa
         raise error
     log.warning("skipped %s: %s", image_id, error)
     summary.failed[image_id] = str(error)
+
+
+def _free_device_memory(generator: MaskGenerator) -> None:
+    if generator.clip.device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _load(generator: MaskGenerator, path: Path) -> PreparedImage | UserError:
