@@ -16,6 +16,7 @@ from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.formats.mask_folder import read_cams
 from wsss.apps.demo import CLASSES, RANDOM_BANNER, SAMPLES, DemoOptions, run_demo
 from tagclip_cls.formats.mask_png import read_label_png
+from wsss.evaluation.results import read_results
 
 HORSE = CLASSES.index("horse") + 1
 
@@ -68,11 +69,18 @@ def test_horse_ground_truth_and_tables(offline_run):
     assert 0.2 < (gt == HORSE).mean() < 0.45  # the silhouette covers about a third of the picture
     assert rgb[gt == HORSE].mean() < rgb[gt == 0].mean() - 80  # dark horse on a light backdrop
     for name in ("masks", "masks_crf"):
-        table = json.loads((out / "eval" / f"{name}.json").read_text())
-        assert table["num_images"] == 1
-        with_gt = [c["name"] for c in table["classes"] if c["gt_pixels"]]
-        assert with_gt == ["background", "horse"] and table["num_classes_with_gt"] == 2
-        assert table["classes"][0]["gt_pixels"] == int((gt == 0).sum())
+        table = read_results(out / "eval" / f"{name}.json")
+        assert table["num_images"] == 1 and table["dataset"] == "demo" and table["missing"] == []
+        assert list(table["per_class"]) == ["background", *CLASSES]
+        with_gt = [n for n, row in table["per_class"].items() if row["gt_pixels"]]
+        assert with_gt == ["background", "horse"] and table["num_classes_evaluated"] == 2
+        assert table["per_class"]["background"]["gt_pixels"] == int((gt == 0).sum())
+        assert table["per_class"]["horse"]["gt_pixels"] == int((gt == HORSE).sum())
+        pred = read_label_png(out / "stage2" / name / "horse.png")
+        assert table["per_class"]["horse"]["pred_pixels"] == int((pred == HORSE).sum())
+        hits = int(((pred == HORSE) & (gt == HORSE)).sum())
+        union = int(((pred == HORSE) | (gt == HORSE)).sum())
+        assert table["per_class"]["horse"]["IoU"] == pytest.approx(100 * hits / union)
     cards = re.findall(r'<section class="card" id="img-([^"]+)">(.*?)</section>', result.report.read_text())
     assert sorted(i for i, _ in cards) == sorted(SAMPLES)
     records = [json.loads(line) for line in (out / "stage1" / "tags.jsonl").read_text().splitlines()]
@@ -120,8 +128,8 @@ def test_stage3_trains_and_predicts(offline_run, tmp_path):
         with Image.open(out / "images" / f"{image_id}.jpg") as im:
             assert pred.shape == (im.height, im.width)
         assert pred.max() <= len(CLASSES)
-    table = json.loads((out / "eval" / "segmenter.json").read_text())
-    assert table["num_images"] == 1 and table["miou"] is not None
+    table = read_results(out / "eval" / "segmenter.json")
+    assert table["num_images"] == 1 and table["mIoU"] is not None
     report = result.report.read_text()
     assert report.count('<img class="mask"') == 3 * len(SAMPLES) and report.count('<div class="miou">') == 3
 

@@ -14,7 +14,7 @@ from PIL import Image
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.formats.mask_png import write_label_png
 from tagclip_cls.formats.mask_folder import write_cams
-from wsss.apps.report import ReportInputs, cam_overlay, display_size, normalise_table, render_report, write_report
+from wsss.apps.report import ReportInputs, cam_overlay, display_size, render_report, write_report
 
 CLASSES = ("cat", "<b>dog</b> & co", "person")
 SIZES = {"one": (40, 60), "two": (50, 30), "three": (36, 36)}
@@ -44,17 +44,25 @@ def outputs(tmp_path):
     tags = tmp_path / "tags.jsonl"
     tags.write_text("".join(json.dumps(r) + "\n" for r in records))
     eval_json = tmp_path / "masks.json"
-    eval_json.write_text(json.dumps({"miou": 41.5, "pixel_accuracy": 80.0, "mean_class_accuracy": 50.0,
-                                     "classes": [{"name": "background", "iou": 60.0, "accuracy": 70.0, "gt_pixels": 9},
-                                                 {"name": "<cat>", "iou": 23.0, "accuracy": 30.0, "gt_pixels": 3},
-                                                 {"name": "unseen", "iou": None, "accuracy": None, "gt_pixels": 0}]}))
+    eval_json.write_text(json.dumps(_results(
+        mIoU=41.5, mAcc=50.0, aAcc=80.0, num_classes_evaluated=2, dataset="voc2012", num_images=3,
+        per_class={"background": {"IoU": 60.0, "Acc": 70.0, "gt_pixels": 9, "pred_pixels": 8},
+                   "<cat>": {"IoU": 23.0, "Acc": 30.0, "gt_pixels": 3, "pred_pixels": 2},
+                   "unseen": {"IoU": None, "Acc": None, "gt_pixels": 0, "pred_pixels": 1}})))
     seg_json = tmp_path / "results_val.json"
-    seg_json.write_text(json.dumps({"split": "val", "mIoU": 12.25, "mAcc": 20.0, "aAcc": 30.0,
-                                    "per_class": {"background": {"IoU": 12.25, "Acc": 20.0, "gt_pixels": 5}}}))
+    seg_json.write_text(json.dumps(_results(
+        split="val", iteration=4, mIoU=12.25, mAcc=20.0, aAcc=30.0, num_classes_evaluated=1,
+        per_class={"background": {"IoU": 12.25, "Acc": 20.0, "gt_pixels": 5, "pred_pixels": 5}})))
     return ReportInputs(images=images, tags=tags, class_names=CLASSES, stage2=stage2, predictions=preds,
                         tables=[("pseudo masks", eval_json), ("segmenter", seg_json),
                                 ("absent", tmp_path / "nope.json")],
                         banner="random weights <here>", settings=[("weights", "w & b")])
+
+
+def _results(**fields) -> dict:
+    """A results file (wsss.evaluation.results schema) written out by hand."""
+    return {"split": None, "dataset": None, "num_images": None, "missing": [], "iteration": None,
+            "checkpoint": None, "published": [], **fields}
 
 
 def _cards(text: str) -> dict[str, str]:
@@ -84,7 +92,8 @@ def test_tables_and_banner(outputs):
     text = render_report(outputs)
     miou = text.split('id="miou"')[1]
     assert miou.count('<div class="miou">') == 2  # the absent table is left out
-    assert "mIoU <b>41.50</b>" in miou and "mIoU <b>12.25</b>" in miou
+    assert "mIoU <b>41.50</b> · mAcc <b>50.00</b> · aAcc <b>80.00</b>" in miou and "mIoU <b>12.25</b>" in miou
+    assert "<tr><td>&lt;cat&gt;</td><td>23.00</td><td>30.00</td></tr>" in miou
     assert "unseen" not in miou  # classes without ground truth are not listed
     assert text.index('class="banner"') < text.index('id="overview"')
 
@@ -125,8 +134,16 @@ def test_written_atomically(outputs, tmp_path, monkeypatch):
 def test_bad_inputs_are_user_errors(outputs, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"accuracy": 1}')
-    with pytest.raises(UserError, match="bad.json: not an mIoU table"):
-        normalise_table(json.loads(bad.read_text()), str(bad))
+    tables = outputs.tables
+    outputs.tables = [*tables, ("bad", bad)]
+    with pytest.raises(UserError, match=r"bad\.json: not a results file \(missing keys"):
+        render_report(outputs)
+    old = tmp_path / "old.json"  # the former eval_masks.py format is no longer guessed at
+    old.write_text(json.dumps({"miou": 41.5, "classes": [{"name": "a", "iou": 41.5, "gt_pixels": 1}]}))
+    outputs.tables = [*tables, ("old", old)]
+    with pytest.raises(UserError, match=r"old\.json: not a results file"):
+        render_report(outputs)
+    outputs.tables = tables
     write_label_png(outputs.predictions / "one.png", np.zeros((5, 5), np.uint8))
     with pytest.raises(UserError, match="one.png: label map is 5x5, its image 60x40"):
         render_report(outputs)

@@ -13,6 +13,7 @@ import pytest
 from conftest import write_image
 from tagclip_cls.formats.mask_png import read_label_png, write_label_png
 from wsss.apps.pipeline import PipelineOptions, run_pipeline
+from wsss.evaluation.results import read_results
 
 REPO = Path(__file__).resolve().parent.parent
 TOOL = str(REPO / "tools" / "run_pipeline.py")
@@ -65,9 +66,14 @@ def test_first_run_runs_every_stage(first_run):
     for image_id, (h, w) in SIZES.items():
         assert read_label_png(out / "stage2" / "masks_crf" / f"{image_id}.png").shape == (h, w)
     assert (out / "eval" / "ids_with_gt.txt").read_text() == "img_a\nimg_b\n"
-    table = json.loads((out / "eval" / "masks.json").read_text())
-    assert table["num_images"] == 2 and table["dataset"] == "voc2012"
-    assert {c["name"] for c in table["classes"] if c["gt_pixels"]} == {"background", "cat", "person"}
+    table = read_results(out / "eval" / "masks.json")
+    assert table["num_images"] == 2 and table["dataset"] == "voc2012" and table["missing"] == []
+    assert table["split"] == str(out / "eval" / "ids_with_gt.txt")
+    assert {n for n, row in table["per_class"].items() if row["gt_pixels"]} == {"background", "cat", "person"}
+    # img_a: top half cat (48x64 -> 24 rows), img_b: top half person (64x40 -> 32 rows), the rest background
+    assert table["per_class"]["cat"]["gt_pixels"] == 24 * 64 and table["per_class"]["person"]["gt_pixels"] == 32 * 40
+    assert table["per_class"]["background"]["gt_pixels"] == 24 * 64 + 32 * 40
+    assert (out / "eval" / "masks.md").read_text().startswith("| result | mIoU | mAcc | aAcc |")
     report = (out / "report.html").read_text()
     assert report.count('<section class="card"') == 3 and report.count('<div class="miou">') == 2
 
@@ -80,6 +86,15 @@ def test_complete_stages_are_skipped(first_run, tmp_path):
     assert [got[n].ran for n in ("stage1", "stage2", "eval")] == [False, False, False]
     assert got["stage1"].detail.startswith("tags of all 3 images")
     assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "report.html"}
+
+
+def test_eval_table_of_an_older_format_is_scored_again(first_run, tmp_path):
+    opts = _copy(first_run[0], tmp_path / "out")
+    out = Path(opts.out)
+    (out / "eval" / "masks.json").write_text(json.dumps({"miou": 50.0, "classes": []}))  # former format
+    got = _by_name(run_pipeline(opts))
+    assert [got[n].ran for n in ("stage1", "stage2", "eval")] == [False, False, True]
+    assert read_results(out / "eval" / "masks.json")["num_images"] == 2
 
 
 def test_incomplete_stage_resumes_and_later_evaluation_reruns(first_run, tmp_path):
@@ -150,7 +165,8 @@ def test_trains_then_resumes_the_segmenter(tiny_checkpoint, tmp_path):
     got = _by_name(run_pipeline(opts))
     work = tmp_path / "out" / "stage3"
     assert got["stage3"].ran and got["stage3"].detail == f"trained to {work / 'iter_4.pth'}"
-    assert json.loads((work / "results_val.json").read_text())["iteration"] == 4
+    results_val = read_results(work / "results_val.json")
+    assert results_val["iteration"] == 4 and results_val["split"] == "val" and results_val["num_images"] == 2
     assert (tmp_path / "out" / "report.html").read_text().count('<div class="miou">') == 3
     assert not _by_name(run_pipeline(opts))["stage3"].ran
     opts.seg_options = {**opts.seg_options, "train_cfg.max_iters": 6, "train_cfg.val_interval": 6}

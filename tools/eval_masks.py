@@ -9,8 +9,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.errors import UserError  # noqa: E402
-from tagclip_cls.runtime.atomic_io import write_json_atomic  # noqa: E402
 from wsss.evaluation.miou import EVAL_DATASETS, evaluate_dirs, format_table  # noqa: E402
+from wsss.evaluation.results import write_results  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -20,7 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", required=True, choices=EVAL_DATASETS,
                         help="voc2012 (21 classes), coco2017 (81), cocostuff (27 coarse)")
     parser.add_argument("--split", help="split file (ID [labels]) listing the images; default: every GT PNG")
-    parser.add_argument("--out", help="write the metrics as JSON here")
+    parser.add_argument("--out", help="write the results here as JSON (and a markdown table beside it, "
+                        "same name ending in .md)")
     parser.add_argument("--missing-as-wrong", action="store_true",
                         help="count a missing prediction as all-wrong instead of stopping")
     parser.add_argument("--workers", type=int, default=0, help="processes for reading files (0: inline)")
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_dirs(args.pred, args.gt, args.dataset, args.split,
                                missing_as_wrong=args.missing_as_wrong, workers=args.workers)
         if args.out:
-            write_json_atomic(args.out, result)
+            write_results(result, args.out)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

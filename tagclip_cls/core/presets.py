@@ -115,3 +115,22 @@ def _class_names(value: ClassesInput, what: str) -> tuple[str, ...]:
     if not names:
         raise UserError(f"{what}: empty class list")
     return names
+
+
+def coarse27_names(preset: Preset | None = None) -> tuple[str, ...]:
+    """Names of the 27 COCO-Stuff coarse classes (label ids 0..26, in order), the one copy being
+    ``clip_es.coarse27_names`` of ``preset`` (default: the ``cocostuff`` preset).
+
+    Spelled as COCO-Stuff's own supercategories: the thing groups ``food`` / ``furniture`` and the
+    stuff groups ``food-stuff`` / ``furniture-stuff``.
+    """
+    preset = preset if preset is not None else load_preset("cocostuff")
+    names = preset.clip_es.get("coarse27_names")
+    if names is None:
+        raise UserError(f"preset {preset.name}: no clip_es.coarse27_names (its label space is "
+                        f"{preset.clip_es.get('label_space', 'background+classes')!r}, not coarse27)")
+    expected = preset.clip_es.get("num_coarse", 27)
+    if len(names) != expected or len(set(names)) != len(names):
+        raise UserError(f"preset {preset.name}: clip_es.coarse27_names must hold {expected} distinct names, "
+                        f"got {len(names)}")
+    return tuple(str(n) for n in names)

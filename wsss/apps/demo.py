@@ -39,8 +39,9 @@ from tagclip_cls.core.models import load_clip
 from tagclip_cls.core.random_weights import save_random_openai_checkpoint
 from tagclip_cls.tagging.run import TagRunOptions, run_stage1
 
-from wsss.evaluation.miou import confusion_matrix, metrics_from_confusion
-from tagclip_cls.formats.mask_png import read_label_png, write_label_png
+from wsss.evaluation.miou import evaluate_ids
+from wsss.evaluation.results import write_results
+from tagclip_cls.formats.mask_png import write_label_png
 from wsss.masks.run import MaskRunOptions, run_stage2
 from wsss.apps.report import ReportInputs, write_report
 
@@ -168,15 +169,12 @@ def resolve_weights(opts: DemoOptions, out: Path) -> Weights:
 
 
 def score_masks(pred_dir: Path, gt_dir: Path, names: Sequence[str]) -> dict | None:
-    """mIoU table (``tools/eval_masks.py`` format) of the predictions that have ground truth."""
-    total = np.zeros((len(names), len(names) + 1), dtype=np.int64)
+    """Results record (:mod:`wsss.evaluation.results` schema) of the predictions that have
+    ground truth; ``None`` when none has."""
     ids = [p.stem for p in sorted(gt_dir.glob("*.png")) if (pred_dir / p.name).is_file()]
-    for image_id in ids:
-        total += confusion_matrix(read_label_png(pred_dir / f"{image_id}.png"),
-                                  read_label_png(gt_dir / f"{image_id}.png"), len(names))
     if not ids:
         return None
-    return {"dataset": "demo", "num_images": len(ids), "missing": [], **metrics_from_confusion(total, names)}
+    return evaluate_ids(pred_dir, gt_dir, ids, names, dataset="demo")
 
 
 def stage3_available() -> str | None:
@@ -269,7 +267,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
         folder = out / "stage2" / sub
         table = score_masks(folder, out / "gt", names)
         if table is not None:
-            write_json_atomic(out / "eval" / f"{folder.name}.json", table)
+            write_results(table, out / "eval" / f"{folder.name}.json")
             tables.append((f"{title} (horse)", out / "eval" / f"{folder.name}.json"))
     pred_dir = None
     why_not = "--skip-train given" if opts.skip_train else stage3_available()
@@ -277,7 +275,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
         pred_dir = train_and_predict(out, ids, masks, opts)
         table = score_masks(pred_dir, out / "gt", names)
         if table is not None:
-            write_json_atomic(out / "eval" / "segmenter.json", table)
+            write_results(table, out / "eval" / "segmenter.json")
             tables.append(("segmenter (horse)", out / "eval" / "segmenter.json"))
     else:
         notes.append(f"Stage 3 (segmenter) skipped: {why_not}.")

@@ -5,7 +5,7 @@ Layout under ``out``::
     stage1/   tags.jsonl, tags.txt (+ metrics.json when the split has labels)
     stage2/   cams/, masks/, masks_crf/
     stage3/   the segmenter's work dir (checkpoints, results_val.json/.md)
-    eval/     masks.json, masks_crf.json: pseudo masks against --gt-masks
+    eval/     masks.{json,md}, masks_crf.{json,md}: pseudo masks against --gt-masks
     report.html
 
 A stage whose outputs are complete is skipped; an incomplete one is run again and resumes on
@@ -21,14 +21,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.runtime.atomic_io import write_json_atomic, write_text_atomic
+from tagclip_cls.runtime.atomic_io import write_text_atomic
 from tagclip_cls.core.presets import Preset
 from tagclip_cls.tagging.runner import collect_entries
 from tagclip_cls.formats.splits import read_split
-from tagclip_cls.core.presets import make_preset
+from tagclip_cls.core.presets import coarse27_names, make_preset
 from tagclip_cls.tagging.run import TagRunOptions, run_stage1
 
-from wsss.evaluation.miou import COARSE27_NAMES, EVAL_DATASETS, evaluate_dirs
+from wsss.evaluation.miou import EVAL_DATASETS, evaluate_dirs
+from wsss.evaluation.results import read_results, write_results
 from tagclip_cls.formats.mask_folder import MaskFolder
 from wsss.masks.run import MaskRunOptions, run_stage2
 from wsss.apps.report import ReportInputs, write_report
@@ -177,12 +178,21 @@ def _train(opts: PipelineOptions, layout: PipelineLayout) -> StageStatus:
     return StageStatus("stage3", True, f"trained to {last}" + (" (resumed)" if resume else ""))
 
 
+def _is_results_file(path: Path) -> bool:
+    """Whether ``path`` holds a results record (an older or damaged table is scored again)."""
+    try:
+        read_results(path)
+    except UserError:
+        return False
+    return True
+
+
 def _evaluate(opts: PipelineOptions, layout: PipelineLayout, preset: Preset, stale: bool) -> StageStatus:
     if not opts.gt_masks:
         return StageStatus("eval", False, "no --gt-masks given")
     folders = [layout.stage2.root / "masks"] + ([layout.stage2.root / "masks_crf"] if opts.crf else [])
     tables = [layout.eval / f"{f.name}.json" for f in folders]
-    if not stale and all(t.is_file() for t in tables):
+    if not stale and all(_is_results_file(t) for t in tables):
         return StageStatus("eval", False, f"tables in {layout.eval}")
     gt = Path(opts.gt_masks)
     ids = [e.image_id for e in read_split(layout.tags, preset.classes) if (gt / f"{e.image_id}.png").is_file()]
@@ -193,8 +203,8 @@ def _evaluate(opts: PipelineOptions, layout: PipelineLayout, preset: Preset, sta
     results = []
     for folder, table in zip(folders, tables):
         result = evaluate_dirs(folder, gt, opts.dataset, split, missing_as_wrong=True, workers=opts.workers)
-        write_json_atomic(table, result)
-        results.append(f"{folder.name} mIoU {result['miou']:.2f}" if result["miou"] is not None else folder.name)
+        write_results(result, table)
+        results.append(f"{folder.name} mIoU {result['mIoU']:.2f}" if result["mIoU"] is not None else folder.name)
     return StageStatus("eval", True, f"{len(ids)} images with ground truth: " + ", ".join(results))
 
 
@@ -205,7 +215,7 @@ def _report(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> Pa
     coarse = preset.clip_es.get("label_space") == "coarse27"
     return write_report(layout.root / "report.html", ReportInputs(
         images=opts.img_root, tags=layout.stage1 / "tags.jsonl", class_names=preset.classes,
-        stage2=layout.stage2.root, tables=tables, label_names=COARSE27_NAMES if coarse else None,
+        stage2=layout.stage2.root, tables=tables, label_names=coarse27_names(preset) if coarse else None,
         title=f"pipeline report: {preset.name}", max_images=opts.report_images,
         settings=[("images", opts.img_root), ("split", opts.split or "all images"),
                   ("CLIP weights", opts.pretrained), ("segmenter config", opts.seg_config or "none")],

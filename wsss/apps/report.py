@@ -15,11 +15,10 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -32,6 +31,7 @@ from tagclip_cls.formats.tags import read_tag_records
 
 from tagclip_cls.formats.mask_folder import read_cams
 from tagclip_cls.formats.mask_png import IGNORE, read_label_png, voc_palette
+from wsss.evaluation.results import read_results
 
 MASK_PANELS = (("masks", "pseudo mask"), ("masks_crf", "pseudo mask + CRF"))
 IGNORE_COLOUR = (224, 224, 192)
@@ -176,37 +176,16 @@ def _card(record: dict, inputs: ReportInputs, names: Sequence[str]) -> str:
             f'<div class="row">{"".join(parts)}</div></section>')
 
 
-Summary = list[tuple[str, float | None]]
-Rows = list[tuple[str, float | None, float | None]]
-
-
-def normalise_table(data: dict[str, Any], source: str) -> tuple[Summary, Rows]:
-    """Summary and per-class rows (name, IoU, accuracy) of either mIoU JSON format.
-
-    Classes without ground-truth pixels are left out of the rows (and of the means).
-    """
-    if "miou" in data and "classes" in data:  # wsss.evaluation.miou (tools/eval_masks.py)
-        summary = [("mIoU", data["miou"]), ("pixel accuracy", data.get("pixel_accuracy")),
-                   ("mean class accuracy", data.get("mean_class_accuracy"))]
-        rows = [(c["name"], c["iou"], c["accuracy"]) for c in data["classes"] if c.get("gt_pixels", 1)]
-        return summary, rows
-    if "mIoU" in data and "per_class" in data:  # wsss.seg.evaluation (train_seg / test_seg)
-        summary = [("mIoU", data["mIoU"]), ("mAcc", data.get("mAcc")), ("aAcc", data.get("aAcc"))]
-        rows = [(name, row["IoU"], row["Acc"]) for name, row in data["per_class"].items() if row.get("gt_pixels", 1)]
-        return summary, rows
-    raise UserError(f"{source}: not an mIoU table (expected eval_masks.py or train/test_seg.py JSON)")
-
-
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
 def _table_html(title: str, path: Path) -> str:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read mIoU table ({exc})") from None
-    summary, rows = normalise_table(data, str(path))
+    """One results file (:mod:`wsss.evaluation.results`) as summary line and per-class table;
+    classes without ground-truth pixels are left out (as they are of the means)."""
+    record = read_results(path)
+    summary = [(key, record[key]) for key in ("mIoU", "mAcc", "aAcc")]
+    rows = [(name, row["IoU"], row["Acc"]) for name, row in record["per_class"].items() if row["gt_pixels"]]
     head = " · ".join(f"{html.escape(k)} <b>{_pct(v)}</b>" for k, v in summary)
     body = "".join(f"<tr><td>{html.escape(str(n))}</td><td>{_pct(i)}</td><td>{_pct(a)}</td></tr>" for n, i, a in rows)
     return (f'<div class="miou"><h3>{html.escape(title)}</h3><p>{head}</p>'

@@ -1,10 +1,11 @@
-"""Segmentation metrics from an integer confusion matrix (mIoU, accuracies).
+"""mIoU of label-map folders: per-image confusion matrices summed, then scored by
+:mod:`wsss.evaluation.results` (the one score computation and results schema).
 
 The matrix is ``n x (n + 1)``: rows are ground-truth classes, columns predictions, and the
 extra last column counts pixels predicted 255 (ignored/undecided), which are therefore wrong
 for their ground-truth class but never a false positive of any class. Ground truth 255 is left
-out. Scores are in percent. IoU and class accuracy are null for classes without ground-truth pixels, and those
-classes are left out of the means.
+out. Scores are in percent; classes without ground-truth pixels have null IoU/Acc and are left
+out of the means.
 
 Label files are ``ID.png`` palette/greyscale PNGs of label ids (0 background, class + 1 for
 VOC / COCO-Object; coarse 0..26 for COCO-Stuff-27).
@@ -19,17 +20,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.core.presets import load_preset
+from tagclip_cls.core.presets import coarse27_names, load_preset
 from tagclip_cls.formats.splits import read_split
 
 from tagclip_cls.formats.mask_png import IGNORE, png_ids, read_label_png
+from wsss.evaluation.results import coverage_description, results_record, run_description, scores_from_confusion
 
-COARSE27_NAMES = (
-    "electronic", "appliance", "food", "furniture", "indoor", "kitchen", "accessory", "animal",
-    "outdoor", "person", "sports", "vehicle", "ceiling", "floor", "food-stuff", "furniture-stuff",
-    "rawmaterial", "textile", "wall", "window", "building", "ground", "plant", "sky", "solid",
-    "structural", "water",
-)
 EVAL_DATASETS = ("voc2012", "coco2017", "cocostuff")
 
 
@@ -38,7 +34,7 @@ def eval_class_names(dataset: str) -> tuple[str, ...]:
     if dataset not in EVAL_DATASETS:
         raise UserError(f"unknown evaluation dataset {dataset!r}; choose one of {', '.join(EVAL_DATASETS)}")
     if dataset == "cocostuff":
-        return COARSE27_NAMES
+        return coarse27_names(load_preset(dataset))
     return ("background", *load_preset(dataset).classes)
 
 
@@ -58,37 +54,6 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.n
             raise ValueError(f"{name} holds label {int(bad[0])}, expected 0..{num_classes - 1} or 255")
     return np.concatenate([table[:num_classes, :num_classes],
                            table[:num_classes, IGNORE:]], axis=1)
-
-
-def metrics_from_confusion(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
-    """mIoU, pixel accuracy, mean class accuracy and per-class IoU/accuracy in percent (null = no GT)."""
-    n = len(class_names)
-    if confusion.shape != (n, n + 1):
-        raise ValueError(f"confusion matrix {confusion.shape} does not fit {n} classes")
-    tp = np.diag(confusion[:, :n]).astype(np.float64)
-    gt_pixels = confusion.sum(axis=1)
-    pred_pixels = confusion[:, :n].sum(axis=0)
-    present = gt_pixels > 0
-    union = gt_pixels + pred_pixels - tp
-    iou = np.where(present, 100 * tp / np.maximum(union, 1), np.nan)
-    acc = np.where(present, 100 * tp / np.maximum(gt_pixels, 1), np.nan)
-    total = int(gt_pixels.sum())
-
-    def mean(values: np.ndarray) -> float | None:
-        return float(values[present].mean()) if present.any() else None
-
-    return {
-        "miou": mean(iou),
-        "pixel_accuracy": float(100 * tp.sum() / total) if total else None,
-        "mean_class_accuracy": mean(acc),
-        "num_classes_with_gt": int(present.sum()),
-        "classes": [
-            {"name": name, "iou": None if np.isnan(iou[i]) else float(iou[i]),
-             "accuracy": None if np.isnan(acc[i]) else float(acc[i]),
-             "gt_pixels": int(gt_pixels[i]), "pred_pixels": int(pred_pixels[i])}
-            for i, name in enumerate(class_names)
-        ],
-    }
 
 
 def _image_confusion(args: tuple[Path, Path | None, int]) -> np.ndarray:
@@ -113,20 +78,19 @@ def list_image_ids(gt_dir: Path, split: str | os.PathLike | None, dataset: str) 
     return png_ids(gt_dir)
 
 
-def evaluate_dirs(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, dataset: str,
-                  split: str | os.PathLike | None = None, missing_as_wrong: bool = False,
-                  workers: int = 0) -> dict[str, Any]:
-    """Evaluate ``pred_dir/ID.png`` against ``gt_dir/ID.png`` over the split (or all GT files).
+def evaluate_ids(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, ids: Sequence[str],
+                 class_names: Sequence[str], *, dataset: str | None = None,
+                 split: str | os.PathLike | None = None, missing_as_wrong: bool = False,
+                 workers: int = 0) -> dict[str, Any]:
+    """The results record (:mod:`wsss.evaluation.results` schema) of ``pred_dir/ID.png`` against
+    ``gt_dir/ID.png`` over ``ids``, labels ``0..len(class_names) - 1`` (255 ignored).
 
-    A missing prediction is a ``UserError`` naming it, unless ``missing_as_wrong`` (then all its
-    pixels count as predicted 255, and the ids are listed under ``missing``).
+    A missing ground truth is a ``UserError``, and so is a missing prediction unless
+    ``missing_as_wrong`` (then all its pixels count as predicted 255, and the ids are listed
+    under ``missing``). ``dataset`` and ``split`` are recorded as given.
     """
-    names = eval_class_names(dataset)
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    for folder in (pred_dir, gt_dir):
-        if not folder.is_dir():
-            raise UserError(f"{folder}: directory not found")
-    ids = list_image_ids(gt_dir, split, dataset)
+    num_classes = len(class_names)
     tasks: list[tuple[Path, Path | None, int]] = []
     missing: list[str] = []
     for image_id in ids:
@@ -137,10 +101,10 @@ def evaluate_dirs(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, datase
             if not missing_as_wrong:
                 raise UserError(f"{pred_path}: prediction not found (use --missing-as-wrong to count it as wrong)")
             missing.append(image_id)
-            tasks.append((gt_path, None, len(names)))
+            tasks.append((gt_path, None, num_classes))
         else:
-            tasks.append((gt_path, pred_path, len(names)))
-    total = np.zeros((len(names), len(names) + 1), dtype=np.int64)
+            tasks.append((gt_path, pred_path, num_classes))
+    total = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
     if workers <= 1:
         for task in tasks:
             total += _image_confusion(task)
@@ -148,21 +112,35 @@ def evaluate_dirs(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, datase
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for matrix in pool.map(_image_confusion, tasks, chunksize=64):
                 total += matrix
-    return {"dataset": dataset, "num_images": len(ids), "missing": missing,
-            **metrics_from_confusion(total, names)}
+    return results_record(scores_from_confusion(total, class_names), split=split, dataset=dataset,
+                          num_images=len(tasks), missing=missing)
+
+
+def evaluate_dirs(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, dataset: str,
+                  split: str | os.PathLike | None = None, missing_as_wrong: bool = False,
+                  workers: int = 0) -> dict[str, Any]:
+    """Evaluate ``pred_dir/ID.png`` against ``gt_dir/ID.png`` over the split (or all GT files)
+    with the labels of the evaluation protocol ``dataset``; see :func:`evaluate_ids`."""
+    names = eval_class_names(dataset)
+    for folder in (Path(pred_dir), Path(gt_dir)):
+        if not folder.is_dir():
+            raise UserError(f"{folder}: directory not found")
+    ids = list_image_ids(Path(gt_dir), split, dataset)
+    return evaluate_ids(pred_dir, gt_dir, ids, names, dataset=dataset, split=split,
+                        missing_as_wrong=missing_as_wrong, workers=workers)
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """A printable per-class table (percent) with the summary lines."""
+    """A printable per-class table of a results record (percent, 2 decimals) with the summary line."""
     def pct(value: float | None) -> str:
         return "   n/a" if value is None else f"{value:6.2f}"
 
-    width = max(len(c["name"]) for c in result["classes"])
+    per_class = result["per_class"]
+    width = max(len("class"), *(len(name) for name in per_class))
     lines = [f"{'class':<{width}}    IoU    Acc", "-" * (width + 14)]
-    lines += [f"{c['name']:<{width}} {pct(c['iou'])} {pct(c['accuracy'])}" for c in result["classes"]]
+    lines += [f"{name:<{width}} {pct(row['IoU'])} {pct(row['Acc'])}" for name, row in per_class.items()]
+    where = run_description(result)
     lines += ["-" * (width + 14),
-              f"mIoU {pct(result['miou'])}  pixel acc {pct(result['pixel_accuracy'])}  "
-              f"mean class acc {pct(result['mean_class_accuracy'])}  "
-              f"({result['num_images']} images, {result['num_classes_with_gt']} classes with GT"
-              + (f", {len(result['missing'])} predictions missing)" if result.get("missing") else ")")]
+              f"mIoU {pct(result['mIoU'])}  mAcc {pct(result['mAcc'])}  aAcc {pct(result['aAcc'])}  "
+              f"({where + ': ' if where else ''}{coverage_description(result)})"]
     return "\n".join(lines)

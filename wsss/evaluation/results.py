@@ -1,112 +1,251 @@
-"""Segmentation scores from accumulated pixel areas, and the JSON/markdown result tables.
+"""The one segmentation score computation and the one results schema (JSON + markdown).
 
-mIoU follows the WSSS convention: a class with no ground-truth pixels in the evaluated set
-is left out of the mean (its IoU is reported as ``None``), so a small or partial split is not
-dragged down by classes it does not contain.
+Every results file of the project has this form, whoever wrote it (``tools/eval_masks.py``,
+the pipeline's ``eval/*.json``, the demo's ``eval/*.json``, ``train_seg.py`` / ``test_seg.py``'s
+``results_{val,test}.json``)::
+
+    {"split": "val" | split file | null,       # what was evaluated (null: every GT file)
+     "dataset": "voc2012" | "coco2017" | "cocostuff" | "demo" | null,
+     "num_images": int | null,                 # images scored
+     "missing": [ID, ...],                     # predictions counted as all-wrong
+     "iteration": int | null, "checkpoint": str | null,   # segmenter runs
+     "mIoU": %, "mAcc": %, "aAcc": %,          # null when no class has ground truth
+     "num_classes_evaluated": int,             # classes with ground-truth pixels
+     "per_class": {NAME: {"IoU": %, "Acc": %, "gt_pixels": int, "pred_pixels": int}},
+     "published": [{"name": str, "mIoU": %}, ...]}       # reference numbers, if any
+
+Scores are in percent at full float precision; only the tables (markdown, console, HTML) round,
+to two decimals. mIoU follows the WSSS convention: a class without ground-truth pixels in the
+evaluated set has ``IoU``/``Acc`` null and is left out of the means, so a small or partial split
+is not dragged down by classes it does not contain. ``aAcc`` is the share of ground-truth pixels
+predicted right.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from tagclip_cls.runtime.atomic_io import write_text_atomic
+from tagclip_cls.runtime.errors import UserError
+
+#: keys of every results file, in the order they are written
+RESULT_KEYS = ("split", "dataset", "num_images", "missing", "iteration", "checkpoint",
+               "mIoU", "mAcc", "aAcc", "num_classes_evaluated", "per_class", "published")
+#: keys of one ``per_class`` entry
+CLASS_KEYS = ("IoU", "Acc", "gt_pixels", "pred_pixels")
 
 
-@dataclass(frozen=True)
-class SegScores:
-    """Per-class and summary scores in percent (``None`` where there is no ground truth)."""
+def scores_from_areas(intersect: Sequence[float], union: Sequence[float], gt_pixels: Sequence[float],
+                      pred_pixels: Sequence[float], class_names: Sequence[str]) -> dict[str, Any]:
+    """Per-class IoU/Acc and mIoU/mAcc/aAcc (percent) from per-class pixel counts.
 
-    class_names: tuple[str, ...]
-    iou: tuple[float | None, ...]
-    acc: tuple[float | None, ...]
-    gt_pixels: tuple[int, ...]
-    miou: float | None
-    macc: float | None
-    aacc: float | None
-
-    @property
-    def num_evaluated(self) -> int:
-        """How many classes had ground-truth pixels (and so enter the means)."""
-        return sum(n > 0 for n in self.gt_pixels)
-
-
-def scores_from_areas(intersect: Sequence[float], union: Sequence[float],
-                      gt_area: Sequence[float], class_names: Sequence[str]) -> SegScores:
-    """Turn per-class pixel counts (intersection, union, ground truth) into scores."""
-    inter = np.asarray(intersect, dtype=np.float64)
-    uni = np.asarray(union, dtype=np.float64)
-    gt = np.asarray(gt_area, dtype=np.float64)
-    if not inter.shape == uni.shape == gt.shape == (len(class_names),):
-        raise ValueError(f"area arrays must all have shape ({len(class_names)},), got "
-                         f"{inter.shape}, {uni.shape}, {gt.shape}")
+    Returns the score part of the schema: ``mIoU``, ``mAcc``, ``aAcc``,
+    ``num_classes_evaluated`` and ``per_class``. ``union`` must equal
+    ``gt_pixels + pred_pixels - intersect`` (``ValueError`` otherwise, as for arrays that do not
+    fit the class list or counts that cannot be).
+    """
+    inter, uni, gt, pred = (np.asarray(a, dtype=np.float64) for a in (intersect, union, gt_pixels, pred_pixels))
+    n = len(class_names)
+    if not inter.shape == uni.shape == gt.shape == pred.shape == (n,):
+        raise ValueError(f"area arrays must all have shape ({n},), got "
+                         f"{inter.shape}, {uni.shape}, {gt.shape}, {pred.shape}")
+    if (inter < 0).any() or (inter > np.minimum(gt, pred)).any():
+        raise ValueError("intersection must lie between 0 and the smaller of the ground-truth "
+                         "and predicted pixel counts")
+    if not np.allclose(uni, gt + pred - inter, rtol=0, atol=0.5):
+        raise ValueError("union must equal gt_pixels + pred_pixels - intersect")
     present = gt > 0
-    iou = np.where(present, inter / np.maximum(uni, 1), np.nan)
-    acc = np.where(present, inter / np.maximum(gt, 1), np.nan)
+    iou = np.where(present, 100 * inter / np.maximum(uni, 1), np.nan)
+    acc = np.where(present, 100 * inter / np.maximum(gt, 1), np.nan)
 
-    def pct(x: float) -> float:
-        return round(float(x) * 100, 2)
+    def value(x: float) -> float | None:
+        return None if math.isnan(x) else float(x)
 
     def mean(v: np.ndarray) -> float | None:
-        return pct(v[present].mean()) if present.any() else None
+        return float(v[present].mean()) if present.any() else None
 
-    return SegScores(
-        class_names=tuple(class_names),
-        iou=tuple(pct(v) if ok else None for v, ok in zip(iou, present)),
-        acc=tuple(pct(v) if ok else None for v, ok in zip(acc, present)),
-        gt_pixels=tuple(int(n) for n in gt),
-        miou=mean(iou), macc=mean(acc),
-        aacc=pct(inter.sum() / gt.sum()) if present.any() else None)
-
-
-def results_dict(scores: SegScores, *, split: str, iteration: int | None = None,
-                 checkpoint: str | None = None,
-                 reference: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    """The JSON-ready record of one evaluation (with published numbers when given)."""
     return {
-        "split": split,
-        "iteration": iteration,
-        "checkpoint": checkpoint,
-        "mIoU": scores.miou,
-        "mAcc": scores.macc,
-        "aAcc": scores.aacc,
-        "num_classes_evaluated": scores.num_evaluated,
-        "per_class": {name: {"IoU": iou, "Acc": acc, "gt_pixels": n}
-                      for name, iou, acc, n in zip(scores.class_names, scores.iou,
-                                                   scores.acc, scores.gt_pixels)},
-        "published": list(reference),
+        "mIoU": mean(iou),
+        "mAcc": mean(acc),
+        "aAcc": float(100 * inter.sum() / gt.sum()) if present.any() else None,
+        "num_classes_evaluated": int(present.sum()),
+        "per_class": {name: {"IoU": value(iou[i]), "Acc": value(acc[i]),
+                             "gt_pixels": int(round(gt[i])), "pred_pixels": int(round(pred[i]))}
+                      for i, name in enumerate(class_names)},
     }
+
+
+def areas_from_confusion(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(intersection, union, gt_pixels, pred_pixels) per class of an ``n x (n + 1)`` confusion
+    matrix (rows ground truth, columns predictions, last column pixels predicted 255: wrong for
+    their ground-truth class, a false positive of none)."""
+    n = confusion.shape[0]
+    if confusion.ndim != 2 or confusion.shape[1] != n + 1:
+        raise ValueError(f"confusion matrix must be n x (n + 1), got {confusion.shape}")
+    intersect = np.diag(confusion[:, :n]).astype(np.int64)
+    gt = confusion.sum(axis=1).astype(np.int64)
+    pred = confusion[:, :n].sum(axis=0).astype(np.int64)
+    return intersect, gt + pred - intersect, gt, pred
+
+
+def scores_from_confusion(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """:func:`scores_from_areas` of a confusion matrix (see :func:`areas_from_confusion`)."""
+    if confusion.shape != (len(class_names), len(class_names) + 1):
+        raise ValueError(f"confusion matrix {confusion.shape} does not fit {len(class_names)} classes")
+    return scores_from_areas(*areas_from_confusion(confusion), class_names)
+
+
+def results_record(scores: dict[str, Any], *, split: str | os.PathLike | None = None,
+                   dataset: str | None = None, num_images: int | None = None,
+                   missing: Sequence[str] = (), iteration: int | None = None,
+                   checkpoint: str | os.PathLike | None = None,
+                   published: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The JSON-ready record of one evaluation: ``scores`` (from :func:`scores_from_areas`)
+    with its context, every key of :data:`RESULT_KEYS` present."""
+    record = {
+        "split": None if split is None else str(split),
+        "dataset": dataset,
+        "num_images": num_images,
+        "missing": list(missing),
+        "iteration": iteration,
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        **{key: scores[key] for key in ("mIoU", "mAcc", "aAcc", "num_classes_evaluated", "per_class")},
+        "published": [dict(ref) for ref in published],
+    }
+    problem = schema_problem(record)
+    if problem:
+        raise ValueError(f"not a valid results record: {problem}")
+    return record
+
+
+def _is_pct(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 100)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_opt(v: Any, kind: type) -> bool:
+    return v is None or (isinstance(v, kind) and not isinstance(v, bool))
+
+
+def schema_problem(record: Any) -> str | None:
+    """What makes ``record`` not a results record, or ``None`` when it is one."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    keys = set(record)
+    if keys != set(RESULT_KEYS):
+        lacking, extra = sorted(set(RESULT_KEYS) - keys), sorted(keys - set(RESULT_KEYS))
+        return "; ".join(([f"missing keys {lacking}"] if lacking else []) +
+                         ([f"unknown keys {extra}"] if extra else []))
+    for key in ("split", "dataset", "checkpoint"):
+        if not _is_opt(record[key], str):
+            return f"{key!r} must be a string or null"
+    for key in ("num_images", "iteration"):
+        if not (record[key] is None or _is_count(record[key])):
+            return f"{key!r} must be a non-negative integer or null"
+    if not (isinstance(record["missing"], list) and all(isinstance(i, str) for i in record["missing"])):
+        return "'missing' must be a list of image ids"
+    per_class = record["per_class"]
+    if not isinstance(per_class, dict) or not per_class:
+        return "'per_class' must be a non-empty object"
+    for name, row in per_class.items():
+        if not isinstance(row, dict) or set(row) != set(CLASS_KEYS):
+            return f"per_class[{name!r}] must have exactly the keys {list(CLASS_KEYS)}"
+        if not (_is_count(row["gt_pixels"]) and _is_count(row["pred_pixels"])):
+            return f"per_class[{name!r}]: pixel counts must be non-negative integers"
+        if not (_is_pct(row["IoU"]) and _is_pct(row["Acc"])):
+            return f"per_class[{name!r}]: IoU and Acc must be percentages or null"
+        no_gt = row["gt_pixels"] == 0
+        if (row["IoU"] is None, row["Acc"] is None) != (no_gt, no_gt):
+            return f"per_class[{name!r}]: IoU and Acc are null exactly when there are no ground-truth pixels"
+    evaluated = sum(row["gt_pixels"] > 0 for row in per_class.values())
+    if record["num_classes_evaluated"] != evaluated:
+        return (f"'num_classes_evaluated' is {record['num_classes_evaluated']!r} but {evaluated} classes "
+                "have ground-truth pixels")
+    for key in ("mIoU", "mAcc", "aAcc"):
+        if not _is_pct(record[key]) or (record[key] is None) != (evaluated == 0):
+            return f"{key!r} must be a percentage (null only when no class has ground truth)"
+    return published_problem(record["published"])
+
+
+def published_problem(published: Any) -> str | None:
+    """What makes ``published`` not a list of ``{"name": str, "mIoU": percent}`` objects, or ``None``."""
+    if not (isinstance(published, list) and all(isinstance(r, dict) and isinstance(r.get("name"), str)
+                                                and _is_pct(r.get("mIoU")) for r in published)):
+        return "'published' must be a list of {\"name\": text, \"mIoU\": percent} objects"
+    return None
 
 
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def run_description(record: dict[str, Any]) -> str:
+    """Which run a record scored, e.g. ``voc2012, val.txt`` or ``val, iter 20000``."""
+    parts = [record["dataset"], record["split"] and os.path.basename(record["split"]),
+             record["iteration"] is not None and f"iter {record['iteration']}",
+             record["checkpoint"] and os.path.basename(record["checkpoint"])]
+    return ", ".join(p for p in parts if p)
+
+
+def coverage_description(record: dict[str, Any]) -> str:
+    """What the means cover, e.g. ``4 classes with ground truth, 1449 images, 2 predictions missing``."""
+    parts = [f"{record['num_classes_evaluated']} classes with ground truth",
+             record["num_images"] is not None and f"{record['num_images']} images",
+             record["missing"] and f"{len(record['missing'])} predictions missing (counted as wrong)"]
+    return ", ".join(p for p in parts if p)
+
+
 def markdown_table(record: dict[str, Any]) -> str:
-    """Markdown summary (this run beside published mIoU) and the per-class table."""
-    it, ckpt = record["iteration"], record["checkpoint"]
-    where = record["split"] + (f", iter {it}" if it is not None else "")
-    where += f", {os.path.basename(ckpt)}" if ckpt else ""
+    """Markdown summary (this run beside published mIoU) and the per-class table (2 decimals)."""
+    where = run_description(record)
     lines = ["| result | mIoU | mAcc | aAcc |", "|---|---|---|---|",
-             f"| this run ({where}) | {_fmt(record['mIoU'])} | {_fmt(record['mAcc'])} "
+             f"| this run{f' ({where})' if where else ''} | {_fmt(record['mIoU'])} | {_fmt(record['mAcc'])} "
              f"| {_fmt(record['aAcc'])} |"]
     for ref in record["published"]:
         lines.append(f"| published: {ref['name']} | {_fmt(ref.get('mIoU'))} | - | - |")
-    lines += ["", f"mIoU over the {record['num_classes_evaluated']} classes with ground-truth "
-                  "pixels.", "", "| class | IoU | Acc | GT pixels |", "|---|---|---|---|"]
+    lines += ["", f"Means over the {coverage_description(record)}.", "",
+              "| class | IoU | Acc | GT pixels | predicted pixels |", "|---|---|---|---|---|"]
     for name, row in record["per_class"].items():
-        lines.append(f"| {name} | {_fmt(row['IoU'])} | {_fmt(row['Acc'])} | {row['gt_pixels']} |")
+        lines.append(f"| {name} | {_fmt(row['IoU'])} | {_fmt(row['Acc'])} | {row['gt_pixels']} "
+                     f"| {row['pred_pixels']} |")
     return "\n".join(lines) + "\n"
 
 
-def write_results(record: dict[str, Any], out_dir: str | os.PathLike, stem: str) -> tuple[Path, Path]:
-    """Write ``STEM.json`` and ``STEM.md`` into ``out_dir``; returns both paths."""
-    out = Path(out_dir)
-    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+def write_results(record: dict[str, Any], json_path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``record`` to ``json_path`` and its markdown table beside it (same stem, ``.md``),
+    each atomically; returns both paths. A record outside the schema is a ``ValueError``."""
+    json_path = Path(json_path)
+    md_path = json_path.with_suffix(".md")
+    if md_path == json_path:
+        raise UserError(f"{json_path}: a results JSON file must not end in .md (its table goes there)")
+    problem = schema_problem(record)
+    if problem:
+        raise ValueError(f"not a valid results record: {problem}")
     write_text_atomic(json_path, json.dumps(record, indent=2, allow_nan=False) + "\n")
     write_text_atomic(md_path, markdown_table(record))
     return json_path, md_path
+
+
+def read_results(path: str | os.PathLike) -> dict[str, Any]:
+    """The record of a results JSON file; a ``UserError`` naming the file when it cannot be read
+    or is not such a file (e.g. written by an older version: score it again)."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read results file ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: not a results file (invalid JSON: {exc})") from None
+    problem = schema_problem(record)
+    if problem:
+        raise UserError(f"{path}: not a results file ({problem}); it is written by tools/eval_masks.py, "
+                        "run_pipeline.py, the demo and train_seg.py / test_seg.py")
+    return record

@@ -23,6 +23,7 @@ from mmseg.datasets import BaseSegDataset, COCOStuffDataset, PascalVOCDataset
 from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import DATASETS, TRANSFORMS
 
+from tagclip_cls.core.presets import coarse27_names
 from wsss.seg.errors import MissingFileError, SegUserError
 
 IGNORE_INDEX = 255
@@ -168,11 +169,7 @@ class COCOStuff27Dataset(PseudoMaskDataset):
     """
 
     METAINFO = dict(
-        classes=("electronic", "appliance", "food-things", "furniture-things", "indoor",
-                 "kitchen", "accessory", "animal", "outdoor", "person", "sports", "vehicle",
-                 "ceiling", "floor", "food-stuff", "furniture-stuff", "rawmaterial", "textile",
-                 "wall", "window", "building", "ground", "plant", "sky", "solid", "structural",
-                 "water"),
+        classes=coarse27_names(),  # the cocostuff preset's clip_es.coarse27_names
         palette=[[(37 * i) % 256, (91 * i + 60) % 256, (151 * i + 120) % 256] for i in range(27)])
 
     def __init__(self, img_suffix: str = ".jpg", seg_map_suffix: str = ".png",

@@ -9,35 +9,38 @@ from mmengine.hooks import Hook
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import HOOKS, METRICS
 
-from wsss.seg.evaluation import SegScores, results_dict, scores_from_areas, write_results
+from wsss.evaluation.results import published_problem, results_record, scores_from_areas, write_results
+from wsss.seg.errors import SegUserError
 
 
 @METRICS.register_module()
 class WSSSIoUMetric(IoUMetric):
-    """``IoUMetric`` whose means leave out classes without ground-truth pixels.
+    """``IoUMetric`` scored by :mod:`wsss.evaluation.results` (means leave out classes without
+    ground-truth pixels).
 
-    Returns ``mIoU``, ``mAcc`` and ``aAcc`` (percent) to the runner and keeps the full
-    per-class ``SegScores`` of the last evaluation in ``last_scores`` (main process only),
-    where ``SegResultsTableHook`` picks them up.
+    Returns ``mIoU``, ``mAcc`` and ``aAcc`` (percent) to the runner and keeps the full scores
+    of the last evaluation (``scores_from_areas``' dict, plus ``num_images``) in
+    ``last_scores`` (main process only), where ``SegResultsTableHook`` picks them up.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.last_scores: SegScores | None = None
+        self.last_scores: dict[str, Any] | None = None
 
     def compute_metrics(self, results: list) -> dict[str, float]:
-        """Sum the per-image areas and score them."""
-        intersect, union, _, gt = (torch.stack(list(a)).sum(0) for a in zip(*results))
-        scores = scores_from_areas(intersect.tolist(), union.tolist(), gt.tolist(),
+        """Sum the per-image areas (in float64: float32 sums stop counting pixels exactly past
+        2**24) and score them."""
+        intersect, union, pred, gt = (torch.stack(list(a)).to(torch.float64).sum(0) for a in zip(*results))
+        scores = scores_from_areas(intersect.tolist(), union.tolist(), gt.tolist(), pred.tolist(),
                                    self.dataset_meta["classes"])
-        self.last_scores = scores
-        return {k: v for k, v in (("aAcc", scores.aacc), ("mIoU", scores.miou),
-                                  ("mAcc", scores.macc)) if v is not None}
+        self.last_scores = {**scores, "num_images": len(results)}
+        return {k: scores[k] for k in ("aAcc", "mIoU", "mAcc") if scores[k] is not None}
 
 
 @HOOKS.register_module()
 class SegResultsTableHook(Hook):
-    """After each validation / test, write ``results_{val,test}.{json,md}`` into the work dir.
+    """After each validation / test, write ``results_{val,test}.{json,md}`` into the work dir
+    (the :mod:`wsss.evaluation.results` schema).
 
     Args:
         reference: published results to print beside this run's, e.g.
@@ -48,6 +51,9 @@ class SegResultsTableHook(Hook):
 
     def __init__(self, reference: Sequence[dict[str, Any]] = ()) -> None:
         self.reference = [dict(r) for r in reference]
+        problem = published_problem(self.reference)
+        if problem:  # refused when the config is built, not after the first validation
+            raise SegUserError(f"SegResultsTableHook reference: {problem}")
 
     def _write(self, runner: Any, evaluator: Any, split: str) -> None:
         if not is_main_process():
@@ -57,11 +63,11 @@ class SegResultsTableHook(Hook):
             if scores is not None:
                 # a test run loads weights without the training state, so its
                 # iteration counter says nothing: name the checkpoint instead
-                record = results_dict(
-                    scores, split=split, reference=self.reference,
+                record = results_record(
+                    scores, split=split, num_images=scores["num_images"], published=self.reference,
                     iteration=runner.iter if split == "val" else None,
                     checkpoint=runner.cfg.get("load_from") if split == "test" else None)
-                write_results(record, runner.work_dir, f"results_{split}")
+                write_results(record, f"{runner.work_dir}/results_{split}.json")
                 return
 
     def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
