@@ -11,7 +11,7 @@ $(STAMP): requirements.txt pyproject.toml scripts/install.sh scripts/build_mmcv.
 	touch $@
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
 
 demo: $(STAMP)
 	$(PY) tools/demo.py $(if $(PRETRAINED),--pretrained $(PRETRAINED))

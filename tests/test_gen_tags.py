@@ -86,7 +86,7 @@ def test_second_run_does_no_work(tmp_path, image_folder, classes_file, tiny_chec
 
     def no_work(*args, **kwargs):
         raise AssertionError("recomputed")
-    monkeypatch.setattr(runner.ImageTagger, "run", no_work)
+    monkeypatch.setattr(runner, "tag_records", no_work)
     monkeypatch.setattr("tagclip_cls.core.text.encode_prompts", no_work)
     run_stage1(opts)
     assert (tmp_path / "out" / "tags.jsonl").read_bytes() == first
@@ -144,7 +144,7 @@ def test_user_mistakes(tmp_path, image_folder, classes_file, tiny_checkpoint, ca
     with pytest.raises(UserError, match="split.txt:1: unknown class label 'dragon'"):
         run_stage1(options(image_folder, classes_file, tmp_path / "o", tiny_checkpoint, cache_dir, split=str(split)))
     run_stage1(options(image_folder, classes_file, tmp_path / "o", tiny_checkpoint, cache_dir))
-    with pytest.raises(UserError, match="different run configuration"):
+    with pytest.raises(UserError, match="holds outputs made with other settings"):
         run_stage1(options(image_folder, classes_file, tmp_path / "o", tiny_checkpoint, cache_dir, method="coarse"))
     run_stage1(options(image_folder, classes_file, tmp_path / "o", tiny_checkpoint, cache_dir, method="coarse",
                        overwrite=True))

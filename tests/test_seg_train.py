@@ -95,11 +95,14 @@ def _free_port():
 
 def test_two_process_torchrun_on_cpu(data, tmp_path):
     work = tmp_path / "ddp"
+    config = tmp_path / "tiny_ranks.py"  # the tiny config, plus a hook saving every rank's weights
+    config.write_text(f"_base_ = [{TINY!r}]\ncustom_imports = dict(imports=['wsss.seg.register', 'rank_weights_hook'], "
+                      f"allow_failed_imports=False)\ncustom_hooks = [dict(type='SegResultsTableHook'), dict(type='SaveRankWeights')]\n")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), str(REPO / "tests"), env.get("PYTHONPATH")]))
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           str(REPO / "tools/train_seg.py"), TINY, "--pseudo-masks", str(data / "pseudo_masks"),
+           str(REPO / "tools/train_seg.py"), str(config), "--pseudo-masks", str(data / "pseudo_masks"),
            "--data-root", str(data), "--work-dir", str(work), "--cfg-options", "train_cfg.max_iters=4",
            "train_cfg.val_interval=4", "default_hooks.checkpoint.interval=4",
            "train_dataloader.batch_size=2", "default_hooks.logger.interval=1"]
@@ -110,5 +113,13 @@ def test_two_process_torchrun_on_cpu(data, tmp_path):
     assert json.loads((work / "results_val.json").read_text())["iteration"] == 4
     ckpt = torch.load(work / "iter_4.pth", map_location="cpu")
     assert ckpt["meta"]["iter"] == 4
-    # DDP kept both ranks' weights identical: only rank 0 saves, and it saved unwrapped weights
+    # only rank 0 saves, and it saved unwrapped weights; DDP kept both ranks' weights identical
     assert not any(k.startswith("module.") for k in ckpt["state_dict"])
+    ranks = [torch.load(work / f"rank{r}_weights.pth", map_location="cpu") for r in (0, 1)]
+    params = [r["parameters"] for r in ranks]
+    assert params[0].keys() == params[1].keys() and len(params[0]) > 10
+    for key, value in params[0].items():  # the learned weights (BN running stats are per rank in plain DDP)
+        assert torch.equal(value, params[1][key]), key
+    assert ranks[0]["state"].keys() == ckpt["state_dict"].keys()
+    for key, value in ranks[0]["state"].items():  # rank 0's model is what was saved
+        assert torch.equal(value, ckpt["state_dict"][key]), key
