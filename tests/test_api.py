@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tagclip_cls import Tagger, TagResult
@@ -78,7 +79,8 @@ def test_masks_match_gen_pseudo_masks(tmp_path, photos, tiny_checkpoint, cache, 
                                      "0.9", "--no-progress"], monkeypatch)
     tagger = Tagger.from_pretrained(tiny_checkpoint, preset="voc2007", cache_dir=cache)
     generator = MaskGenerator.from_tagger(tagger, preset="voc2012", ignore_below=0.9)
-    assert generator.clip is tagger.clip  # shared, not loaded twice
+    # float32 weights: stage 2 runs on an fp16-rounded copy in memory, as CLIP-ES's loader rounds them
+    assert generator.clip is not tagger.clip and generator.clip.tokenizer is tagger.clip.tokenizer
     for image_id, file, tag_list in (("grey", "grey.png", ["cat", "dog"]), ("wide", "wide.jpg", [14]),
                                      ("rgba", "rgba.png", [])):
         result = generator(photos / file, tags=tag_list)
@@ -118,3 +120,12 @@ def test_readme_python_api_snippet_runs(tmp_path, photos, tiny_checkpoint, cache
     exec(compile(readme_snippet(), "README.md", "exec"), scope)
     assert isinstance(scope["result"], TagResult)
     assert scope["out"].label_map.shape == (64, 100)
+
+
+def test_fp16_valued_weights_are_shared_not_copied(tiny_state_dict, tmp_path):
+    from tagclip_cls.core.models import load_clip
+
+    path = tmp_path / "fp16.pt"
+    torch.save({k: v.half().float() if v.is_floating_point() else v for k, v in tiny_state_dict.items()}, path)
+    clip = load_clip(None, str(path))
+    assert clip.fp16_rounded() is clip

@@ -131,3 +131,21 @@ def test_no_network_is_a_one_line_error(monkeypatch):
     monkeypatch.setattr(open_clip, "create_model", offline)
     with pytest.raises(UserError, match="no network.*--pretrained PATH"):
         load_clip("ViT-B-16", "openai")
+
+
+def test_stage1_keeps_float32_weights_and_stage2_rounds_them_as_published(tiny_checkpoint, tiny_state_dict):
+    """TagCLIP's loader keeps the checkpoint's values; CLIP-ES's rounds linear, convolution,
+    attention-input and projection weights to fp16 (OpenAI's convert_weights), nothing else."""
+    exact = load_clip(None, tiny_checkpoint).model.state_dict()
+    rounded = load_clip(None, tiny_checkpoint, fp16_weights=True).model.state_dict()
+    converted = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias", "c_fc.weight", "c_fc.bias",
+                 "c_proj.weight", "c_proj.bias", "visual.conv1.weight", "visual.proj", "text_projection")
+    changed = 0
+    for key, value in tiny_state_dict.items():
+        if not value.is_floating_point() or key not in exact:
+            continue
+        assert torch.equal(exact[key], value.float()), key
+        expected = value.half().float() if key.endswith(converted) else value.float()
+        assert torch.equal(rounded[key], expected), key
+        changed += not torch.equal(expected, value.float())
+    assert changed > 20  # the checkpoint is float32: rounding really changed it

@@ -11,6 +11,7 @@ Three ways to name weights, all returning a :class:`LoadedClip` in eval mode:
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import logging
@@ -22,13 +23,14 @@ from typing import Callable
 
 import open_clip
 import torch
-from open_clip.model import build_model_from_openai_state_dict
+from open_clip.model import build_model_from_openai_state_dict, convert_weights_to_lp
 
 from tagclip_cls.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "ViT-B-16"
+OPENAI_METADATA = ("input_resolution", "context_length", "vocab_size")  # non-weight entries of the file
 OPENAI_KEYS = ("visual.conv1.weight", "visual.class_embedding", "visual.proj", "text_projection",
                "token_embedding.weight", "logit_scale")
 
@@ -57,6 +59,15 @@ class LoadedClip:
     def device(self) -> torch.device:
         return self.model.logit_scale.device
 
+    def fp16_rounded(self) -> "LoadedClip":
+        """This CLIP with the weights stage 2's published loader rounds to fp16 (see
+        :func:`load_clip`): itself when they are fp16-valued already (OpenAI's), else a copy."""
+        rounded = copy.deepcopy(self.model)
+        round_weights_to_fp16(rounded)
+        if all(torch.equal(a, b) for a, b in zip(self.model.state_dict().values(), rounded.state_dict().values())):
+            return self
+        return LoadedClip(model=rounded, tokenizer=self.tokenizer, name=f"{self.name}, fp16-rounded")
+
     @functools.cached_property
     def text_fingerprint(self) -> str:
         """A hash of the text tower's weights: the key that text-embedding caches depend on.
@@ -72,8 +83,16 @@ class LoadedClip:
 
 
 def load_clip(model_name: str | None = None, pretrained: str = "openai",
-              device: str | torch.device = "cpu") -> LoadedClip:
-    """Load CLIP weights named by an open_clip tag or a local file (see the module docstring)."""
+              device: str | torch.device = "cpu", fp16_weights: bool = False) -> LoadedClip:
+    """Load CLIP weights named by an open_clip tag or a local file (see the module docstring).
+
+    The weights keep the checkpoint's values, as the published TagCLIP loader keeps them (stage 1).
+    ``fp16_weights`` rounds the weights of every linear and convolution layer, the attention input
+    projections and both output projections to fp16 values, as the published CLIP-ES loader does
+    (stage 2): it builds the model with OpenAI's ``convert_weights`` before loading the state dict.
+    OpenAI's released weights are fp16-valued, so there the two are the same; float32 checkpoints
+    (open_clip's other weights, fine-tuned ones) differ by about 1e-3 in the CAMs without it.
+    """
     if _looks_like_path(pretrained):
         path = Path(pretrained)
         if not path.is_file():
@@ -92,10 +111,19 @@ def load_clip(model_name: str | None = None, pretrained: str = "openai",
         name = f"{model_name} ({pretrained})"
         tokenizer = open_clip.get_tokenizer(model_name)
     _check_supported(model, name)
+    if fp16_weights:
+        round_weights_to_fp16(model)
     model = model.float().eval().requires_grad_(False).to(device)
     log.info("loaded %s: %d vision layers, patch %d", name, len(model.visual.transformer.resblocks),
              model.visual.conv1.kernel_size[0])
     return LoadedClip(model=model, tokenizer=tokenizer, name=name)
+
+
+def round_weights_to_fp16(model: torch.nn.Module) -> None:
+    """Round, in place, the weights OpenAI's ``convert_weights`` stores in fp16 to fp16 values
+    (open_clip's ``convert_weights_to_lp``, then back to float32)."""
+    convert_weights_to_lp(model, dtype=torch.float16)
+    model.float()
 
 
 def _looks_like_path(pretrained: str) -> bool:
@@ -159,7 +187,10 @@ def _load_openai_checkpoint(path: Path) -> open_clip.CLIP:
         raise UserError(f"{path}: not an OpenAI CLIP ViT checkpoint (missing {missing[0]}); "
                         f"for an open_clip checkpoint also pass --model NAME")
     try:
-        model = build_model_from_openai_state_dict(state_dict, cast_dtype=torch.float32)
+        # open_clip's builder loads the weights into fp16 parameters, which rounds float32
+        # checkpoints: load the checkpoint's own values again afterwards
+        model = build_model_from_openai_state_dict(dict(state_dict), cast_dtype=torch.float32).float()
+        model.load_state_dict({k: v for k, v in state_dict.items() if k not in OPENAI_METADATA})
     except Exception as exc:
         raise UserError(f"{path}: inconsistent OpenAI CLIP checkpoint ({type(exc).__name__}: {exc})") from None
     return model

@@ -50,52 +50,26 @@ def encode_text_published(clip: LoadedClip, tokens: torch.Tensor) -> torch.Tenso
     return x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ model.text_projection
 
 
-def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """``model.encode_text`` computed only up to the longest prompt in the batch.
-
-    CLIP's text transformer is causal and pools at the end-of-text token, so the padding after
-    the longest prompt cannot change the result; cutting it makes encoding several times faster.
-    Models without that structure fall back to ``encode_text``.
-    """
-    causal = getattr(model, "attn_mask", None) is not None and getattr(model, "text_pool_type", None) == "argmax"
-    if not causal or not hasattr(model, "token_embedding"):
-        return model.encode_text(tokens)
-    eot = tokens.argmax(dim=-1)
-    length = int(eot.max()) + 1
-    x = model.token_embedding(tokens[:, :length]) + model.positional_embedding[:length]
-    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-    x = model.ln_final(x)[torch.arange(len(tokens), device=tokens.device), eot]
-    proj = model.text_projection
-    return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
-
-
 @torch.inference_mode()
-def encode_prompts(clip: LoadedClip, class_names: Sequence[str], templates: Sequence[str],
-                   batch_size: int = 256, exact: bool = False) -> torch.Tensor:
+def encode_prompts(clip: LoadedClip, class_names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
     """``C x E`` unit vectors: per class, normalised template embeddings averaged, renormalised.
 
-    ``exact`` reproduces the published code's bits: one batch per class (its templates) through
-    :func:`encode_text_published`; slower, it matters where a later step amplifies 1e-7 changes.
+    As the published code: one batch per class (its templates) through
+    :func:`encode_text_published`, so the bits match; both stages amplify 1e-7 changes.
     """
-    prompts = [t.format(name) for name in class_names for t in templates]
-    step = len(templates) if exact else batch_size
-    encode = (lambda tokens: encode_text_published(clip, tokens)) if exact else \
-        (lambda tokens: encode_text_trimmed(clip.model, tokens))
     feats = []
-    for start in range(0, len(prompts), step):
-        tokens = clip.tokenizer(prompts[start:start + step]).to(clip.device)
-        feats.append(F.normalize(encode(tokens).float(), dim=-1))
-    per_prompt = torch.cat(feats).reshape(len(class_names), len(templates), -1)
-    return F.normalize(per_prompt.mean(dim=1), dim=-1)
+    for name in class_names:
+        tokens = clip.tokenizer([t.format(name) for t in templates]).to(clip.device)
+        feats.append(F.normalize(encode_text_published(clip, tokens).float(), dim=-1))
+    return F.normalize(torch.stack(feats).mean(dim=1), dim=-1)
 
 
 def text_embeddings(clip: LoadedClip, class_names: Sequence[str], templates: Sequence[str],
-                    cache_dir: str | os.PathLike | None = None, exact: bool = False) -> torch.Tensor:
+                    cache_dir: str | os.PathLike | None = None) -> torch.Tensor:
     """Cached :func:`encode_prompts`; ``cache_dir=None`` uses ``~/.cache/tagclip/text``."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     spec = {"model": clip.text_fingerprint, "classes": list(class_names), "templates": list(templates)}
-    if exact:  # a separate entry; existing keys stay as they were
-        spec["exact"] = True
+    spec["exact"] = True  # the published encoder (keys of earlier entries made with it stay valid)
     key = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:32]
     path = cache_dir / f"{key}.pt"
     width = clip.model.text_projection.shape[1]
@@ -110,7 +84,7 @@ def text_embeddings(clip: LoadedClip, class_names: Sequence[str], templates: Seq
             return cached.to(clip.device)
         log.warning("ignoring unreadable or inconsistent text cache %s", path)
     log.info("encoding %d classes x %d templates", len(class_names), len(templates))
-    emb = encode_prompts(clip, class_names, templates, exact=exact)
+    emb = encode_prompts(clip, class_names, templates)
     try:
         atomic_write(path, lambda f: torch.save(emb.cpu(), f), mode="wb")
     except OSError as exc:

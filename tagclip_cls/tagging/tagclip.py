@@ -64,7 +64,12 @@ def resize_bilinear(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     of CPU threads (torch's kernel does), which keeps sharded runs identical to one process.
     """
     def taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        src = ((torch.arange(n_out, dtype=torch.float32, device=image.device) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+        # torch's kernel takes a float32 scale and rounds ``scale * (i + 0.5) - 0.5`` once (a fused
+        # multiply-add): float64 arithmetic gives that exactly, plain float32 rounds the product
+        # first and moves the crops by up to 7e-5
+        scale = float(torch.tensor(n_in, dtype=torch.float32) / n_out)
+        index = torch.arange(n_out, dtype=torch.float64, device=image.device) + 0.5
+        src = (index * scale - 0.5).float().clamp(min=0)
         lo = src.floor().long().clamp(max=n_in - 1)
         return lo, (lo + 1).clamp(max=n_in - 1), src - lo
 
@@ -85,7 +90,10 @@ class TagCLIP:
 
     def __init__(self, clip: LoadedClip, text: torch.Tensor, num_targets: int, config: TagConfig = TagConfig()):
         self.clip = clip
-        self.text = text.float().to(clip.device)
+        # normalised once more, in the column-major layout the published code holds the features
+        # in: that layout decides the last bits of the norm and of the logits' product
+        text = text.float().to(clip.device).t().contiguous().t()
+        self.text = text / text.norm(dim=-1, keepdim=True)
         self.num_targets = num_targets
         self.config = config
         self.logit_scale = clip.model.logit_scale.exp().float()
@@ -139,8 +147,9 @@ class TagCLIP:
         """DMAR for one image: attention voting mask, then class-wise box masks (``N x C``).
 
         Each class column ``c`` of ``R0 = A @ P`` gives boxes, and the column is recomputed with
-        the keys outside them zeroed: ``(A * m[None, :]) @ P[:, c] = A @ (m * P[:, c])``, done
-        for all classes in one product.
+        the keys outside them zeroed, ``(A * m[None, :]) @ P[:, c]``, one class at a time as the
+        published code does (one product for all classes has the same sums but other roundings,
+        which the box thresholds of float32 checkpoints turn into score differences of 1e-3).
         """
         attn = avg * (votes >= self.config.vote_min_layers)
         refined = attn @ probs
@@ -155,8 +164,8 @@ class TagCLIP:
             mask = score_map_box_mask(norm.reshape(grid), np.float32(norm.mean().item()))
             keys[:, c] = torch.from_numpy(mask.reshape(-1))
             boxed.append(c)
-        if boxed:
-            refined[:, boxed] = attn @ (keys[:, boxed] * probs[:, boxed])
+        for c in boxed:
+            refined[:, c] = ((attn * keys[None, :, c]) @ probs[:, c:c + 1])[:, 0]
         return refined
 
     def cwr_crops(self, image: torch.Tensor, refined: torch.Tensor, local: torch.Tensor,
@@ -201,8 +210,10 @@ class TagCLIP:
             x = embed(visual, crops)  # crops have the native size: the table is used as it is
             for block in visual.transformer.resblocks:
                 x, _ = block_forward(block, x, mask=bias.to(x.dtype), need_probs=False)
-            cls = project_tokens(visual, x[:, :1])[:, 0]
-        return self._class_probs(cls)
+            # every token through ln_post, the projection and the logits, as published, then the
+            # class token's row: products of one row round differently from those of many
+            tokens = project_tokens(visual, x)
+        return self._class_probs(tokens)[:, 0]
 
     def score(self, images: torch.Tensor) -> list[ImageScores]:
         """Score a batch of preprocessed images of one size (``B x 3 x H x W``)."""

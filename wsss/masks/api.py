@@ -66,7 +66,10 @@ class MaskResult:
 
 
 class MaskGenerator:
-    """CLIP-ES for one class list: refined CAMs, label maps and CRF masks of tagged images."""
+    """CLIP-ES for one class list: refined CAMs, label maps and CRF masks of tagged images.
+
+    Built from a loaded CLIP, it uses its weights as they are; :meth:`from_pretrained` and
+    :meth:`from_tagger` round them to fp16 as the published code does."""
 
     def __init__(self, clip: LoadedClip, preset: Preset, config: CamConfig | None = None, *,
                  max_side: int | None = DEFAULT_MAX_SIDE, crf_image: str = "published", ignore_below: float | None = None,
@@ -81,7 +84,7 @@ class MaskGenerator:
             raise UserError(f"preset {preset.name}: {len(names)} CLIP-ES names for {preset.num_classes} classes")
         if not background:
             log.warning("no background words: an image with one tag gets a flat CAM (pass --background FILE)")
-        text = text_embeddings(clip, names + background, [CAM_TEMPLATE], cache_dir, exact=True)
+        text = text_embeddings(clip, names + background, [CAM_TEMPLATE], cache_dir)
         self.clip = clip
         self.preset = preset
         self.space = LabelSpace.from_preset(preset)
@@ -100,17 +103,21 @@ class MaskGenerator:
         """Load CLIP (as :meth:`tagclip_cls.Tagger.from_pretrained`) and the CLIP-ES class texts."""
         chosen = make_preset(preset, classes, background)
         config = cam_config(chosen, box_threshold, affinity_layers, precision=precision)
-        return cls(load_clip(model, pretrained, device), chosen, config, max_side=max_side, crf_image=crf_image,
+        return cls(load_clip(model, pretrained, device, fp16_weights=True), chosen, config, max_side=max_side, crf_image=crf_image,
                    ignore_below=ignore_below, cache_dir=cache_dir)
 
     @classmethod
     def from_tagger(cls, tagger, preset: str | None = None, **kwargs) -> "MaskGenerator":
         """Share a :class:`tagclip_cls.Tagger`'s loaded CLIP (no second load); its classes unless
-        ``preset`` names another preset (e.g. ``voc2012`` after tagging with ``voc2007``)."""
+        ``preset`` names another preset (e.g. ``voc2012`` after tagging with ``voc2007``).
+
+        Stage 2 uses the weights rounded to fp16, as the published CLIP-ES does (see
+        :func:`~tagclip_cls.core.models.load_clip`): the same model for OpenAI's fp16-valued
+        weights, an in-memory rounded copy for float32 ones."""
         chosen = make_preset(preset) if preset else tagger.preset
         config_keys = ("box_threshold", "affinity_layers", "precision")
         config = cam_config(chosen, **{k: kwargs.pop(k) for k in config_keys if k in kwargs})
-        return cls(tagger.clip, chosen, config, cache_dir=kwargs.pop("cache_dir", tagger.cache_dir), **kwargs)
+        return cls(tagger.clip.fp16_rounded(), chosen, config, cache_dir=kwargs.pop("cache_dir", tagger.cache_dir), **kwargs)
 
     def class_indices(self, tags: Sequence[int | str]) -> list[int]:
         """Class indices of ``tags`` given as indices or as class names (``_`` or spaces)."""

@@ -102,7 +102,7 @@ def build_generator(preset: Preset, opts: MaskRunOptions, device: torch.device) 
     """Load CLIP and the CLIP-ES text features (name variants, background words; cached)."""
     layers = parse_layer_slice(opts.affinity_layers) if opts.affinity_layers else None
     config = cam_config(preset, opts.box_threshold, layers, not opts.no_fp16_pos, opts.precision, opts.grad_mode)
-    return MaskGenerator(load_clip(opts.model, opts.pretrained, device), preset, config, max_side=opts.max_side,
+    return MaskGenerator(load_clip(opts.model, opts.pretrained, device, fp16_weights=True), preset, config, max_side=opts.max_side,
                          crf_image=opts.crf_image, ignore_below=opts.ignore_below, cache_dir=opts.cache_dir)
 
 
