@@ -1,11 +1,13 @@
 """TagCLIP steps against straightforward re-computations from SPEC.md."""
+import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig, minmax, select_tags
-from tagclip_cls.core.vit import attention, embed, project_tokens
+import tagclip_cls.tagging.tagclip as tagclip_module
+from tagclip_cls.core.vit import attention, embed, project_tokens, resized_pos_embed
+from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig, select_tags
 
 C, K = 7, 5  # text classes (5 targets + 2 background words)
 
@@ -71,26 +73,39 @@ def test_dense_forward_against_reference(tiny_clip, text, images):
     assert torch.allclose(avg, (maps[8] + maps[9] + maps[10]) / 3, atol=1e-6)  # L-4..L-2 of 12
 
 
+def reference_box_mask(score_map: np.ndarray, threshold: float) -> np.ndarray:
+    """SPEC's scoremap2bbox written out with OpenCV: uint8 quantisation, strict threshold at
+    int(t * max), external contours, bounding rectangles with right/bottom clamped to the last
+    row/column; no contour: the box 0,0,0,0 (empty)."""
+    gh, gw = score_map.shape
+    q = (score_map * 255).astype(np.uint8)
+    binary = (q > int(threshold * q.max())).astype(np.uint8)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    mask = np.zeros((gh, gw), np.float32)
+    for contour in contours:
+        x, y, w, h = cv2.boundingRect(contour)
+        mask[y:min(y + h, gh - 1), x:min(x + w, gw - 1)] = 1
+    return mask
+
+
 def test_refine_applies_vote_mask_then_box_masks(tiny_clip, text):
-    grid = (2, 3)
-    n = 6
+    grid = (5, 6)
+    n = 30
     g = torch.Generator().manual_seed(3)
-    probs = torch.rand(n, C, generator=g).softmax(-1)
-    avg = torch.rand(n, n, generator=g)
+    probs = torch.rand(n, C, generator=g).pow(4).softmax(-1)
+    avg = torch.rand(n, n, generator=g).pow(6)
     votes = torch.randint(0, 8, (n, n), generator=g)
-    tagger = TagCLIP(tiny_clip, text, K)
-    out = tagger.refine(probs, votes, avg, grid)
+    out = TagCLIP(tiny_clip, text, K).refine(probs, votes, avg, grid)
     attn = avg * (votes >= 4)
     first = attn @ probs
+    partial = 0
     for c in range(C):
-        norm = minmax(first[:, c]).reshape(grid).numpy()
-        q = (norm * 255).astype(np.uint8)
-        keep = (q > int(float(norm.mean()) * q.max())).astype(np.uint8)
-        # one blob per class is not guaranteed, so rebuild the mask with the boxes of the module
-        from tagclip_cls.core.boxes import score_map_box_mask
-        mask = torch.from_numpy(score_map_box_mask(norm, float(norm.mean())).reshape(-1))
+        column = first[:, c]
+        norm = ((column - column.min()) / (column.max() - column.min())).reshape(grid).numpy()
+        mask = torch.from_numpy(reference_box_mask(norm, float(np.float32(norm.mean())))).reshape(-1)
+        partial += int(0 < mask.sum() < n)
         assert torch.allclose(out[:, c], (attn * mask[None]) @ probs[:, c], atol=1e-6), c
-        assert keep.any()
+    assert partial >= 3  # the boxes really cut keys away for several classes
 
 
 def test_select_tags_threshold_and_fallback():
@@ -118,14 +133,22 @@ def test_cwr_stops_at_first_empty_box(tiny_clip, text):
 
 
 def test_cwr_candidates_use_threshold_of_whole_matrix(tiny_clip, text):
+    """Three plausible rules give three different candidate sets here: min/max over the whole
+    N x C matrix (SPEC: 0 + 0.5 * 1.0 = 0.5 -> classes 0, 2), over the target columns only
+    (0.45 -> 0, 1, 2) and over the local scores (0.2 + 0.5 * 0.7 = 0.55 -> 0)."""
     grid = (4, 5)
     tagger = TagCLIP(tiny_clip, text, K)
     refined = torch.zeros(20, C)
-    refined[6, 0], refined[6, 3] = 0.9, 0.4
-    refined[0, 6] = 1.0  # a background column sets the maximum: threshold 0.5
+    for c, (cell, value) in enumerate([(6, 0.9), (7, 0.48), (8, 0.52), (11, 0.2), (12, 0.2)]):
+        refined[cell, c] = value  # one cell per class, inside the clamped grid: non-empty boxes
+    refined[0, 6] = 1.0  # a background column sets the maximum
     local = refined[:, :K].max(dim=0).values
-    classes, _, masks = tagger.cwr_crops(torch.randn(3, 64, 80), refined, local, grid)
-    assert classes == [0]
+    image = torch.randn(3, 64, 80)
+    classes, crops, masks = tagger.cwr_crops(image, refined, local, grid)
+    assert classes == [0, 2]
+    assert [float(m.sum()) for m in masks] == [196.0, 196.0]  # a one-cell box is all inside
+    expected = F.interpolate(image[None, :, 16:32, 48:64], size=(224, 224), mode="bilinear", align_corners=False)[0]
+    assert torch.allclose(crops[1], expected, atol=1e-5)  # class 2: cell 8 = row 1, column 3
 
 
 def test_masked_class_token_matches_multihead_attention_with_mask(tiny_clip, text):
@@ -163,20 +186,46 @@ def test_batched_equals_one_by_one(tiny_clip, text, images):
 
 def test_switches_coarse_dmar_tagclip(tiny_clip, text, images):
     coarse = TagCLIP(tiny_clip, text, K, TagConfig(dmar=False, cwr=False)).score(images[:1])[0]
-    probs, _, _ = TagCLIP(tiny_clip, text, K).dense_forward(images[:1])
+    probs, votes, avg = TagCLIP(tiny_clip, text, K).dense_forward(images[:1])
     assert np.allclose(coarse.scores, probs[0, :, :K].max(dim=0).values.numpy(), atol=1e-7)
     dmar = TagCLIP(tiny_clip, text, K, TagConfig(cwr=False)).score(images[:1])[0]
-    full = TagCLIP(tiny_clip, text, K).score(images[:1])[0]
-    assert np.array_equal(dmar.scores, dmar.local_scores)
-    assert np.allclose(full.local_scores, dmar.scores)
+    refined = TagCLIP(tiny_clip, text, K).refine(probs[0], votes[0], avg[0], (5, 7))
+    assert np.allclose(dmar.scores, refined[:, :K].max(dim=0).values.numpy(), atol=1e-7)
+    assert not np.allclose(dmar.scores, coarse.scores, atol=1e-4)  # DMAR changed them
     with pytest.raises(ValueError):
         TagConfig(dmar=False, cwr=True)
 
 
-def test_fp16_positional_quirk_is_small(tiny_clip, text, images):
-    a = TagCLIP(tiny_clip, text, K, TagConfig(round_fp16_pos=True)).score(images[:1])[0]
-    b = TagCLIP(tiny_clip, text, K, TagConfig(round_fp16_pos=False)).score(images[:1])[0]
-    assert np.abs(a.local_scores - b.local_scores).max() < 1e-3
+def test_cwr_fusion_against_a_hand_value(tiny_clip, text, images, monkeypatch):
+    """s[c] = 0.5 * s[c] + 0.5 * g[c] for the re-identified classes, the others unchanged."""
+    tagger = TagCLIP(tiny_clip, text, K)
+    dmar = TagCLIP(tiny_clip, text, K, TagConfig(cwr=False)).score(images[:1])[0]
+    probs, votes, avg = tagger.dense_forward(images[:1])
+    refined = tagger.refine(probs[0], votes[0], avg[0], (5, 7))
+    classes, _, _ = tagger.cwr_crops(images[0], refined, refined[:, :K].max(dim=0).values, (5, 7))
+    assert classes  # CWR re-identifies something here
+    g = torch.linspace(0.1, 0.7, C)
+    monkeypatch.setattr(tagger, "masked_class_probs", lambda crops, masks: g.expand(len(crops), C))
+    full = tagger.score(images[:1])[0]
+    expected = dmar.scores.copy()
+    expected[classes] = 0.5 * dmar.scores[classes] + 0.5 * g.numpy()[classes]
+    assert np.allclose(full.scores, expected, atol=1e-7)
+
+
+def test_fp16_positional_quirk(tiny_clip, text, images, monkeypatch):
+    visual = tiny_clip.visual
+    exact = resized_pos_embed(visual, (5, 7))
+    rounded = resized_pos_embed(visual, (5, 7), round_fp16=True)
+    assert torch.equal(rounded, exact.half().float()) and not torch.equal(rounded, exact)
+    native = tuple(visual.grid_size)
+    assert torch.equal(resized_pos_embed(visual, native), visual.positional_embedding)
+    seen = []
+    real = tagclip_module.embed
+    monkeypatch.setattr(tagclip_module, "embed", lambda v, x, r=False: seen.append(r) or real(v, x, r))
+    TagCLIP(tiny_clip, text, K).dense_forward(images[:1])  # resized grid: rounded by default
+    TagCLIP(tiny_clip, text, K, TagConfig(round_fp16_pos=False)).dense_forward(images[:1])
+    TagCLIP(tiny_clip, text, K).dense_forward(torch.randn(1, 3, *(s * 16 for s in native)))  # native: never
+    assert seen == [True, False, False]
 
 
 @pytest.mark.parametrize("shape, size", [((3, 16, 48), (224, 224)), ((3, 96, 32), (224, 224)), ((2, 5, 7), (3, 11))])
