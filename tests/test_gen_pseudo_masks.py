@@ -114,7 +114,8 @@ def test_torchrun_two_ranks_byte_identical(setup):
     assert _files(tmp_path / "one") == _files(tmp_path / "two") and len(_files(tmp_path / "one")) == 10
 
 
-def published_crf_labels(rgb: np.ndarray, keys: list[int], cams: np.ndarray, threshold: float) -> np.ndarray:
+def published_crf_labels(rgb: np.ndarray, keys: list[int], cams: np.ndarray, threshold: float | None,
+                         coarse: dict[int, int] | None = None) -> np.ndarray:
     """The published CLIP-ES CRF written out with pydensecrf itself: [1 - max, cams] as the
     softmax stack, the BGR-minus-mean image cast to uint8 (wrapping), 10 iterations of
     Gaussian (sxy 1, compat 3) and bilateral (sxy 67, srgb 3, compat 4) kernels; labels
@@ -123,7 +124,10 @@ def published_crf_labels(rgb: np.ndarray, keys: list[int], cams: np.ndarray, thr
     from pydensecrf.utils import unary_from_softmax
 
     cams = cams.astype(np.float32)
-    prob = np.concatenate([1 - cams.max(axis=0, keepdims=True), cams]) if len(keys) else np.ones((1, *rgb.shape[:2]), np.float32)
+    if coarse is not None:  # COCO-Stuff: no background row, class -> coarse id
+        prob = cams
+    else:
+        prob = np.concatenate([1 - cams.max(axis=0, keepdims=True), cams]) if len(keys) else np.ones((1, *rgb.shape[:2]), np.float32)
     image = (rgb[..., ::-1].astype(np.float64) - (104.008, 116.669, 122.675)).astype(np.int64).astype(np.uint8)
     h, w = rgb.shape[:2]
     if len(prob) == 1:
@@ -134,9 +138,10 @@ def published_crf_labels(rgb: np.ndarray, keys: list[int], cams: np.ndarray, thr
         crf.addPairwiseGaussian(sxy=1, compat=3)
         crf.addPairwiseBilateral(sxy=67, srgb=3, rgbim=np.ascontiguousarray(image), compat=4)
         q = np.array(crf.inference(10)).reshape(len(prob), h, w)
-    lookup = np.array([0, *(k + 1 for k in keys)], np.uint8)
+    lookup = np.array([coarse[k] for k in keys] if coarse is not None else [0, *(k + 1 for k in keys)], np.uint8)
     labels = lookup[q.argmax(axis=0)]
-    labels[q.max(axis=0) < threshold] = 255
+    if threshold is not None:
+        labels[q.max(axis=0) < threshold] = 255
     return labels
 
 
@@ -204,6 +209,12 @@ def test_cocostuff_maps_to_coarse_27(setup, monkeypatch, capsys):
     assert keys == [PERSON, GRASS]
     coarse = {PERSON: 9, GRASS: 22}
     assert np.array_equal(labels, np.array([coarse[k] for k in keys], np.uint8)[cams.argmax(axis=0)])
+    # and the CRF on the same rows, without a background row
+    code, err = run_tool([*args, "--out", str(tmp_path / "out"), "--crf", "--workers", "0"], monkeypatch, capsys)
+    assert code == 0, err
+    rgb = np.asarray(Image.open(next((tmp_path / "images").glob("a_grey.*"))).convert("RGB"))
+    crf = np.asarray(Image.open(tmp_path / "out" / "masks_crf" / "a_grey.png"))
+    assert np.array_equal(crf, published_crf_labels(rgb, keys, cams, None, coarse))
 
 
 def test_reader_and_writer_threads_write_the_same_files(setup, monkeypatch, capsys):

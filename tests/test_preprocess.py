@@ -72,3 +72,18 @@ def test_float_tiff_in_unit_range_is_scaled_to_8_bits(tmp_path):
     rgb = load_rgb(tmp_path / "f.tif")
     assert rgb[1, 0].tolist() == [0, 0, 0] and rgb[1, 4].tolist() == [255, 255, 255]
     assert rgb[0, 0].tolist() == [128, 128, 128]
+
+
+def test_exif_rotation_is_not_applied_as_in_the_published_code(tmp_path):
+    """The published stages open images with PIL and never apply the EXIF orientation, so the
+    pixels are used as stored (a camera's portrait photo stays landscape); this project does the same."""
+    arr = np.zeros((40, 60, 3), np.uint8)
+    arr[:, :30] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(arr).save(tmp_path / "rotated.jpg", exif=exif)
+    with Image.open(tmp_path / "rotated.jpg") as img:
+        assert img.getexif()[0x0112] == 6
+    rgb = load_rgb(tmp_path / "rotated.jpg")
+    assert rgb.shape == (40, 60, 3) and rgb[:, :25].min() > 200 and rgb[:, 35:].max() < 50
+    assert prepare_image(tmp_path / "rotated.jpg", 16).orig_size == (40, 60)

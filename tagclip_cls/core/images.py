@@ -1,6 +1,8 @@
 """Image reading and CLIP preprocessing shared by stages 1 and 2.
 
-Images go to RGB whatever their mode (grey, palette, CMYK, alpha, 16-bit), are resized with
+Images go to RGB whatever their mode (grey, palette, CMYK, alpha, 16-bit; float images in [0, 1]
+scaled), keep their stored orientation (the EXIF rotation is not applied, as in the published
+code), are resized with
 bicubic interpolation straight to the next multiple of the patch size on each side (no crop)
 and normalised with CLIP's mean and std.
 """
