@@ -87,3 +87,17 @@ def test_more_than_254_classes_refused_in_stage_2(inputs, monkeypatch, capsys):
                                                  "--pretrained", "/nonexistent.pt", "--out", tmp_path / "out"],
                          monkeypatch, capsys)
     assert code == 2 and "at most 254 classes" in err and not (tmp_path / "out").exists()
+
+
+def test_missing_dependency_is_a_one_line_hint(tmp_path):
+    """A tool run by a Python without the project's dependencies says how to get them."""
+    import subprocess
+
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "torch.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_tags.py"), "--img-root", str(tmp_path),
+                             "--dataset", "voc2007", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "'torch' is missing: run `make install`" in result.stderr

@@ -19,10 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.cli import (add_class_arguments, add_console_arguments, add_weight_arguments,  # noqa: E402
                              options_from_args, run_cli)
-from tagclip_cls.runtime.distributed import rank_info  # noqa: E402
-from wsss.masks.cams import GRAD_MODES, PRECISIONS  # noqa: E402
-from wsss.masks.crf import CRF_IMAGE_MODES  # noqa: E402
-from wsss.masks.run import MaskRunOptions, run_stage2  # noqa: E402
+from wsss.masks import CRF_IMAGE_MODES, GRAD_MODES, PRECISIONS  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -63,7 +60,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    summary = run_stage2(options_from_args(MaskRunOptions, parse_args()))
+    args = parse_args()
+    from tagclip_cls.runtime.distributed import rank_info  # torch, open_clip: after parsing
+    from wsss.masks.run import MaskRunOptions, run_stage2
+
+    summary = run_stage2(options_from_args(MaskRunOptions, args))
     print(summary.line(rank_info()))
     for image_id, reason in summary.failed.items():
         print(f"failed: {image_id}: {reason}", file=sys.stderr)

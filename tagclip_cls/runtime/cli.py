@@ -31,6 +31,10 @@ def run_cli(main: Callable[[], int | None]) -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except ModuleNotFoundError as err:
+        print(f"error: the module {err.name!r} is missing: run `make install`, then use .venv/bin/python "
+              f"(or `source .venv/bin/activate`)", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         sys.exit(130)

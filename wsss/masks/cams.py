@@ -31,9 +31,8 @@ import torch
 from tagclip_cls.core.boxes import score_map_box_mask
 from tagclip_cls.core.models import LoadedClip
 from tagclip_cls.core.vit import attention, block_forward, embed
+from wsss.masks import GRAD_MODES, PRECISIONS
 
-PRECISIONS = ("fp32", "bf16")
-GRAD_MODES = ("loop", "batched")
 CAM_TEMPLATE = "a clean origami {}."
 EPS = 1e-7  # min-max normalisation: (x - min) / (EPS + max(x - min)), as pytorch-grad-cam
 

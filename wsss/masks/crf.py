@@ -39,10 +39,10 @@ from tagclip_cls.core.images import load_rgb
 from tagclip_cls.formats.mask_folder import read_cams
 from tagclip_cls.runtime.errors import UserError
 
+from wsss.masks import CRF_IMAGE_MODES
 from wsss.masks.label_maps import LabelSpace, check_cams, probability_stack, rows_to_labels
 from tagclip_cls.formats.mask_png import IGNORE, write_label_png
 
-CRF_IMAGE_MODES = ("published", "rgb")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PUBLISHED_BGR_MEAN = (104.008, 116.669, 122.675)
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
