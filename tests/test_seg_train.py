@@ -123,3 +123,29 @@ def test_two_process_torchrun_on_cpu(data, tmp_path):
     assert ranks[0]["state"].keys() == ckpt["state_dict"].keys()
     for key, value in ranks[0]["state"].items():  # rank 0's model is what was saved
         assert torch.equal(value, ckpt["state_dict"][key]), key
+
+
+def test_segmenter_api_matches_mmseg_inference(data, trained):
+    """wsss.seg.Segmenter gives mmseg's own init_model/inference_model label maps, from a path,
+    a PIL image or an RGB array."""
+    import numpy as np
+    from mmseg.apis import inference_model, init_model
+    from PIL import Image
+
+    from wsss.seg import Segmenter
+
+    from mmengine.config import Config
+
+    config = next(trained.glob("*.py"))  # the training run's resolved config
+    checkpoint = trained / "iter_60.pth"
+    seg = Segmenter.from_checkpoint(config, checkpoint, device="cpu")
+    cfg = Config.fromfile(str(config))
+    cfg.test_pipeline = [t for t in cfg.test_pipeline if t["type"] != "LoadCheckedAnnotations"]
+    reference = init_model(cfg, str(checkpoint), device="cpu")
+    image = next((data / "JPEGImages").glob("*.jpg"))
+    expected = inference_model(reference, str(image)).pred_sem_seg.data[0].numpy().astype(np.uint8)
+    assert expected.shape == Image.open(image).size[::-1] and len(np.unique(expected)) > 1
+    assert np.array_equal(seg(image), expected)
+    rgb = np.asarray(Image.open(image).convert("RGB"))
+    bgr_expected = inference_model(reference, np.ascontiguousarray(rgb[..., ::-1])).pred_sem_seg.data[0].numpy()
+    assert np.array_equal(seg(rgb), bgr_expected) and np.array_equal(seg(Image.open(image)), bgr_expected)

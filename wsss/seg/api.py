@@ -25,14 +25,19 @@ class Segmenter:
     def from_checkpoint(cls, config: "str | os.PathLike | object", checkpoint: str | os.PathLike,
                         device: str = "cpu") -> "Segmenter":
         """Build the network of ``config`` (a path or an mmengine ``Config``) with the weights of ``checkpoint``."""
+        from mmengine.config import Config
         from mmseg.apis import init_model
 
-        if not isinstance(config, (str, os.PathLike)):
-            return cls(init_model(config, str(checkpoint), device=device))
-        for path, what in ((config, "config"), (checkpoint, "checkpoint")):
-            if not os.path.isfile(path):
-                raise UserError(f"{path}: {what} file not found")
-        return cls(init_model(str(config), str(checkpoint), device=device))
+        if isinstance(config, (str, os.PathLike)):
+            for path, what in ((config, "config"), (checkpoint, "checkpoint")):
+                if not os.path.isfile(path):
+                    raise UserError(f"{path}: {what} file not found")
+            config = Config.fromfile(str(config))
+        else:
+            config = config.copy()
+        # images only: the test pipeline's ground-truth loading has nothing to load here
+        config.test_pipeline = [t for t in config.test_pipeline if "Annotations" not in t["type"]]
+        return cls(init_model(config, str(checkpoint), device=device))
 
     def __call__(self, image: ImageInput) -> np.ndarray:
         """The ``H x W`` uint8 label map of one image (path, PIL image or RGB uint8 array)."""
