@@ -63,7 +63,7 @@ def test_class_lists():
 
 def test_coarse27_names_match_the_preset_mapping():
     preset = load_preset("cocostuff")
-    coarse = dict(zip(preset.classes, preset.clip_es["class_to_coarse27"]))
+    coarse = dict(zip(preset.classes, preset.clip_es.class_to_coarse27))
     expected = {"person": "person", "bicycle": "vehicle", "tv": "electronic", "microwave": "appliance",
                 "banana": "food", "chair": "furniture", "book": "indoor", "fork": "kitchen",
                 "backpack": "accessory", "dog": "animal", "bench": "outdoor", "kite": "sports",

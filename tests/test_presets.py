@@ -26,18 +26,20 @@ def test_preset_constants(name):
     preset, spec = load_preset(name), SPEC[family]
     assert preset.dmar_layers == spec["dmar_layers"]
     assert preset.cwr_ratio == preset.tag_ratio == spec["ratio"]
-    assert preset.clip_es["affinity_layers"] == spec["affinity_layers"]
-    assert preset.clip_es["box_threshold"] == spec["box"]
+    assert list(preset.clip_es.affinity_layers) == spec["affinity_layers"]
+    assert preset.clip_es.box_threshold == spec["box"]
     if family == "cocostuff":
         facts = FACTS["cocostuff"]
         assert list(preset.classes) == facts["classes_171"] and preset.background_words == ()
-        assert preset.clip_es["background_words"] == ["background"]  # CLIP-ES's single extra class
+        assert preset.clip_es.background_words == ("background",)  # CLIP-ES's single extra class
         used = [v for v in range(182) if v not in facts["png_values_unused"]]
-        assert preset.clip_es["class_to_coarse27"] == [facts["png_value_to_coarse27"][v] for v in used]
+        assert list(preset.clip_es.class_to_coarse27) == [facts["png_value_to_coarse27"][v] for v in used]
+        assert preset.clip_es.label_space == "coarse27"
         assert len(coarse27_names(preset)) == 27
     else:
         facts = FACTS[family]
         assert list(preset.classes) == facts["classes"]
         assert list(preset.background_words) == facts["background_words"]
-        assert preset.clip_es["cam_names"] == facts["cam_names"]
-        assert preset.clip_es["background_words"] == facts["cam_background_words"]
+        assert list(preset.clip_es.cam_names) == facts["cam_names"]
+        assert list(preset.clip_es.background_words) == facts["cam_background_words"]
+        assert preset.clip_es.label_space == "background+classes"

@@ -7,15 +7,48 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Callable, Sequence, Union
+
+import numpy as np
 
 from tagclip_cls.formats.splits import label_token, read_lines
 from tagclip_cls.runtime.errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "data" / "presets"
 MAX_CLASS_NAME_CHARS = 200
+
+
+LABEL_SPACES = ("background+classes", "coarse27")
+
+
+@dataclass(frozen=True)
+class ClipEsSettings:
+    """Stage 2's per-dataset constants (the published CLIP-ES scripts')."""
+
+    cam_names: tuple[str, ...]  # one prompt name per class (CLIP-ES's richer names)
+    background_words: tuple[str, ...]  # extra softmax classes
+    affinity_layers: tuple[int | None, int | None] = (-8, -1)  # python-slice bounds over the L layers
+    box_threshold: float = 0.4
+    label_space: str = "background+classes"  # or "coarse27" (COCO-Stuff: no background, 27 coarse ids)
+    class_to_coarse27: tuple[int, ...] = ()  # coarse27: class index -> coarse id
+    png_value_to_class: tuple[int, ...] = ()  # COCO-Stuff ground-truth PNG value -> class index (255: none)
+    coarse27_names: tuple[str, ...] = ()  # coarse27: the coarse classes' names, id order
+
+    def __post_init__(self) -> None:
+        if self.label_space not in LABEL_SPACES:
+            raise ValueError(f"unknown label space {self.label_space!r}; one of {LABEL_SPACES}")
+
+    def png_value_lookups(self) -> tuple[np.ndarray, np.ndarray]:
+        """Two 256-entry uint8 tables for COCO-Stuff ground-truth PNG values: to the class index
+        and to the coarse id (255: no class)."""
+        to_class = np.full(256, 255, dtype=np.uint8)
+        to_class[:len(self.png_value_to_class)] = self.png_value_to_class
+        to_coarse = np.full(256, 255, dtype=np.uint8)
+        known = to_class != 255
+        to_coarse[known] = np.asarray(self.class_to_coarse27, dtype=np.uint8)[to_class[known]]
+        return to_class, to_coarse
 
 
 @dataclass(frozen=True)
@@ -26,7 +59,11 @@ class Preset:
     dmar_layers: tuple[int, int] = (-4, -1)  # python-slice bounds over the L layers
     cwr_ratio: float = 0.5
     tag_ratio: float = 0.5
-    clip_es: dict[str, Any] = field(default_factory=dict)
+    clip_es: ClipEsSettings | None = None  # None: the classes and background words, VOC constants
+
+    def __post_init__(self) -> None:
+        if self.clip_es is None:
+            object.__setattr__(self, "clip_es", ClipEsSettings(self.classes, self.background_words))
 
     @property
     def num_classes(self) -> int:
@@ -44,10 +81,11 @@ def load_preset(name: str) -> Preset:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(available_presets())}")
     raw = json.loads(path.read_text())
     tc = raw["tagclip"]
+    clip_es = {k: tuple(v) if isinstance(v, list) else v for k, v in raw["clip_es"].items()}
     return Preset(name=raw["name"], classes=tuple(raw["classes"]),
                   background_words=tuple(raw["background_words"]),
                   dmar_layers=tuple(tc["dmar_layers"]), cwr_ratio=tc["cwr_ratio"],
-                  tag_ratio=tc["tag_ratio"], clip_es=raw["clip_es"])
+                  tag_ratio=tc["tag_ratio"], clip_es=ClipEsSettings(**clip_es))
 
 
 ClassesInput = Union[Sequence[str], str, os.PathLike]  # names, or a class file
@@ -103,9 +141,7 @@ def make_preset(dataset: str | None = None, classes: ClassesInput | None = None,
         raise UserError(f"{background if isinstance(background, (str, os.PathLike)) else 'background'}: "
                         f"background words also listed as classes: {clash}")
     name = Path(classes).stem if isinstance(classes, (str, os.PathLike)) else "custom"
-    return Preset(name=name, classes=names, background_words=words,
-                  clip_es={"cam_names": list(names), "background_words": list(words),
-                           "affinity_layers": [-8, -1], "label_space": "background+classes"})
+    return Preset(name=name, classes=names, background_words=words)
 
 
 def _class_names(value: ClassesInput, what: str) -> tuple[str, ...]:
@@ -125,12 +161,10 @@ def coarse27_names(preset: Preset | None = None) -> tuple[str, ...]:
     stuff groups ``food-stuff`` / ``furniture-stuff``.
     """
     preset = preset if preset is not None else load_preset("cocostuff")
-    names = preset.clip_es.get("coarse27_names")
-    if names is None:
+    names = preset.clip_es.coarse27_names
+    if not names:
         raise UserError(f"preset {preset.name}: no clip_es.coarse27_names (its label space is "
-                        f"{preset.clip_es.get('label_space', 'background+classes')!r}, not coarse27)")
-    expected = preset.clip_es.get("num_coarse", 27)
-    if len(names) != expected or len(set(names)) != len(names):
-        raise UserError(f"preset {preset.name}: clip_es.coarse27_names must hold {expected} distinct names, "
-                        f"got {len(names)}")
-    return tuple(str(n) for n in names)
+                        f"{preset.clip_es.label_space!r}, not coarse27)")
+    if len(names) != 27 or len(set(names)) != len(names):
+        raise UserError(f"preset {preset.name}: clip_es.coarse27_names must hold 27 distinct names, got {len(names)}")
+    return names

@@ -212,7 +212,7 @@ def _report(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> Pa
     tables = [("pseudo masks", layout.eval / "masks.json"), ("pseudo masks + CRF", layout.eval / "masks_crf.json"),
               ("segmenter (validation)", layout.stage3 / "results_val.json"),
               ("segmenter (test)", layout.stage3 / "results_test.json")]
-    coarse = preset.clip_es.get("label_space") == "coarse27"
+    coarse = preset.clip_es.label_space == "coarse27"
     return write_report(layout.root / "report.html", ReportInputs(
         images=opts.img_root, tags=layout.stage1 / "tags.jsonl", class_names=preset.classes,
         stage2=layout.stage2.root, tables=tables, label_names=coarse27_names(preset) if coarse else None,

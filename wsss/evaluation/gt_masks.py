@@ -91,19 +91,8 @@ def write_coco_masks(instances_json: str | os.PathLike, out_dir: str | os.PathLi
     return written, skipped
 
 
-def stuff_value_lookup(preset: Preset) -> tuple[np.ndarray, np.ndarray]:
-    """Two 256-entry tables for COCO-Stuff PNG values: -> 171-class index and -> coarse-27 (255 = none)."""
-    to_class = np.full(256, IGNORE, dtype=np.uint8)
-    values = preset.clip_es["png_value_to_class"]
-    to_class[:len(values)] = values
-    to_coarse = np.full(256, IGNORE, dtype=np.uint8)
-    known = to_class != IGNORE
-    to_coarse[known] = np.asarray(preset.clip_es["class_to_coarse27"], dtype=np.uint8)[to_class[known]]
-    return to_class, to_coarse
-
-
 def _check_stuff_values(values: np.ndarray, preset: Preset, path: Path) -> None:
-    limit = len(preset.clip_es["png_value_to_class"])
+    limit = len(preset.clip_es.png_value_to_class)
     bad = (values >= limit) & (values != IGNORE)
     if bad.any():
         raise UserError(f"{path}: value {int(values[bad][0])} is not a COCO-Stuff label (0..{limit - 1} or 255)")
@@ -121,7 +110,7 @@ def write_stuff_masks(src_dir: str | os.PathLike, out_dir: str | os.PathLike, pr
     if ids is None:
         ids = png_ids(src_dir)
     outputs = [path_inside(out_dir, f"{image_id}.png") for image_id in ids]
-    _, to_coarse = stuff_value_lookup(preset)
+    _, to_coarse = preset.clip_es.png_value_lookups()
     written = skipped = 0
     for image_id, out in tqdm(zip(ids, outputs), total=len(ids), desc="stuff masks", unit="img",
                               disable=not progress):
@@ -140,9 +129,9 @@ def mask_labels(values: np.ndarray, preset: Preset, path: Path) -> list[int]:
     """Class indices present in one mask: VOC-style (value = class + 1) or COCO-Stuff PNG values."""
     present = np.unique(values)
     present = present[present != IGNORE]
-    if "png_value_to_class" in preset.clip_es:
+    if preset.clip_es.png_value_to_class:
         _check_stuff_values(present, preset, path)
-        to_class, _ = stuff_value_lookup(preset)
+        to_class, _ = preset.clip_es.png_value_lookups()
         return sorted({int(c) for c in to_class[present] if c != IGNORE})
     bad = present[present > preset.num_classes]
     if bad.size:

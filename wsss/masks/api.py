@@ -36,8 +36,8 @@ def cam_config(preset: Preset, box_threshold: float | None = None,
                affinity_layers: tuple[int | None, int | None] | None = None, round_fp16_pos: bool = True,
                precision: str = "fp32", grad_mode: str = "loop") -> CamConfig:
     """The preset's CLIP-ES constants, with overrides where given."""
-    box = box_threshold if box_threshold is not None else preset.clip_es.get("box_threshold", 0.4)
-    layers = affinity_layers if affinity_layers is not None else tuple(preset.clip_es.get("affinity_layers", (-8, -1)))
+    box = box_threshold if box_threshold is not None else preset.clip_es.box_threshold
+    layers = affinity_layers if affinity_layers is not None else preset.clip_es.affinity_layers
     return CamConfig(affinity_layers=tuple(layers), box_threshold=float(box), round_fp16_pos=round_fp16_pos,
                      precision=precision, grad_mode=grad_mode)
 
@@ -78,8 +78,8 @@ class MaskGenerator:
         check_precision(config.precision, clip.device)
         if not range(clip.num_layers)[slice(*config.affinity_layers)]:
             raise UserError(f"affinity layers {config.affinity_layers} select none of the {clip.num_layers} layers")
-        names = list(preset.clip_es.get("cam_names", preset.classes))
-        background = list(preset.clip_es.get("background_words", preset.background_words))
+        names = list(preset.clip_es.cam_names)
+        background = list(preset.clip_es.background_words)
         if len(names) != preset.num_classes:
             raise UserError(f"preset {preset.name}: {len(names)} CLIP-ES names for {preset.num_classes} classes")
         if not background:

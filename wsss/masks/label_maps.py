@@ -36,19 +36,19 @@ class LabelSpace:
 
     @classmethod
     def from_preset(cls, preset: Preset) -> "LabelSpace":
-        """The label space named by ``preset.clip_es['label_space']`` (default: background+classes)."""
-        space = preset.clip_es.get("label_space", "background+classes")
+        """The label space named by ``preset.clip_es.label_space``."""
+        space = preset.clip_es.label_space
         if space == "background+classes":
             if preset.num_classes > MAX_CLASSES:
                 raise UserError(f"{preset.name}: {preset.num_classes} classes, but label PNGs are 8-bit: at most "
                                 f"{MAX_CLASSES} classes besides background (255 means ignore)")
             return cls(True, tuple(range(1, preset.num_classes + 1)), preset.num_classes + 1)
         if space == "coarse27":
-            mapping = tuple(int(v) for v in preset.clip_es["class_to_coarse27"])
+            mapping = tuple(int(v) for v in preset.clip_es.class_to_coarse27)
             if len(mapping) != preset.num_classes:
                 raise ValueError(f"preset {preset.name}: class_to_coarse27 has {len(mapping)} entries, "
                                  f"expected {preset.num_classes}")
-            return cls(False, mapping, int(preset.clip_es.get("num_coarse", max(mapping) + 1)))
+            return cls(False, mapping, len(preset.clip_es.coarse27_names) or max(mapping) + 1)
         raise ValueError(f"preset {preset.name}: unknown label_space {space!r}")
 
 

@@ -130,8 +130,7 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
     generator = build_generator(preset, opts, device_for_rank(opts.device, rank))
     check_run_config(layout.config, {
         "model": generator.clip.name, "classes": list(preset.classes),
-        "cam_names": list(preset.clip_es.get("cam_names", preset.classes)),
-        "background_words": list(preset.clip_es.get("background_words", preset.background_words)),
+        "cam_names": list(preset.clip_es.cam_names), "background_words": list(preset.clip_es.background_words),
         "cam": asdict(generator.model.config), "max_side": opts.max_side,
         "crf_image": opts.crf_image, "ignore_below": opts.ignore_below}, rank.is_main, opts.overwrite)
 

@@ -23,37 +23,14 @@ from mmseg.datasets import BaseSegDataset, COCOStuffDataset, PascalVOCDataset
 from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import DATASETS, TRANSFORMS
 
-from tagclip_cls.core.presets import coarse27_names
+from tagclip_cls.core.presets import coarse27_names, load_preset
 from wsss.seg.errors import MissingFileError, SegUserError
 
 IGNORE_INDEX = 255
 
 
-# Coarse category (0..26) of each of the 171 COCO-Stuff classes, in mmseg's COCOStuffDataset
-# order (80 things, then 91 stuff); the standard 27-class grouping used by unsupervised and
-# weakly supervised COCO-Stuff evaluation.
-_STUFF171_TO_COARSE27 = (
-    9, 11, 11, 11, 11, 11, 11, 11, 11, 8, 8, 8, 8, 8, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6,
-    6, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 5, 5, 5, 5, 5, 5, 5, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 3, 3, 3, 3, 3, 3, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 4, 4, 4, 4, 4, 4, 4, 17, 17, 22, 20,
-    20, 22, 15, 25, 16, 13, 12, 12, 17, 17, 23, 15, 15, 17, 15, 21, 15, 25, 13, 13, 13, 13, 13,
-    22, 26, 14, 14, 15, 22, 21, 21, 24, 20, 22, 15, 17, 16, 15, 22, 24, 21, 17, 25, 16, 21, 17,
-    22, 16, 21, 21, 25, 21, 26, 21, 24, 20, 17, 14, 21, 26, 15, 23, 20, 21, 24, 15, 24, 22, 25,
-    15, 20, 17, 17, 22, 14, 18, 18, 18, 18, 18, 18, 18, 26, 26, 19, 19, 24)
-# Values of the official stuffthingmaps PNGs (COCO category id - 1, 0..181) that belong to
-# no class: the 11 thing ids COCO never used, and 182 ("other").
-_STUFFTHING_UNUSED = frozenset({11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90})
-
-
-def _stuffthingmap_to_coarse27() -> np.ndarray:
-    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-    used = [v for v in range(182) if v not in _STUFFTHING_UNUSED]
-    lut[used] = _STUFF171_TO_COARSE27
-    return lut
-
-
 #: lookup tables from raw ground-truth PNG values to training ids, by name
-LABEL_REMAPS: dict[str, np.ndarray] = {"cocostuff_to_coarse27": _stuffthingmap_to_coarse27()}
+LABEL_REMAPS: dict[str, np.ndarray] = {"cocostuff_to_coarse27": load_preset("cocostuff").clip_es.png_value_lookups()[1]}
 
 
 class PseudoMaskDataset(BaseSegDataset):
