@@ -41,6 +41,8 @@ from tagclip_cls.tagging.run import TagRunOptions, run_stage1
 
 from wsss.evaluation.miou import evaluate_ids
 from wsss.evaluation.results import write_results
+from tagclip_cls.formats.mask_folder import MaskFolder
+from tagclip_cls.formats.tags import TagFolder
 from tagclip_cls.formats.mask_png import write_label_png
 from wsss.masks.run import MaskRunOptions, run_stage2
 from wsss.apps.report import ReportInputs, write_report
@@ -256,15 +258,16 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     common = dict(img_root=str(out / "images"), classes=str(out / "classes.txt"),
                   background=str(out / "background.txt"), pretrained=weights.pretrained,
                   cache_dir=opts.cache_dir, overwrite=opts.overwrite)
-    run_stage1(TagRunOptions(out=str(out / "stage1"), loader_threads=0, **common))
-    run_stage2(MaskRunOptions(tags=str(out / "stage1" / "tags.txt"), out=str(out / "stage2"), crf=opts.crf,
+    tags = TagFolder(out / "stage1")
+    run_stage1(TagRunOptions(out=str(tags.root), loader_threads=0, **common))
+    run_stage2(MaskRunOptions(tags=str(tags.txt), out=str(out / "stage2"), crf=opts.crf,
                               workers=0, progress=opts.progress, **common))
-    masks = out / "stage2" / ("masks_crf" if opts.crf else "masks")
+    masks = MaskFolder(out / "stage2").label_dir(crf=opts.crf)
     names = ("background", *CLASSES)
     notes = ["Ground truth exists for the horse silhouette only; its mIoU tables check the plumbing."]
     tables: list[tuple[str, Path]] = []
-    for title, sub in (("pseudo masks", "masks"), ("pseudo masks + CRF", "masks_crf")):
-        folder = out / "stage2" / sub
+    for title, crf in (("pseudo masks", False), ("pseudo masks + CRF", True)):
+        folder = MaskFolder(out / "stage2").label_dir(crf)
         table = score_masks(folder, out / "gt", names)
         if table is not None:
             write_results(table, out / "eval" / f"{folder.name}.json")
@@ -285,7 +288,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
                 ("segmenter", f"tiny DeepLabV2 R18, {opts.train_iters} iterations at {opts.seg_size}px"
                  if pred_dir else "not trained")]
     report = write_report(out / "report.html", ReportInputs(
-        images=out / "images", tags=out / "stage1" / "tags.jsonl", class_names=CLASSES, stage2=out / "stage2",
+        images=out / "images", tags=tags.jsonl, class_names=CLASSES, stage2=out / "stage2",
         predictions=pred_dir, tables=tables, title="classify-then-segment demo",
         banner=RANDOM_BANNER if weights.random else None, settings=settings, notes=notes))
     if weights.random:

@@ -14,7 +14,6 @@ evaluation is redone whenever stage 2 ran, so its tables always describe the mas
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from tagclip_cls.tagging.run import TagRunOptions, run_stage1
 from wsss.evaluation.miou import EVAL_DATASETS, evaluate_dirs
 from wsss.evaluation.results import read_results, write_results
 from tagclip_cls.formats.mask_folder import MaskFolder
+from tagclip_cls.formats.tags import TagFolder
 from wsss.masks.run import MaskRunOptions, run_stage2
 from wsss.apps.report import ReportInputs, write_report
 
@@ -79,12 +79,8 @@ class PipelineLayout:
     root: Path
 
     @property
-    def stage1(self) -> Path:
-        return self.root / "stage1"
-
-    @property
-    def tags(self) -> Path:
-        return self.stage1 / "tags.txt"
+    def stage1(self) -> TagFolder:
+        return TagFolder(self.root / "stage1")
 
     @property
     def stage2(self) -> MaskFolder:
@@ -101,20 +97,17 @@ class PipelineLayout:
 
 def stage1_missing(layout: PipelineLayout, expected: list[str]) -> list[str]:
     """Ids of ``expected`` with neither a tag record nor a 'skipped' entry in stage 1's outputs."""
-    jsonl = layout.stage1 / "tags.jsonl"
-    if not jsonl.is_file() or not layout.tags.is_file():
+    folder = layout.stage1
+    if not folder.jsonl.is_file() or not folder.txt.is_file():
         return expected
-    done = {json.loads(line)["id"] for line in jsonl.read_text().splitlines() if line.strip()}
-    skipped = layout.stage1 / "skipped.txt"
-    if skipped.is_file():
-        done |= {line.split("\t", 1)[0] for line in skipped.read_text().splitlines()}
+    done = {record["id"] for record in folder.records()} | folder.skipped_ids()
     return [i for i in expected if i not in done]
 
 
 def stage2_missing(layout: PipelineLayout, preset: Preset, crf: bool) -> list[str]:
     """Ids in stage 1's tags with a CAM file, mask or (with ``crf``) CRF mask missing."""
     out = layout.stage2
-    return [e.image_id for e in read_split(layout.tags, preset.classes)
+    return [e.image_id for e in read_split(layout.stage1.txt, preset.classes)
             if not (out.cam(e.image_id).is_file() and out.mask(e.image_id).is_file()
                     and (not crf or out.crf(e.image_id).is_file()))]
 
@@ -136,8 +129,8 @@ def _stage1(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> St
     expected = [e.image_id for e in collect_entries(opts.img_root, opts.split, preset.classes)]
     missing = stage1_missing(layout, expected)
     if not missing:
-        return StageStatus("stage1", False, f"tags of all {len(expected)} images in {layout.stage1}")
-    run_stage1(TagRunOptions(img_root=opts.img_root, out=str(layout.stage1), dataset=opts.dataset,
+        return StageStatus("stage1", False, f"tags of all {len(expected)} images in {layout.stage1.root}")
+    run_stage1(TagRunOptions(img_root=opts.img_root, out=str(layout.stage1.root), dataset=opts.dataset,
                              classes=opts.classes, background=opts.background, split=opts.split,
                              model=opts.model, pretrained=opts.pretrained, device=opts.device,
                              batch_size=opts.batch_size, cache_dir=opts.cache_dir))
@@ -149,7 +142,7 @@ def _stage2(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> St
     if not missing:
         return StageStatus("stage2", False, f"pseudo masks complete in {layout.stage2.root}")
     summary = run_stage2(MaskRunOptions(
-        img_root=opts.img_root, tags=str(layout.tags), out=str(layout.stage2.root), dataset=opts.dataset,
+        img_root=opts.img_root, tags=str(layout.stage1.txt), out=str(layout.stage2.root), dataset=opts.dataset,
         classes=opts.classes, background=opts.background, model=opts.model, pretrained=opts.pretrained,
         device=opts.device, crf=opts.crf, ignore_below=opts.ignore_below, workers=opts.workers,
         cache_dir=opts.cache_dir, progress=opts.progress))
@@ -167,7 +160,7 @@ def _train(opts: PipelineOptions, layout: PipelineLayout) -> StageStatus:
     from wsss.seg.errors import SegUserError  # mmseg is needed from here on only
     from wsss.seg.runner import load_config, train, user_message
 
-    masks = layout.stage2.root / ("masks_crf" if opts.crf else "masks")
+    masks = layout.stage2.label_dir(crf=opts.crf)
     resume = (layout.stage3 / "last_checkpoint").is_file()
     try:
         cfg = load_config(opts.seg_config, pseudo_masks=str(masks), data_root=opts.data_root,
@@ -190,12 +183,12 @@ def _is_results_file(path: Path) -> bool:
 def _evaluate(opts: PipelineOptions, layout: PipelineLayout, preset: Preset, stale: bool) -> StageStatus:
     if not opts.gt_masks:
         return StageStatus("eval", False, "no --gt-masks given")
-    folders = [layout.stage2.root / "masks"] + ([layout.stage2.root / "masks_crf"] if opts.crf else [])
+    folders = [layout.stage2.label_dir(crf=False)] + ([layout.stage2.label_dir(crf=True)] if opts.crf else [])
     tables = [layout.eval / f"{f.name}.json" for f in folders]
     if not stale and all(_is_results_file(t) for t in tables):
         return StageStatus("eval", False, f"tables in {layout.eval}")
     gt = Path(opts.gt_masks)
-    ids = [e.image_id for e in read_split(layout.tags, preset.classes) if (gt / f"{e.image_id}.png").is_file()]
+    ids = [e.image_id for e in read_split(layout.stage1.txt, preset.classes) if (gt / f"{e.image_id}.png").is_file()]
     if not ids:
         raise UserError(f"{gt}: no ground-truth PNG for any tagged image")
     split = layout.eval / "ids_with_gt.txt"
@@ -214,7 +207,7 @@ def _report(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> Pa
               ("segmenter (test)", layout.stage3 / "results_test.json")]
     coarse = preset.clip_es.label_space == "coarse27"
     return write_report(layout.root / "report.html", ReportInputs(
-        images=opts.img_root, tags=layout.stage1 / "tags.jsonl", class_names=preset.classes,
+        images=opts.img_root, tags=layout.stage1.jsonl, class_names=preset.classes,
         stage2=layout.stage2.root, tables=tables, label_names=coarse27_names(preset) if coarse else None,
         title=f"pipeline report: {preset.name}", max_images=opts.report_images,
         settings=[("images", opts.img_root), ("split", opts.split or "all images"),
