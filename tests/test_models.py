@@ -43,6 +43,14 @@ def test_architecture_is_read_from_checkpoint(tmp_path):
                                   text_width=64, text_layers=1, embed_dim=32)
     clip = load_clip(None, str(path))
     assert (clip.num_layers, clip.patch_size, clip.visual.grid_size) == (6, 14, (8, 8))
+    assert clip.random_weights and "RANDOM" in clip.name  # saved checkpoints are marked
+    assert clip.fp16_rounded().random_weights
+
+
+def test_plain_checkpoint_is_not_marked_random(tiny_clip, tmp_path):
+    path = tmp_path / "plain.pt"
+    torch.save(tiny_clip.model.state_dict(), path)
+    assert not load_clip(None, str(path)).random_weights
 
 
 def test_torchscript_archive_loads_like_state_dict(tiny_clip, tmp_path, probe_images):
@@ -149,3 +157,34 @@ def test_stage1_keeps_float32_weights_and_stage2_rounds_them_as_published(tiny_c
         assert torch.equal(rounded[key], expected), key
         changed += not torch.equal(expected, value.float())
     assert changed > 20  # the checkpoint is float32: rounding really changed it
+
+
+def test_unreachable_hub_fails_at_once(monkeypatch):
+    from tagclip_cls.core import models
+
+    def refuse(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    downloads = []
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(models.socket, "create_connection", refuse)
+    monkeypatch.setattr(models.open_clip, "create_model", lambda *a, **k: downloads.append(a))
+    with pytest.raises(UserError, match="could not reach huggingface.co within 3 s"):
+        load_clip("ViT-B-16", "openai")
+    assert not downloads
+
+
+def test_cached_hub_weights_skip_the_network_check(monkeypatch, tmp_path):
+    """A file in the Hugging Face cache layout (models--ORG--NAME/snapshots/REV) is found."""
+    import huggingface_hub.constants
+    from tagclip_cls.core import models
+
+    repo = tmp_path / "models--timm--vit_base_patch16_clip_224.openai"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert not models._weights_cached("ViT-B-16", "openai")
+    (repo / "snapshots" / "abc123" / "open_clip_model.safetensors").write_bytes(b"")
+    assert models._weights_cached("ViT-B-16", "openai")

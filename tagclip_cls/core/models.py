@@ -16,15 +16,20 @@ import functools
 import hashlib
 import logging
 import os
+import socket
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlparse
 
 import open_clip
 import torch
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from open_clip.model import build_model_from_openai_state_dict, convert_weights_to_lp
 
+from tagclip_cls.core.random_weights import RANDOM_WEIGHTS_KEY
+from tagclip_cls.runtime.arguments import looks_like_path
 from tagclip_cls.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,7 @@ class LoadedClip:
     model: open_clip.CLIP
     tokenizer: Callable[[list[str]], torch.Tensor]
     name: str  # human-readable: architecture and source of the weights
+    random_weights: bool = False  # a checkpoint of tools/make_random_weights.py: results mean nothing
 
     @property
     def visual(self) -> torch.nn.Module:
@@ -66,7 +72,8 @@ class LoadedClip:
         round_weights_to_fp16(rounded)
         if all(torch.equal(a, b) for a, b in zip(self.model.state_dict().values(), rounded.state_dict().values())):
             return self
-        return LoadedClip(model=rounded, tokenizer=self.tokenizer, name=f"{self.name}, fp16-rounded")
+        return LoadedClip(model=rounded, tokenizer=self.tokenizer, name=f"{self.name}, fp16-rounded",
+                          random_weights=self.random_weights)
 
     @functools.cached_property
     def text_fingerprint(self) -> str:
@@ -93,14 +100,15 @@ def load_clip(model_name: str | None = None, pretrained: str = "openai",
     OpenAI's released weights are fp16-valued, so there the two are the same; float32 checkpoints
     (open_clip's other weights, fine-tuned ones) differ by about 1e-3 in the CAMs without it.
     """
-    if _looks_like_path(pretrained):
+    random_weights = False
+    if looks_like_path(pretrained):
         path = Path(pretrained)
         if not path.is_file():
             raise UserError(f"{path}: checkpoint not found (pass an existing file, or an open_clip "
                             f"tag such as 'openai')")
         if model_name is None:
-            model = _load_openai_checkpoint(path)
-            name = f"OpenAI checkpoint {path.name}"
+            model, random_weights = _load_openai_checkpoint(path)
+            name = f"{'RANDOM weights' if random_weights else 'OpenAI checkpoint'} {path.name}"
         else:
             model = _load_open_clip_checkpoint(model_name, path)
             name = f"{model_name} from {path.name}"
@@ -116,7 +124,9 @@ def load_clip(model_name: str | None = None, pretrained: str = "openai",
     model = model.float().eval().requires_grad_(False).to(device)
     log.info("loaded %s: %d vision layers, patch %d", name, len(model.visual.transformer.resblocks),
              model.visual.conv1.kernel_size[0])
-    return LoadedClip(model=model, tokenizer=tokenizer, name=name)
+    if random_weights:
+        log.warning("%s holds random weights: tags and masks will mean nothing", pretrained)
+    return LoadedClip(model=model, tokenizer=tokenizer, name=name, random_weights=random_weights)
 
 
 def round_weights_to_fp16(model: torch.nn.Module) -> None:
@@ -126,11 +136,6 @@ def round_weights_to_fp16(model: torch.nn.Module) -> None:
     model.float()
 
 
-def _looks_like_path(pretrained: str) -> bool:
-    return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt")) \
-        or Path(pretrained).exists()
-
-
 def _create_from_tag(model_name: str, tag: str) -> open_clip.CLIP:
     if model_name not in open_clip.list_models():
         raise UserError(f"unknown open_clip architecture {model_name!r} (see open_clip.list_models())")
@@ -138,11 +143,42 @@ def _create_from_tag(model_name: str, tag: str) -> open_clip.CLIP:
     if tag not in known:
         raise UserError(f"no pretrained weights {tag!r} for {model_name}; known tags: "
                         f"{', '.join(known) or 'none'}, or pass --pretrained PATH")
+    if not _weights_cached(model_name, tag):
+        _check_hub_reachable(model_name, tag)
     try:
         return open_clip.create_model(model_name, pretrained=tag)
     except Exception as exc:  # network errors come in many types (requests, hub, OSError)
         raise UserError(f"could not fetch {model_name} weights {tag!r} ({type(exc).__name__}: no network?); "
                         f"download them elsewhere and pass --pretrained PATH") from None
+
+
+def _weights_cached(model_name: str, tag: str) -> bool:
+    """Whether the Hugging Face cache holds the weights of ``tag`` (a file open_clip would load
+    without the network: the named file or its safetensors twin)."""
+    hub = open_clip.get_pretrained_cfg(model_name, tag).get("hf_hub", "")
+    if not hub:
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, filename = os.path.split(hub)  # "org/name/" names open_clip's default file
+    stem = os.path.splitext(filename or HF_WEIGHTS_NAME)[0]
+    names = {filename or HF_WEIGHTS_NAME, HF_SAFE_WEIGHTS_NAME if not filename else stem + ".safetensors"}
+    return any(isinstance(try_to_load_from_cache(repo, name), str) for name in names)
+
+
+def _check_hub_reachable(model_name: str, tag: str, timeout_s: float = 3.0) -> None:
+    """Fail in seconds, not after a minute of download retries, where the hub can't be reached.
+    Skipped behind a proxy (the proxy, not this machine, connects) and in offline mode."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_HUB_OFFLINE")):
+        return
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError:
+        raise UserError(f"could not reach {host} within {timeout_s:.0f} s to fetch {model_name} weights {tag!r} "
+                        f"(no network?); download them elsewhere and pass --pretrained PATH") from None
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -180,8 +216,10 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
 
 
-def _load_openai_checkpoint(path: Path) -> open_clip.CLIP:
+def _load_openai_checkpoint(path: Path) -> tuple[open_clip.CLIP, bool]:
+    """The model, and whether the checkpoint is marked as random weights."""
     state_dict = read_state_dict(path)
+    random_weights = state_dict.pop(RANDOM_WEIGHTS_KEY, None) is not None
     missing = [k for k in OPENAI_KEYS if k not in state_dict]
     if missing:
         raise UserError(f"{path}: not an OpenAI CLIP ViT checkpoint (missing {missing[0]}); "
@@ -193,7 +231,7 @@ def _load_openai_checkpoint(path: Path) -> open_clip.CLIP:
         model.load_state_dict({k: v for k, v in state_dict.items() if k not in OPENAI_METADATA})
     except Exception as exc:
         raise UserError(f"{path}: inconsistent OpenAI CLIP checkpoint ({type(exc).__name__}: {exc})") from None
-    return model
+    return model, random_weights
 
 
 def _load_open_clip_checkpoint(model_name: str, path: Path) -> open_clip.CLIP:

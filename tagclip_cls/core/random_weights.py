@@ -2,13 +2,20 @@
 
 The real weights cannot be downloaded everywhere; tests, benchmarks and offline demos use these
 instead. They have exactly the compute of the real model of the same shape; their tags mean
-nothing.
+nothing. Saved checkpoints carry the entry :data:`RANDOM_WEIGHTS_KEY`, so that every stage
+that loads them records ``random_weights: true`` and every report says so in red.
 """
 from __future__ import annotations
+
+import os
 
 import open_clip
 import torch
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+from tagclip_cls.runtime.atomic_io import atomic_write
+
+RANDOM_WEIGHTS_KEY = "tagclip_random_weights"  # a non-weight entry marking a random checkpoint
 
 
 def random_openai_state_dict(vision_width: int = 768, vision_layers: int = 12, patch_size: int = 16,
@@ -28,5 +35,7 @@ def random_openai_state_dict(vision_width: int = 768, vision_layers: int = 12, p
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def save_random_openai_checkpoint(path: str, **kwargs) -> None:
-    torch.save(random_openai_state_dict(**kwargs), path)
+def save_random_openai_checkpoint(path: str | os.PathLike, **kwargs: int) -> None:
+    """Write :func:`random_openai_state_dict` to ``path`` (atomically), marked as random weights."""
+    state = {**random_openai_state_dict(**kwargs), RANDOM_WEIGHTS_KEY: torch.tensor(1)}
+    atomic_write(path, lambda f: torch.save(state, f), mode="wb")
