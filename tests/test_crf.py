@@ -39,6 +39,8 @@ def test_crf_cleans_noisy_unaries_in_both_modes():
     assert (prob.argmax(0) != truth).mean() > 0.1
     for mode in ("published", "rgb"):
         assert (crf_rows(rgb, prob, mode) == truth).all()
+    rgb.flags.writeable = False  # as np.asarray of a PIL image: pydensecrf needs a writable copy
+    assert (crf_rows(rgb, prob, "rgb") == truth).all()
 
 
 def test_image_modes_differ_where_the_wrap_hides_an_edge():

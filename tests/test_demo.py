@@ -21,12 +21,23 @@ from wsss.evaluation.results import read_results
 HORSE = CLASSES.index("horse") + 1
 
 
+def go_offline(mp: pytest.MonkeyPatch) -> None:
+    """No route to the weights hub: load_clip's quick connection test fails."""
+    def refuse(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_HUB_OFFLINE"):
+        mp.delenv(name, raising=False)
+    mp.setattr("tagclip_cls.core.models.socket.create_connection", refuse)
+    mp.setattr("tagclip_cls.core.models._weights_cached", lambda *args: False)
+
+
 @pytest.fixture(scope="module")
 def offline_run(tmp_path_factory):
     """The demo with no network: it must fall back to random weights (tiny ones here)."""
     out = tmp_path_factory.mktemp("demo")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(demo, "_hub_reachable", lambda: False)
+        go_offline(mp)
         result = run_demo(DemoOptions(out=str(out), random_dims=TINY, image_side=64, skip_train=True,
                                       cache_dir=str(out / "text_cache"), progress=False))
     return out, result
@@ -95,7 +106,7 @@ def test_rerun_resumes_without_recomputing(offline_run):
     out, _ = offline_run
     stamps = {p: p.stat().st_mtime_ns for p in (out / "stage2").rglob("*.np*")}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(demo, "_hub_reachable", lambda: False)
+        go_offline(mp)
         run_demo(DemoOptions(out=str(out), random_dims=TINY, image_side=64, skip_train=True,
                              cache_dir=str(out / "text_cache"), progress=False))
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "stage2").rglob("*.np*")}
@@ -105,7 +116,6 @@ def test_unfetchable_weights_fall_back(tmp_path, monkeypatch, capsys):
     def no_weights(model, pretrained, device="cpu"):
         raise UserError("could not fetch ViT-B-16 weights 'openai'")
 
-    monkeypatch.setattr(demo, "_hub_reachable", lambda: True)
     monkeypatch.setattr(demo, "load_clip", no_weights)
     weights = demo.resolve_weights(DemoOptions(out=str(tmp_path), random_dims=TINY), tmp_path)
     assert weights.random and Path(weights.pretrained).is_file()

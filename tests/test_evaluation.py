@@ -53,11 +53,13 @@ def test_out_of_range_labels_rejected():
 def test_class_lists():
     assert len(eval_class_names("voc2012")) == 21 and eval_class_names("voc2012")[0] == "background"
     assert len(eval_class_names("coco2017")) == 81
+    assert eval_class_names("voc2007") == eval_class_names("voc2012")  # every preset, same classes
+    assert eval_class_names("coco2014") == eval_class_names("coco2017")
     assert eval_class_names("cocostuff") == coarse27_names() and len(coarse27_names()) == 27
     assert len(set(coarse27_names())) == 27
     with pytest.raises(UserError, match="voc2012: no clip_es.coarse27_names"):
         coarse27_names(load_preset("voc2012"))
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="unknown dataset 'ade20k'"):
         eval_class_names("ade20k")
 
 
@@ -124,14 +126,14 @@ def test_tool_writes_json_and_reports_errors_in_one_line(tmp_path):
     tool = [sys.executable, str(ROOT / "tools" / "eval_masks.py")]
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     ok = subprocess.run(tool + ["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
-                                "--dataset", "voc2012", "--out", str(tmp_path / "m.json")],
+                                "--dataset", "voc2012", "--out", str(tmp_path / "m")],
                         capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
-    assert json.loads((tmp_path / "m.json").read_text())["mIoU"] == pytest.approx(400 / 9)
-    assert read_results(tmp_path / "m.json")["per_class"]["bicycle"]["IoU"] == pytest.approx(50)
-    assert "| bicycle | 50.00 | 50.00 | 2 | 1 |" in (tmp_path / "m.md").read_text()
+    assert json.loads((tmp_path / "m" / "results.json").read_text())["mIoU"] == pytest.approx(400 / 9)
+    assert read_results(tmp_path / "m" / "results.json")["per_class"]["bicycle"]["IoU"] == pytest.approx(50)
+    assert "| bicycle | 50.00 | 50.00 | 2 | 1 |" in (tmp_path / "m" / "results.md").read_text()
     assert "mIoU  44.44" in ok.stdout
     bad = subprocess.run(tool + ["--pred", str(tmp_path / "nope"), "--gt", str(tmp_path / "gt"),
                                  "--dataset", "voc2012"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: directory not found"]
+    assert bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: --pred folder not found"]

@@ -148,7 +148,7 @@ def published_crf_labels(rgb: np.ndarray, keys: list[int], cams: np.ndarray, thr
 def test_crf_and_ignore_threshold(setup, monkeypatch, capsys):
     tmp_path, root, _, base = setup
     out = tmp_path / "out"
-    code, err = run_tool([*base, "--out", str(out), "--crf", "--workers", "0", "--ignore-below", "0.95"],
+    code, err = run_tool([*base, "--out", str(out), "--crf", "--crf-workers", "0", "--ignore-below", "0.95"],
                          monkeypatch, capsys)
     assert code == 0, err
     for image_id, (h, w) in SIZES.items():
@@ -175,7 +175,7 @@ def test_bad_image_skipped_or_fatal(setup, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("problem, message", [
-    ("missing", "split file not found"),
+    ("missing", "tags file not found"),
     ("unknown", "unknown class label 'unicorn'"),
     ("layers", "--affinity-layers '-8': expected START:END"),
 ])
@@ -210,7 +210,7 @@ def test_cocostuff_maps_to_coarse_27(setup, monkeypatch, capsys):
     coarse = {PERSON: 9, GRASS: 22}
     assert np.array_equal(labels, np.array([coarse[k] for k in keys], np.uint8)[cams.argmax(axis=0)])
     # and the CRF on the same rows, without a background row
-    code, err = run_tool([*args, "--out", str(tmp_path / "out"), "--crf", "--workers", "0"], monkeypatch, capsys)
+    code, err = run_tool([*args, "--out", str(tmp_path / "out"), "--crf", "--crf-workers", "0"], monkeypatch, capsys)
     assert code == 0, err
     rgb = np.asarray(Image.open(next((tmp_path / "images").glob("a_grey.*"))).convert("RGB"))
     crf = np.asarray(Image.open(tmp_path / "out" / "masks_crf" / "a_grey.png"))

@@ -99,7 +99,7 @@ def test_stage2_killed_then_resumed(inputs, tmp_path, tiny_checkpoint, phase):
     root, images, tags = inputs
     base = [sys.executable, str(ROOT / "tools" / "gen_pseudo_masks.py"), "--img-root", str(images), "--tags",
             str(tags), "--dataset", "voc2012", "--pretrained", tiny_checkpoint, "--cache-dir", str(root / "cache"),
-            "--crf", "--workers", "2", "--no-progress"]
+            "--crf", "--crf-workers", "2", "--no-progress"]
     run([*base, "--out", str(tmp_path / "whole")])
     killed = tmp_path / "killed"
     folder = killed / ("cams" if phase == "cams" else "masks_crf")

@@ -127,7 +127,7 @@ def test_coco_masks_order_and_crowd(coco_json, tmp_path):
     assert write_coco_masks(path, out, 80, progress=False) == (0, 2)  # resumable
     write_coco_masks(path, out, 80, crowd="class", overwrite=True, progress=False)
     assert read_label_png(out / "000000000007.png")[5, 9] == 4  # motorbike + 1
-    r = run_tool("coco-masks", "--instances", path, "--out", tmp_path / "m2", "--keep-empty", "--quiet")
+    r = run_tool("coco-masks", "--instances", path, "--out", tmp_path / "m2", "--keep-empty", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert (read_label_png(tmp_path / "m2" / "000000000009.png") == 0).all()
 
@@ -154,7 +154,7 @@ def test_split_from_masks(tmp_path):
     (tmp_path / "ids.txt").write_text("s\n")
     out = tmp_path / "stuff.txt"
     r = run_tool("mask-split", "--masks", tmp_path / "stuff", "--dataset", "cocostuff",
-                 "--ids", tmp_path / "ids.txt", "--out", out, "--quiet")
+                 "--ids", tmp_path / "ids.txt", "--out", out, "--no-progress")
     assert r.returncode == 0, r.stderr
     assert out.read_text() == "s stop_sign wood\n"
     again = run_tool("mask-split", "--masks", tmp_path / "nope", "--dataset", "cocostuff", "--out", out)

@@ -1,4 +1,4 @@
-"""Every preset constant against the facts of the method (shared/data/classes.json, SPEC.md), written
+"""Every preset constant against the facts of the method (the published code and its class lists), written
 out here independently of data/presets/*.json."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from tagclip_cls.core.presets import coarse27_names, load_preset
 
 FACTS = json.loads((Path(__file__).resolve().parent / "fixtures" / "classes.json").read_text())
-# SPEC.md: DMAR layers L-4..L-2 (COCO-Stuff: all but the last), CWR and tag ratios 0.5 (0.1);
+# the published code: DMAR layers L-4..L-2 (COCO-Stuff: all but the last), CWR and tag ratios 0.5 (0.1);
 # CLIP-ES: VOC layers L-8..L-2 with boxes at 0.4, COCO and COCO-Stuff L-8..L-1 with boxes at 0.7
-SPEC = {
+PUBLISHED = {
     "voc": dict(dmar_layers=(-4, -1), ratio=0.5, affinity_layers=[-8, -1], box=0.4),
     "coco": dict(dmar_layers=(-4, -1), ratio=0.5, affinity_layers=[-8, None], box=0.7),
     "cocostuff": dict(dmar_layers=(0, -1), ratio=0.1, affinity_layers=[-8, None], box=0.7),
@@ -23,7 +23,7 @@ PRESETS = {"voc2007": "voc", "voc2012": "voc", "coco2014": "coco", "coco2017": "
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_preset_constants(name):
     family = PRESETS[name]
-    preset, spec = load_preset(name), SPEC[family]
+    preset, spec = load_preset(name), PUBLISHED[family]
     assert preset.dmar_layers == spec["dmar_layers"]
     assert preset.cwr_ratio == preset.tag_ratio == spec["ratio"]
     assert list(preset.clip_es.affinity_layers) == spec["affinity_layers"]

@@ -40,7 +40,7 @@ def dataset(tmp_path_factory):
 def first_run(dataset, tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out"
     opts = PipelineOptions(img_root=str(dataset / "images"), out=str(out), dataset="voc2012",
-                           split=str(dataset / "split.txt"), pretrained=tiny_checkpoint, workers=0,
+                           split=str(dataset / "split.txt"), pretrained=tiny_checkpoint, crf_workers=0,
                            gt_masks=str(dataset / "gt"), cache_dir=str(dataset / "text_cache"), progress=False)
     return opts, run_pipeline(opts)
 
@@ -88,6 +88,18 @@ def test_complete_stages_are_skipped(first_run, tmp_path):
     assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "report.html"}
 
 
+def test_overwrite_recomputes_every_stage(first_run, tmp_path):
+    opts = _copy(first_run[0], tmp_path / "out")
+    opts.overwrite, opts.method, opts.crf_image = True, "coarse", "rgb"  # settings the outputs weren't made with
+    got = _by_name(run_pipeline(opts))
+    assert [got[n].ran for n in ("stage1", "stage2", "eval")] == [True, True, True]
+    assert got["stage1"].detail == "3 of 3 images had no tags yet"
+    assert got["stage2"].detail.startswith("3 images computed, 0 already done")
+    out = Path(opts.out)
+    assert json.loads((out / "stage1" / "parts" / "run_config.json").read_text())["method"] == "coarse"
+    assert json.loads((out / "stage2" / "config.json").read_text())["crf_image"] == "rgb"
+
+
 def test_eval_table_of_an_older_format_is_scored_again(first_run, tmp_path):
     opts = _copy(first_run[0], tmp_path / "out")
     out = Path(opts.out)
@@ -118,7 +130,7 @@ def test_incomplete_stage_resumes_and_later_evaluation_reruns(first_run, tmp_pat
 
 def test_trained_segmenter_is_skipped_without_mmseg(first_run, tmp_path):
     opts = _copy(first_run[0], tmp_path / "out")
-    opts.seg_config, opts.seg_options, opts.report_images = TINY_SEG, {"train_cfg.max_iters": 7}, 0
+    opts.seg_config, opts.cfg_options, opts.report_images = TINY_SEG, {"train_cfg.max_iters": 7}, 0
     final = Path(opts.out) / "stage3" / "iter_7.pth"
     final.parent.mkdir()
     final.write_bytes(b"")
@@ -130,9 +142,9 @@ def test_trained_segmenter_is_skipped_without_mmseg(first_run, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--gt-masks", "{gt}"], "--gt-masks needs --dataset voc2012/coco2017/cocostuff"),
-    (["--dataset", "voc2012", "--gt-masks", "{gt}_missing"], "_missing: ground-truth folder not found"),
-    (["--dataset", "voc2012", "--seg-config", "nope.py"], "nope.py: segmenter config not found"),
+    (["--gt-masks", "{gt}"], "--gt-masks needs --dataset (its evaluation protocol gives the label names)"),
+    (["--dataset", "voc2012", "--gt-masks", "{gt}_missing"], "_missing: --gt-masks folder not found"),
+    (["--dataset", "voc2012", "--seg-config", "nope.py"], "nope.py: --seg-config file not found"),
 ])
 def test_cli_refuses_bad_options_up_front(dataset, tmp_path, monkeypatch, capsys, extra, message):
     classes = tmp_path / "classes.txt"
@@ -157,9 +169,9 @@ def test_trains_then_resumes_the_segmenter(tiny_checkpoint, tmp_path):
     root = write_synthetic_voc(tmp_path / "voc", num_train=6, num_val=2, seed=1)
     opts = PipelineOptions(img_root=str(root / "JPEGImages"), out=str(tmp_path / "out"), dataset="voc2012",
                            split=str(root / "ImageSets/Segmentation/train_aug.txt"), pretrained=tiny_checkpoint,
-                           workers=0, gt_masks=str(root / "SegmentationClass"), seg_config=TINY_SEG,
+                           crf_workers=0, gt_masks=str(root / "SegmentationClass"), seg_config=TINY_SEG,
                            data_root=str(root), cache_dir=str(tmp_path / "text_cache"), progress=False,
-                           seg_options={"train_cfg.max_iters": 4, "train_cfg.val_interval": 4,
+                           cfg_options={"train_cfg.max_iters": 4, "train_cfg.val_interval": 4,
                                         "default_hooks.checkpoint.interval": 2,
                                         "train_dataloader.batch_size": 2})
     got = _by_name(run_pipeline(opts))
@@ -169,7 +181,7 @@ def test_trains_then_resumes_the_segmenter(tiny_checkpoint, tmp_path):
     assert results_val["iteration"] == 4 and results_val["split"] == "val" and results_val["num_images"] == 2
     assert (tmp_path / "out" / "report.html").read_text().count('<div class="miou">') == 3
     assert not _by_name(run_pipeline(opts))["stage3"].ran
-    opts.seg_options = {**opts.seg_options, "train_cfg.max_iters": 6, "train_cfg.val_interval": 6}
+    opts.cfg_options = {**opts.cfg_options, "train_cfg.max_iters": 6, "train_cfg.val_interval": 6}
     got = _by_name(run_pipeline(opts))
     assert got["stage3"].ran and got["stage3"].detail.endswith("(resumed)")
     import torch

@@ -1,4 +1,4 @@
-"""TagCLIP steps against straightforward re-computations from SPEC.md."""
+"""TagCLIP steps against straightforward re-computations from the published method."""
 import cv2
 import numpy as np
 import pytest
@@ -74,7 +74,7 @@ def test_dense_forward_against_reference(tiny_clip, text, images):
 
 
 def reference_box_mask(score_map: np.ndarray, threshold: float) -> np.ndarray:
-    """SPEC's scoremap2bbox written out with OpenCV: uint8 quantisation, strict threshold at
+    """The published scoremap2bbox written out with OpenCV: uint8 quantisation, strict threshold at
     int(t * max), external contours, bounding rectangles with right/bottom clamped to the last
     row/column; no contour: the box 0,0,0,0 (empty)."""
     gh, gw = score_map.shape
@@ -134,7 +134,7 @@ def test_cwr_stops_at_first_empty_box(tiny_clip, text):
 
 def test_cwr_candidates_use_threshold_of_whole_matrix(tiny_clip, text):
     """Three plausible rules give three different candidate sets here: min/max over the whole
-    N x C matrix (SPEC: 0 + 0.5 * 1.0 = 0.5 -> classes 0, 2), over the target columns only
+    N x C matrix (0 + 0.5 * 1.0 = 0.5 -> classes 0, 2), over the target columns only
     (0.45 -> 0, 1, 2) and over the local scores (0.2 + 0.5 * 0.7 = 0.55 -> 0)."""
     grid = (4, 5)
     tagger = TagCLIP(tiny_clip, text, K)

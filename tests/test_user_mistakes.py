@@ -41,7 +41,7 @@ def stage_args(stage: int, images: Path, tags: Path) -> tuple[str, list]:
 @pytest.mark.parametrize("mistake, extra, message", [
     ("out is a file", [], "--out names an existing file"),
     ("device gpu", ["--device", "gpu"], "--device 'gpu'"),
-    ("device cuda", ["--device", "cuda"], "no GPU"),
+    ("device cuda", ["--device", "cuda"], "GPU here; use --device cpu"),
     ("bom and crlf", [], None),
 ])
 def test_one_line_errors(inputs, monkeypatch, capsys, stage, mistake, extra, message):
@@ -83,10 +83,12 @@ def test_more_than_254_classes_refused_in_stage_2(inputs, monkeypatch, capsys):
     classes = tmp_path / "classes.txt"
     classes.write_text("".join(f"class{i}\n" for i in range(500)))
     tags.write_text("cat class266\n")
+    unreadable = tmp_path / "unreadable.pt"  # refused only when loaded: the class count is checked first
+    unreadable.write_bytes(b"not a checkpoint")
     code, err = run_tool("gen_pseudo_masks.py", ["--img-root", images, "--tags", tags, "--classes", classes,
-                                                 "--pretrained", "/nonexistent.pt", "--out", tmp_path / "out"],
+                                                 "--pretrained", unreadable, "--out", tmp_path / "out"],
                          monkeypatch, capsys)
-    assert code == 2 and "at most 254 classes" in err and not (tmp_path / "out").exists()
+    assert code == 2 and "at most 254 classes" in err and not (tmp_path / "out").exists(), err
 
 
 def test_missing_dependency_is_a_one_line_hint(tmp_path):

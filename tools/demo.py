@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The three stages on five photographs that scikit-image ships, with an HTML report.
 
-    python tools/demo.py [--pretrained PATH] [--random-weights] [--out demo_out]
+    python tools/demo.py [--pretrained PATH] [--random-weights] [--out demo_out] [--device cpu|cuda]
         [--train-iters 300] [--skip-train]
 
 Without --pretrained the open_clip 'openai' ViT-B-16 weights are fetched; where that fails
@@ -16,33 +16,35 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tagclip_cls.runtime.cli import run_cli, setup_logging  # noqa: E402
-from wsss.apps.demo import DemoOptions, run_demo  # noqa: E402
+from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
+from tagclip_cls.runtime.cli import (ToolParser, add_console_arguments, add_device_arguments,  # noqa: E402
+                                     options_from_args, run_cli)
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ToolParser(__doc__)
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--pretrained", help="CLIP checkpoint PATH (e.g. OpenAI's ViT-B-16.pt) or open_clip tag")
     weights.add_argument("--random-weights", action="store_true",
                          help="use random CLIP weights (offline smoke test; results are meaningless)")
-    p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("--out", default="demo_out",
+                   help="output folder (default demo_out; with random weights it holds their 586 MB checkpoint)")
+    add_device_arguments(p, what="stages 1 and 2 (stage 3 trains on the CPU)")
     p.add_argument("--train-iters", type=int, default=300, help="segmenter training iterations (default 300)")
     p.add_argument("--seg-size", type=int, default=64, help="segmenter crop side in pixels (default 64)")
     p.add_argument("--skip-train", action="store_true", help="stop after stage 2 (no segmenter)")
     p.add_argument("--no-crf", action="store_true", help="train on the masks without the dense CRF")
     p.add_argument("--overwrite", action="store_true", help="recompute everything in --out")
     p.add_argument("--cache-dir", help="text-embedding cache (default ~/.cache/tagclip/text)")
-    p.add_argument("--log-level", default="INFO")
-    return p.parse_args()
+    add_console_arguments(p)
+    return check_arguments(p.parse_args())
 
 
 def main() -> None:
     args = parse_args()
-    setup_logging(args.log_level)
-    result = run_demo(DemoOptions(out=args.out, pretrained=args.pretrained, random_weights=args.random_weights,
-                                  train_iters=args.train_iters, seg_size=args.seg_size, skip_train=args.skip_train,
-                                  crf=not args.no_crf, overwrite=args.overwrite, cache_dir=args.cache_dir))
+    from wsss.apps.demo import DemoOptions, run_demo  # torch, open_clip, mmseg: after parsing
+
+    result = run_demo(options_from_args(DemoOptions, args, drop=("no_crf",), crf=not args.no_crf))
     print(f"demo weights: {result.weights.description}")
     for note in result.notes[1:]:
         print(note)

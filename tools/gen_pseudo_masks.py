@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Stage 2: CLIP-ES pseudo masks (CAMs, label maps, optional dense CRF) from images and their tags.
 
-    python tools/gen_pseudo_masks.py --img-root DIR --tags FILE (--dataset NAME | --classes FILE
+    python tools/gen_pseudo_masks.py --img-root DIR --tags STAGE1_DIR|FILE (--dataset NAME | --classes FILE
         [--background FILE]) [--pretrained openai|PATH] --out OUT_DIR [--crf] [--device cpu|cuda]
-        [--workers N] [--precision fp32|bf16]
+        [--crf-workers N] [--precision fp32|bf16|fp16]
 
---tags is stage 1's tags.txt or any file of 'ID label label ...' lines (e.g. ground-truth labels).
+--tags is stage 1's output folder (its tags.txt is read) or any file of 'ID label label ...' lines
+(e.g. ground-truth labels).
 Writes OUT_DIR/cams/ID.npz, OUT_DIR/masks/ID.png and, with --crf, OUT_DIR/masks_crf/ID.png.
 Rerun the same command to resume; shard with ``torchrun --nproc-per-node N tools/gen_pseudo_masks.py ...``.
 """
@@ -17,21 +18,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tagclip_cls.runtime.cli import (add_class_arguments, add_console_arguments, add_weight_arguments,  # noqa: E402
-                             options_from_args, run_cli)
-from wsss.masks import CRF_IMAGE_MODES, GRAD_MODES, PRECISIONS  # noqa: E402
+from tagclip_cls.formats.tags import tags_split_file  # noqa: E402
+from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
+from tagclip_cls.runtime.cli import (ToolParser, add_class_arguments, add_console_arguments,  # noqa: E402
+                                     add_device_arguments, add_weight_arguments, options_from_args, run_cli)
+from wsss.masks import CRF_IMAGE_MODES, GRAD_MODES  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ToolParser(__doc__)
     p.add_argument("--img-root", required=True, help="folder of images (ID.jpg, ID.png, ...)")
-    p.add_argument("--tags", required=True, help="file of 'ID label label ...' lines (stage 1's tags.txt)")
+    p.add_argument("--tags", required=True,
+                   help="stage 1's output folder, or a file of 'ID label label ...' lines such as its tags.txt")
     add_class_arguments(p)
     add_weight_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank its LOCAL_RANK GPU)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 reproduces the published CAMs; bf16: bfloat16 autocast on CPU, fp16 on GPU")
+    add_device_arguments(p)
     p.add_argument("--grad-mode", choices=GRAD_MODES, default="loop",
                    help="per-tag gradients: one backward per tag on the last block, or one batched backward")
     p.add_argument("--box-threshold", type=float,
@@ -48,7 +50,7 @@ def parse_args() -> argparse.Namespace:
                    help="CRF colour input: 'published' (BGR minus mean, wrapped to uint8, as published) or 'rgb'")
     p.add_argument("--ignore-below", type=float,
                    help="with --crf: pixels whose CRF confidence is below this become 255 (e.g. 0.95)")
-    p.add_argument("--workers", type=int, default=1, help="CRF processes (default 1)")
+    p.add_argument("--crf-workers", type=int, default=1, help="dense-CRF processes (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: cores / local ranks)")
     p.add_argument("--loader-threads", type=int,
                    help="threads decoding the next images; above 0 outputs are also written in the background "
@@ -56,7 +58,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of skipping it")
     p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
     add_console_arguments(p)
-    return p.parse_args()
+    args = check_arguments(p.parse_args())
+    args.tags = str(tags_split_file(args.tags))
+    return args
 
 
 def main() -> None:

@@ -15,22 +15,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tagclip_cls.runtime.cli import (add_class_arguments, add_console_arguments, add_weight_arguments,  # noqa: E402
-                                     options_from_args, run_cli)
+from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
+from tagclip_cls.runtime.cli import (ToolParser, add_class_arguments, add_console_arguments,  # noqa: E402
+                                     add_device_arguments, add_weight_arguments, options_from_args, run_cli)
 from tagclip_cls.tagging import METHODS  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ToolParser(__doc__)
     p.add_argument("--img-root", required=True, help="folder of images")
     p.add_argument("--split", help="file of 'ID [label ...]' lines; default: every image in --img-root")
     add_class_arguments(p)
     add_weight_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_device_arguments(p)
     p.add_argument("--batch-size", type=int, default=1, help="images of one size per forward pass")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="fp32 reproduces the published numbers; bf16/fp16 use autocast")
     p.add_argument("--method", choices=METHODS, default="tagclip",
                    help="tagclip (DMAR+CWR), dmar (no CWR), coarse (neither), global (plain CLIP)")
     p.add_argument("--max-side", type=int, default=argparse.SUPPRESS,
@@ -42,7 +41,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     add_console_arguments(p)
-    return p.parse_args()
+    return check_arguments(p.parse_args())
 
 
 def main() -> None:

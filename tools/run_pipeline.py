@@ -2,7 +2,7 @@
 """Stage 1 -> stage 2 -> pseudo-mask evaluation -> stage 3 on a dataset, with one command.
 
     python tools/run_pipeline.py --dataset voc2012 --img-root data/VOCdevkit/VOC2012/JPEGImages \\
-        --split data/voc12/train_aug.txt --pretrained ViT-B-16.pt --out runs/voc \\
+        --split data/splits/voc12_train_aug.txt --pretrained ViT-B-16.pt --out runs/voc \\
         --gt-masks data/VOCdevkit/VOC2012/SegmentationClassAug \\
         --seg-config configs/deeplabv2/deeplabv2_r101-d8_clip-es-20k_voc12aug-321x321.py \\
         --data-root data/VOCdevkit/VOC2012
@@ -19,40 +19,49 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mmengine.config import DictAction  # noqa: E402
-
-from tagclip_cls.runtime.cli import (add_class_arguments, add_console_arguments, add_weight_arguments,  # noqa: E402
-                             options_from_args, run_cli)
-from wsss.apps.pipeline import PipelineOptions, run_pipeline  # noqa: E402
+from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
+from tagclip_cls.runtime.cli import (ToolParser, add_cfg_options_argument, add_class_arguments,  # noqa: E402
+                                     add_console_arguments, add_device_arguments, add_weight_arguments,
+                                     cfg_options_dict, options_from_args, run_cli)
+from tagclip_cls.tagging import METHODS  # noqa: E402
+from wsss.masks import CRF_IMAGE_MODES  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ToolParser(__doc__)
     p.add_argument("--img-root", required=True, help="folder of images")
     p.add_argument("--split", help="file of 'ID [label ...]' lines; default: every image in --img-root")
     add_class_arguments(p)
     add_weight_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (stages 1 and 2)")
+    add_device_arguments(p, what="stages 1 and 2")
     p.add_argument("--batch-size", type=int, default=1, help="stage 1 batch size")
+    p.add_argument("--method", choices=METHODS, default="tagclip",
+                   help="stage 1: tagclip (DMAR+CWR), dmar (no CWR), coarse (neither), global (plain CLIP)")
     p.add_argument("--no-crf", action="store_true", help="no dense CRF; stage 3 trains on the raw masks")
+    p.add_argument("--crf-image", choices=CRF_IMAGE_MODES, default="published",
+                   help="CRF colour input: 'published' (BGR minus mean, wrapped to uint8, as published) or 'rgb'")
     p.add_argument("--ignore-below", type=float, help="CRF confidence below which pixels become 255")
-    p.add_argument("--workers", type=int, default=1, help="CRF / evaluation processes")
+    p.add_argument("--crf-workers", type=int, default=1, help="dense-CRF processes, also scoring the masks")
     p.add_argument("--gt-masks", help="ground-truth label PNGs: the pseudo masks are scored against them")
     p.add_argument("--seg-config", help="mmseg config for stage 3 (without it, stage 3 is skipped)")
     p.add_argument("--data-root", help="dataset root for stage 3 (overrides the config's)")
-    p.add_argument("--seg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE",
-                   help="stage-3 config overrides, e.g. train_cfg.max_iters=1000")
+    add_cfg_options_argument(p)
     p.add_argument("--skip-train", action="store_true", help="stop before stage 3")
     p.add_argument("--report-images", type=int, default=20, help="images in OUT/report.html (0: no report)")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    p.add_argument("--overwrite", action="store_true", help="recompute every stage, discarding earlier outputs in --out")
     add_console_arguments(p)
-    return p.parse_args()
+    return check_arguments(p.parse_args())
 
 
 def main() -> None:
     args = parse_args()
-    run_pipeline(options_from_args(PipelineOptions, args, drop=("no_crf",), crf=not args.no_crf),
-                 on_stage=lambda status: print(status.line(), flush=True))
+    from wsss.apps.pipeline import PipelineOptions, run_pipeline  # torch, open_clip: after parsing
+
+    options = options_from_args(PipelineOptions, args, drop=("no_crf", "cfg_options"), crf=not args.no_crf,
+                                cfg_options=cfg_options_dict(args.cfg_options))
+    run_pipeline(options, on_stage=lambda status: print(status.line(), flush=True))
 
 
 if __name__ == "__main__":

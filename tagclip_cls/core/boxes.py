@@ -1,4 +1,4 @@
-"""Boxes around the high part of a score map (``scoremap2bbox`` of SPEC.md) and box masks."""
+"""Boxes around the high part of a score map (the published ``scoremap2bbox``) and box masks."""
 from __future__ import annotations
 
 import cv2

@@ -3,7 +3,8 @@
 * ``tags.jsonl``: one object per image in input order, ``id``, ``scores`` (the K final class
   scores), ``tags`` (class indices, ascending) and ``tag_names``;
 * ``tags.txt``: ``ID tag tag ...`` in the published split format (:mod:`.splits`), which stage 2 reads;
-* ``skipped.txt``: ``ID<TAB>reason`` for each unreadable image.
+* ``skipped.txt``: ``ID<TAB>reason`` for each unreadable image;
+* ``parts/``: the per-rank results and ``run_config.json``, the settings they were made with.
 """
 from __future__ import annotations
 
@@ -48,6 +49,16 @@ class TagFolder:
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 
+    @property
+    def parts(self) -> Path:
+        """Per-rank ``rank-R-of-N.jsonl`` files of finished images, kept for resuming."""
+        return self.root / "parts"
+
+    @property
+    def run_config(self) -> Path:
+        """The settings the tags were made with (``random_weights`` among them)."""
+        return self.parts / "run_config.json"
+
     def write(self, records: Sequence[dict], class_names: Sequence[str], skipped: dict[str, str]) -> None:
         """``tags.jsonl`` and ``tags.txt`` in the order of ``records``, and ``skipped.txt`` if any."""
         write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
@@ -82,3 +93,17 @@ def read_tag_records(path: str | os.PathLike) -> list[dict]:
             raise UserError(f"{path}:{lineno}: not a stage-1 record with id, scores and tags") from None
         records.append(record)
     return records
+
+
+def tags_split_file(path: str | os.PathLike) -> Path:
+    """The ``ID label ...`` file stage 2 reads from ``path``: a stage-1 folder's ``tags.txt``, or
+    the file itself; stage 1's ``tags.jsonl`` is refused with a pointer to ``tags.txt``."""
+    path = Path(path)
+    if path.is_dir():
+        path = TagFolder(path).txt
+    elif path.name.endswith(".jsonl"):
+        raise UserError(f"{path}: this is stage 1's tags.jsonl; pass its tags.txt "
+                        f"({path.with_name('tags.txt')}) or the folder {path.parent}")
+    if not path.is_file():
+        raise UserError(f"{path}: tags file not found")
+    return path

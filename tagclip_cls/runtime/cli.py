@@ -1,23 +1,59 @@
-"""What every command-line tool shares: logging set-up and one-line errors for user mistakes."""
+"""What every command-line tool shares: one vocabulary of arguments, logging set-up, and
+one-line errors for user mistakes (exit status 2; 130 after Ctrl-C).
+
+Nothing here imports torch: every tool parses and checks its arguments
+(:mod:`~tagclip_cls.runtime.arguments`) before its heavy imports, so ``--help`` and mistakes
+answer at once."""
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NoReturn, TypeVar
 
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.core.presets import available_presets
+from tagclip_cls.runtime.precision import PRECISIONS
 
 
 OptionsT = TypeVar("OptionsT")
 CONSOLE_ARGUMENTS = ("log_level", "no_progress")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _OpenClipChatter(logging.Filter):
+    """open_clip logs "Parsing model/tokenizer identifier" on the root logger at INFO for every
+    load; shown at DEBUG only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.pathname.endswith(f"open_clip{os.sep}factory.py") \
+                and record.getMessage().startswith("Parsing "):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+class ToolParser(argparse.ArgumentParser):
+    """The argument parser of every tool: the module docstring as description, and a mistake
+    answered in one line (``error: ...``, exit status 2) instead of usage plus error."""
+
+    def __init__(self, description: str | None, **kwargs: Any):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(description=description, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+    """Log lines with time, level and module at ``level`` (one of :data:`LOG_LEVELS`)."""
+    logging.basicConfig(level=getattr(logging, level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _OpenClipChatter) for f in handler.filters):
+            handler.addFilter(_OpenClipChatter())
 
 
 def run_cli(main: Callable[[], int | None]) -> None:
@@ -44,7 +80,7 @@ def run_cli(main: Callable[[], int | None]) -> None:
 def add_class_arguments(parser: argparse.ArgumentParser) -> None:
     """``--dataset NAME`` or ``--classes FILE [--background FILE]``, as every stage takes them."""
     classes = parser.add_mutually_exclusive_group(required=True)
-    classes.add_argument("--dataset", help=f"preset: {', '.join(available_presets())}")
+    classes.add_argument("--dataset", choices=available_presets(), help="class preset")
     classes.add_argument("--classes", help="text file, one class name per line")
     parser.add_argument("--background", help="text file of background words (with --classes)")
 
@@ -58,10 +94,41 @@ def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help="text-embedding cache (default ~/.cache/tagclip/text)")
 
 
+def add_device_arguments(parser: argparse.ArgumentParser, what: str = "the CLIP stages") -> None:
+    """``--device`` and ``--precision``, meaning the same in every tool."""
+    parser.add_argument("--device", default="cpu",
+                        help=f"cpu, cuda or cuda:N for {what} (under torchrun: each rank its LOCAL_RANK GPU)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 reproduces the published numbers; bf16/fp16 run the model under autocast "
+                             "to that type (refused on a CPU without native support)")
+
+
 def add_console_arguments(parser: argparse.ArgumentParser) -> None:
     """``--no-progress`` and ``--log-level``, as every long-running tool takes them."""
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO",
+                        help="how much to log (default INFO)")
+
+
+def add_cfg_options_argument(parser: argparse.ArgumentParser) -> None:
+    """``--cfg-options KEY=VALUE ...``: stage-3 config overrides, kept as text until
+    :func:`cfg_options_dict` parses them (mmengine loads only after the arguments are checked)."""
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config entries, e.g. train_cfg.max_iters=1000 (values as mmengine reads them)")
+
+
+def cfg_options_dict(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` texts parsed as mmengine's ``DictAction`` parses them (numbers, lists, tuples)."""
+    malformed = next((item for item in items if "=" not in item), None)
+    if malformed is not None:
+        raise UserError(f"--cfg-options {malformed!r}: expected KEY=VALUE")
+    if not items:
+        return {}
+    from mmengine.config import DictAction
+
+    namespace = argparse.Namespace()
+    DictAction(option_strings=["--cfg-options"], dest="cfg_options")(argparse.ArgumentParser(), namespace, items)
+    return namespace.cfg_options
 
 
 def options_from_args(options_type: Callable[..., OptionsT], args: argparse.Namespace,

@@ -1,15 +1,22 @@
-"""Whether a reduced precision can pay off on the device at hand."""
+"""The ``--precision`` choices every stage shares, and whether one can pay off on a device.
+
+``fp32`` computes in float32 (the published numbers); ``bf16`` and ``fp16`` run the model under
+autocast to bfloat16 or float16, on a GPU and on a CPU alike. Nothing here imports torch, so a
+tool checks the choice before torch loads.
+"""
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from pathlib import Path
-
-import torch
 
 from tagclip_cls.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+NATIVE_FLAGS = {"bf16": {"avx512_bf16", "amx_bf16"}, "fp16": {"avx512_fp16", "amx_fp16"}}
 
 
 @lru_cache(maxsize=1)
@@ -25,27 +32,43 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def native_bf16(flags: frozenset[str]) -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX512_BF16 or AMX)."""
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
+def autocast_dtype_name(precision: str) -> str | None:
+    """The torch dtype name autocast uses for ``precision`` (None: no autocast)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}[precision]
 
 
-def bf16_is_slow(device: torch.device, flags: frozenset[str] | None = None) -> bool:
+def precision_autocast(precision: str, device_type: str) -> AbstractContextManager:
+    """The autocast context both stages run their model under (nothing for ``fp32``)."""
+    dtype_name = autocast_dtype_name(precision)
+    if dtype_name is None:
+        return nullcontext()
+    import torch  # here, so that choosing a precision does not load torch
+
+    return torch.autocast(device_type, dtype=getattr(torch, dtype_name))
+
+
+def bf16_is_slow(device_type: str, flags: frozenset[str] | None = None) -> bool:
     """True for a Linux CPU without AMX: its bfloat16 matrix products run slower than float32 ones
     (measured on a 2-core AVX512-BF16 Xeon: 130-146 GFLOP/s against 219-245)."""
     flags = cpu_flags() if flags is None else flags
-    return device.type == "cpu" and bool(flags) and "amx_bf16" not in flags
+    return device_type == "cpu" and bool(flags) and "amx_bf16" not in flags
 
 
-def check_precision(precision: str, device: torch.device, flags: frozenset[str] | None = None) -> None:
-    """Refuse bf16 on a CPU without native bfloat16, where it is emulated (about 10x slower than
-    fp32, measured on an AVX2-only AMD EPYC); warn where it is native but slower (no AMX)."""
-    if precision != "bf16" or device.type != "cpu":
+def check_precision(precision: str, device_type: str, flags: frozenset[str] | None = None) -> None:
+    """Refuse an unknown precision, and a 16-bit one on a CPU that only emulates it (bf16 ran
+    about 10x slower than fp32 on an AVX2-only AMD EPYC); warn where bf16 is native but slower
+    than fp32 (no AMX)."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32" or device_type != "cpu":
         return
     flags = cpu_flags() if flags is None else flags
-    if flags and not native_bf16(flags):
-        raise UserError("--precision bf16: this CPU has no native bfloat16 (neither AVX512_BF16 nor AMX), "
-                        "so it would run about 10 times slower than fp32; use --precision fp32 here")
-    if bf16_is_slow(device, flags):
+    if flags and not NATIVE_FLAGS[precision] & flags:
+        raise UserError(f"--precision {precision}: this CPU has no native {precision} "
+                        f"({' or '.join(sorted(NATIVE_FLAGS[precision]))}), so it would run many times "
+                        f"slower than fp32; use --precision fp32 here")
+    if precision == "bf16" and bf16_is_slow(device_type, flags):
         log.warning("bf16 on this CPU (no AMX) is slower than fp32 and less exact; "
                     "use it on a GPU or an AMX CPU, --precision fp32 here")

@@ -9,23 +9,16 @@ import torch
 
 from tagclip_cls.runtime.atomic_io import write_json_atomic
 from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.runtime.precision import check_precision
+from tagclip_cls.runtime.arguments import check_device, check_out_folder
 
 
 def check_device_and_output(device: str, precision: str, out: str | os.PathLike) -> None:
     """One-line errors, before anything loads, for a device torch can't use, a precision that
     would crawl, and an ``--out`` that is an existing file."""
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError):
-        raise UserError(f"--device {device!r}: not a torch device; use cpu or cuda (cuda:N)") from None
-    if kind == "cuda" and not torch.cuda.is_available():
+    check_device(device, precision)
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but torch sees no GPU here; use --device cpu")
-    if kind not in ("cpu", "cuda"):
-        raise UserError(f"--device {device!r}: use cpu or cuda (cuda:N)")
-    check_precision(precision, torch.device(kind))
-    if Path(out).exists() and not Path(out).is_dir():
-        raise UserError(f"{out}: --out names an existing file; it must be a folder")
+    check_out_folder(out)
 
 
 def share_cpu_threads(threads: int | None = None) -> None:
@@ -37,18 +30,24 @@ def share_cpu_threads(threads: int | None = None) -> None:
     torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
 
 
-def check_run_config(path: Path, config: dict, write: bool, overwrite: bool = False) -> None:
+def check_run_config(path: Path, config: dict, write: bool, overwrite: bool = False,
+                     known_before_loading: bool = False) -> None:
     """Refuse to mix outputs of different settings in one folder (unless ``overwrite``); a
-    missing record is written (``write``: by one rank only)."""
+    missing record is written (``write``: by one rank only).
+
+    ``known_before_loading``: ``config`` holds only the settings known before the model loads;
+    those are compared (so that a mismatch is refused at once) and nothing is written."""
     config = json.loads(json.dumps(config))  # tuples become lists, as read back
     if path.is_file() and not overwrite:
         try:
             previous = json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError):
             previous = None  # an empty or damaged record: nothing says the outputs match
+        if known_before_loading and isinstance(previous, dict):
+            previous = {key: previous.get(key) for key in config}
         if previous != config:
             raise UserError(f"{path.parent}: holds outputs made with other settings ({path} differs or is "
                             f"unreadable); use another --out or add --overwrite")
         return
-    if write:
+    if write and not known_before_loading:
         write_json_atomic(path, config)

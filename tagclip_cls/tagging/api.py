@@ -62,7 +62,7 @@ class Tagger:
         self.method = method
         self.max_side = max_side
         self.cache_dir = cache_dir
-        check_precision(precision, clip.device)
+        check_precision(precision, clip.device.type)
         text = text_embeddings(clip, preset.classes + preset.background_words, load_templates(), cache_dir)
         self.model = TagCLIP(clip, text, preset.num_classes, tag_config(preset, method, precision, round_fp16_pos))
 

@@ -9,9 +9,10 @@ from tagclip_cls.runtime.distributed import device_for_rank, rank_info
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.runtime.overlap import read_threads
-from tagclip_cls.runtime.setup import check_device_and_output, share_cpu_threads
+from tagclip_cls.runtime.setup import check_device_and_output, check_run_config, share_cpu_threads
 from tagclip_cls.core.presets import make_preset
 from tagclip_cls.core.images import DEFAULT_MAX_SIDE
+from tagclip_cls.formats.tags import TagFolder
 from tagclip_cls.tagging.api import Tagger, tag_config
 from tagclip_cls.tagging.runner import collect_entries, tag_images
 
@@ -51,11 +52,14 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
     preset = make_preset(opts.dataset, opts.classes, opts.background)
     entries = collect_entries(opts.img_root, opts.split, preset.classes)
     tag_config(preset, opts.method, opts.precision)  # an unknown method fails before the model loads
+    settings = {"classes": preset.classes, "background_words": preset.background_words, "method": opts.method,
+                "max_side": opts.max_side, "batch_size": opts.batch_size}
+    check_run_config(TagFolder(opts.out).run_config, settings, write=False, overwrite=opts.overwrite,
+                     known_before_loading=True)
     clip = load_clip(opts.model, opts.pretrained, device_for_rank(opts.device, rank))
     tagger = Tagger(clip, preset, method=opts.method, precision=opts.precision, max_side=opts.max_side,
                     round_fp16_pos=not opts.no_fp16_pos, cache_dir=opts.cache_dir)
-    run_config = {"model": clip.name, "text": clip.text_fingerprint, "classes": preset.classes,
-                  "background_words": preset.background_words, "config": asdict(tagger.model.config),
-                  "method": opts.method, "max_side": opts.max_side, "batch_size": opts.batch_size}
+    run_config = {**settings, "model": clip.name, "random_weights": clip.random_weights,
+                  "text": clip.text_fingerprint, "config": asdict(tagger.model.config)}
     return tag_images(tagger, entries, opts.out, run_config, opts.batch_size, opts.strict, opts.overwrite,
                       rank, read_threads(opts.loader_threads, clip.device.type), opts.progress)

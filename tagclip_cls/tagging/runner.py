@@ -139,13 +139,14 @@ def tag_images(tagger: Tagger, entries: Sequence[ImageEntry], out_dir: str | os.
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"image id {dup!r} appears twice in the input (ids are file names without extension)")
-    parts_dir = out_dir / "parts"
+    folder = TagFolder(out_dir)
+    parts_dir = folder.parts
     own_part = PartFile(parts_dir / f"rank-{rank.rank}-of-{rank.world_size}.jsonl")
     if overwrite and rank.is_main:
-        for path in [*parts_dir.glob("rank-*.jsonl"), parts_dir / "run_config.json"]:
+        for path in [*parts_dir.glob("rank-*.jsonl"), folder.run_config]:
             path.unlink(missing_ok=True)
     wait_for_all(rank)  # nobody reads the parts before rank 0 has cleared them
-    check_run_config(parts_dir / "run_config.json", run_config, write=rank.is_main)
+    check_run_config(folder.run_config, run_config, write=rank.is_main)
     batches, skipped = plan_batches(entries, tagger.clip.patch_size, tagger.max_side, batch_size, strict)
     done = load_parts(parts_dir)
     todo = [b for b in shard(batches, rank) if not all(e.image_id in done for e in b.entries)]
@@ -173,7 +174,7 @@ def load_parts(parts_dir: Path) -> dict[str, dict]:
 def merge_outputs(entries: Sequence[ImageEntry], out_dir: Path, class_names: Sequence[str],
                   skipped: dict[str, str]) -> dict | None:
     """Collect every rank's part file into the final outputs, in input order."""
-    records = load_parts(out_dir / "parts")
+    records = load_parts(TagFolder(out_dir).parts)
     for image_id, record in list(records.items()):
         if "error" in record:
             skipped[image_id] = record.pop("error")

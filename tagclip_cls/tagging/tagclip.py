@@ -1,4 +1,4 @@
-"""TagCLIP: training-free multi-label scores from a frozen CLIP (SPEC.md, stage 1).
+"""TagCLIP: training-free multi-label scores from a frozen CLIP (stage 1 of the published TagCLIP code).
 
 Per image: a dense forward with the last self-attention removed gives patch-level class
 probabilities (coarse scores); dual-masking attention refinement (DMAR) spreads them along the
@@ -7,7 +7,6 @@ class on a crop with a masked class token; tags are the scores above a relative 
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,8 +16,8 @@ import torch.nn.functional as F
 from tagclip_cls.core.boxes import score_map_box_mask
 from tagclip_cls.core.models import LoadedClip
 from tagclip_cls.core.vit import block_forward, embed, project_tokens
+from tagclip_cls.runtime.precision import PRECISIONS, precision_autocast
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -103,10 +102,7 @@ class TagCLIP:
         self.avg_layers = list(layers)
 
     def _autocast(self):
-        if self.config.precision == "fp32":
-            return nullcontext()
-        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
-        return torch.autocast(self.clip.device.type, dtype=dtype)
+        return precision_autocast(self.config.precision, self.clip.device.type)
 
     def _class_probs(self, features: torch.Tensor) -> torch.Tensor:
         """Softmax over the C text classes of CLIP logits, any leading shape."""

@@ -11,7 +11,7 @@ Layout under ``out`` (default ``demo_out/``)::
 
     images/ID.jpg, classes.txt, background.txt, gt/horse.png
     inputs.json       weights and image size of the outputs (a change recomputes everything)
-    weights/          random checkpoint (when used)
+    weights/          random checkpoint (when used; 586 MB for ViT-B/16)
     stage1/           tags.jsonl, tags.txt
     stage2/           cams/, masks/, masks_crf/
     stage3/           SIZEpx_Niters/ (the tiny segmenter's work dir), pred/ID.png
@@ -23,8 +23,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
-import socket
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -45,7 +43,7 @@ from tagclip_cls.formats.mask_folder import MaskFolder
 from tagclip_cls.formats.tags import TagFolder
 from tagclip_cls.formats.mask_png import write_label_png
 from wsss.masks.run import MaskRunOptions, run_stage2
-from wsss.apps.report import ReportInputs, write_report
+from wsss.apps.report import RANDOM_BANNER, ReportInputs, write_report
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +52,6 @@ TINY_SEG_CONFIG = REPO / "configs" / "tiny" / "deeplabv2_r18-tiny_voc-64x64.py"
 CLASSES = ("cat", "person", "rocket", "coffee cup", "horse")
 BACKGROUND = ("sky", "grass", "wall", "ground", "tree", "building", "road", "table")
 SAMPLES = {"cat": "chelsea", "astronaut": "astronaut", "coffee": "coffee", "rocket": "rocket", "horse": "horse"}
-RANDOM_BANNER = ("random weights: tags and masks are meaningless; pass PRETRAINED=/path/to/ViT-B-16.pt "
-                 "for real results")
 HORSE_COLOUR, HORSE_BACKDROP = (96, 62, 36), (226, 232, 216)
 
 
@@ -66,6 +62,8 @@ class DemoOptions:
     out: str = "demo_out"
     pretrained: str | None = None  # checkpoint PATH or open_clip tag; None: try 'openai', else random
     random_weights: bool = False
+    device: str = "cpu"  # stages 1 and 2; the segmenter trains on the CPU
+    precision: str = "fp32"
     train_iters: int = 300
     seg_size: int = 64  # crop side the segmenter trains and predicts at
     skip_train: bool = False
@@ -130,17 +128,6 @@ def write_inputs(out: Path, image_side: int | None) -> list[str]:
     return list(images)
 
 
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 5.0) -> bool:
-    """A quick connection test, so that an offline machine does not wait out the hub's retries."""
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # behind a proxy only the download itself can tell
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _loud(message: str) -> None:
     bar = "!" * 100
     print(f"\n{bar}\n!!! {message}\n{bar}\n", file=sys.stderr, flush=True)
@@ -151,22 +138,17 @@ def resolve_weights(opts: DemoOptions, out: Path) -> Weights:
     if opts.pretrained and not opts.random_weights:
         return Weights(opts.pretrained, False, f"pretrained {opts.pretrained}")
     if not opts.random_weights:
-        reason = "huggingface.co is unreachable"
-        if _hub_reachable():
-            try:
-                load_clip(None, "openai")
-                return Weights("openai", False, "open_clip ViT-B-16 'openai' weights")
-            except UserError as err:
-                reason = str(err)
+        try:  # fails within seconds where the hub can't be reached
+            load_clip(None, "openai")
+            return Weights("openai", False, "open_clip ViT-B-16 'openai' weights")
+        except UserError as err:
+            reason = str(err)
         _loud(f"could not get pretrained CLIP weights ({reason}); falling back to RANDOM weights. "
               f"{RANDOM_BANNER}")
     path = out / "weights" / ("random_vit_b16.pt" if not opts.random_dims else
                               "random_" + "_".join(f"{k}{v}" for k, v in sorted(opts.random_dims.items())) + ".pt")
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_random_openai_checkpoint(str(tmp), **opts.random_dims)
-        tmp.replace(path)
+        save_random_openai_checkpoint(path, **opts.random_dims)
     return Weights(str(path), True, f"RANDOM weights ({path.name})")
 
 
@@ -257,11 +239,12 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     write_json_atomic(record, inputs)
     common = dict(img_root=str(out / "images"), classes=str(out / "classes.txt"),
                   background=str(out / "background.txt"), pretrained=weights.pretrained,
-                  cache_dir=opts.cache_dir, overwrite=opts.overwrite)
+                  device=opts.device, precision=opts.precision, cache_dir=opts.cache_dir,
+                  overwrite=opts.overwrite)
     tags = TagFolder(out / "stage1")
     run_stage1(TagRunOptions(out=str(tags.root), loader_threads=0, **common))
     run_stage2(MaskRunOptions(tags=str(tags.txt), out=str(out / "stage2"), crf=opts.crf,
-                              workers=0, progress=opts.progress, **common))
+                              crf_workers=0, progress=opts.progress, **common))
     masks = MaskFolder(out / "stage2").label_dir(crf=opts.crf)
     names = ("background", *CLASSES)
     notes = ["Ground truth exists for the horse silhouette only; its mIoU tables check the plumbing."]
@@ -290,7 +273,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     report = write_report(out / "report.html", ReportInputs(
         images=out / "images", tags=tags.jsonl, class_names=CLASSES, stage2=out / "stage2",
         predictions=pred_dir, tables=tables, title="classify-then-segment demo",
-        banner=RANDOM_BANNER if weights.random else None, settings=settings, notes=notes))
+        random_weights=weights.random, settings=settings, notes=notes))
     if weights.random:
         _loud(RANDOM_BANNER)
     return DemoResult(report=report, weights=weights, trained=pred_dir is not None, notes=notes)

@@ -27,12 +27,13 @@ from tagclip_cls.formats.splits import read_split
 from tagclip_cls.core.presets import coarse27_names, make_preset
 from tagclip_cls.tagging.run import TagRunOptions, run_stage1
 
-from wsss.evaluation.miou import EVAL_DATASETS, evaluate_dirs
+from wsss.evaluation.miou import evaluate_dirs
 from wsss.evaluation.results import read_results, write_results
 from tagclip_cls.formats.mask_folder import MaskFolder
 from tagclip_cls.formats.tags import TagFolder
 from wsss.masks.run import MaskRunOptions, run_stage2
 from wsss.apps.report import ReportInputs, write_report
+from wsss.apps.run_report import random_weights_used, stage_configs
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +51,22 @@ class PipelineOptions:
     model: str | None = None
     pretrained: str = "openai"
     device: str = "cpu"
+    precision: str = "fp32"
     batch_size: int = 1
+    method: str = "tagclip"
     crf: bool = True
+    crf_image: str = "published"
     ignore_below: float | None = None
-    workers: int = 1
+    crf_workers: int = 1  # dense-CRF processes, also scoring the masks
     cache_dir: str | None = None
     gt_masks: str | None = None
     seg_config: str | None = None
     data_root: str | None = None
-    seg_options: dict[str, Any] = field(default_factory=dict)
+    cfg_options: dict[str, Any] = field(default_factory=dict)  # stage-3 config overrides
     skip_train: bool = False
     report_images: int = 20
+    strict: bool = False
+    overwrite: bool = False  # recompute every stage
     progress: bool = True
 
 
@@ -112,13 +118,13 @@ def stage2_missing(layout: PipelineLayout, preset: Preset, crf: bool) -> list[st
                     and (not crf or out.crf(e.image_id).is_file()))]
 
 
-def final_checkpoint(config: str, seg_options: dict[str, Any], work_dir: Path) -> Path:
+def final_checkpoint(config: str, cfg_options: dict[str, Any], work_dir: Path) -> Path:
     """Where the last checkpoint of an iteration-based config lands (``iter_MAX.pth``)."""
     from mmengine.config import Config
 
     cfg = Config.fromfile(config, import_custom_modules=False)
-    if seg_options:
-        cfg.merge_from_dict(seg_options)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     max_iters = cfg.get("train_cfg", {}).get("max_iters")
     if max_iters is None:
         raise UserError(f"{config}: train_cfg.max_iters not set (only iteration-based configs are supported)")
@@ -127,25 +133,27 @@ def final_checkpoint(config: str, seg_options: dict[str, Any], work_dir: Path) -
 
 def _stage1(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
     expected = [e.image_id for e in collect_entries(opts.img_root, opts.split, preset.classes)]
-    missing = stage1_missing(layout, expected)
+    missing = expected if opts.overwrite else stage1_missing(layout, expected)  # --overwrite: all of them
     if not missing:
         return StageStatus("stage1", False, f"tags of all {len(expected)} images in {layout.stage1.root}")
     run_stage1(TagRunOptions(img_root=opts.img_root, out=str(layout.stage1.root), dataset=opts.dataset,
                              classes=opts.classes, background=opts.background, split=opts.split,
                              model=opts.model, pretrained=opts.pretrained, device=opts.device,
-                             batch_size=opts.batch_size, cache_dir=opts.cache_dir))
+                             precision=opts.precision, batch_size=opts.batch_size, method=opts.method,
+                             cache_dir=opts.cache_dir, strict=opts.strict, overwrite=opts.overwrite,
+                             progress=opts.progress))
     return StageStatus("stage1", True, f"{len(missing)} of {len(expected)} images had no tags yet")
 
 
 def _stage2(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
-    missing = stage2_missing(layout, preset, opts.crf)
-    if not missing:
+    if not opts.overwrite and not stage2_missing(layout, preset, opts.crf):
         return StageStatus("stage2", False, f"pseudo masks complete in {layout.stage2.root}")
     summary = run_stage2(MaskRunOptions(
         img_root=opts.img_root, tags=str(layout.stage1.txt), out=str(layout.stage2.root), dataset=opts.dataset,
         classes=opts.classes, background=opts.background, model=opts.model, pretrained=opts.pretrained,
-        device=opts.device, crf=opts.crf, ignore_below=opts.ignore_below, workers=opts.workers,
-        cache_dir=opts.cache_dir, progress=opts.progress))
+        device=opts.device, precision=opts.precision, crf=opts.crf, crf_image=opts.crf_image,
+        ignore_below=opts.ignore_below, crf_workers=opts.crf_workers, cache_dir=opts.cache_dir,
+        strict=opts.strict, overwrite=opts.overwrite, progress=opts.progress))
     detail = (f"{summary.computed} images computed, {summary.existing} already done, {len(summary.failed)} failed"
               + (f", {summary.crf_written} CRF masks written" if opts.crf else ""))
     return StageStatus("stage2", True, detail)
@@ -154,17 +162,17 @@ def _stage2(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> St
 def _train(opts: PipelineOptions, layout: PipelineLayout) -> StageStatus:
     if opts.skip_train or not opts.seg_config:
         return StageStatus("stage3", False, "--skip-train given" if opts.skip_train else "no --seg-config given")
-    last = final_checkpoint(opts.seg_config, opts.seg_options, layout.stage3)
-    if last.is_file():
+    last = final_checkpoint(opts.seg_config, opts.cfg_options, layout.stage3)
+    if last.is_file() and not opts.overwrite:
         return StageStatus("stage3", False, f"{last} exists")
     from wsss.seg.errors import SegUserError  # mmseg is needed from here on only
     from wsss.seg.runner import load_config, train, user_message
 
     masks = layout.stage2.label_dir(crf=opts.crf)
-    resume = (layout.stage3 / "last_checkpoint").is_file()
+    resume = (layout.stage3 / "last_checkpoint").is_file() and not opts.overwrite
     try:
         cfg = load_config(opts.seg_config, pseudo_masks=str(masks), data_root=opts.data_root,
-                          work_dir=str(layout.stage3), cfg_options=opts.seg_options or None, resume=resume)
+                          work_dir=str(layout.stage3), cfg_options=opts.cfg_options or None, resume=resume)
         train(cfg)
     except SegUserError as err:
         raise UserError(user_message(err)) from None
@@ -195,7 +203,7 @@ def _evaluate(opts: PipelineOptions, layout: PipelineLayout, preset: Preset, sta
     write_text_atomic(split, "\n".join(ids) + "\n")
     results = []
     for folder, table in zip(folders, tables):
-        result = evaluate_dirs(folder, gt, opts.dataset, split, missing_as_wrong=True, workers=opts.workers)
+        result = evaluate_dirs(folder, gt, opts.dataset, split, missing_as_wrong=True, workers=opts.crf_workers)
         write_results(result, table)
         results.append(f"{folder.name} mIoU {result['mIoU']:.2f}" if result["mIoU"] is not None else folder.name)
     return StageStatus("eval", True, f"{len(ids)} images with ground truth: " + ", ".join(results))
@@ -210,6 +218,7 @@ def _report(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> Pa
         images=opts.img_root, tags=layout.stage1.jsonl, class_names=preset.classes,
         stage2=layout.stage2.root, tables=tables, label_names=coarse27_names(preset) if coarse else None,
         title=f"pipeline report: {preset.name}", max_images=opts.report_images,
+        random_weights=random_weights_used(stage_configs(layout.stage1, layout.stage2)),
         settings=[("images", opts.img_root), ("split", opts.split or "all images"),
                   ("CLIP weights", opts.pretrained), ("segmenter config", opts.seg_config or "none")],
         notes=[f"first {opts.report_images} images of the split shown"]))
@@ -218,8 +227,8 @@ def _report(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> Pa
 def check_options(opts: PipelineOptions) -> None:
     """Refuse up front what would only fail after hours of stages 1 and 2."""
     if opts.gt_masks:
-        if opts.dataset not in EVAL_DATASETS:
-            raise UserError(f"--gt-masks needs --dataset {'/'.join(EVAL_DATASETS)} (the evaluation protocol)")
+        if not opts.dataset:
+            raise UserError("--gt-masks needs --dataset (its evaluation protocol gives the label names)")
         if not Path(opts.gt_masks).is_dir():
             raise UserError(f"{opts.gt_masks}: ground-truth folder not found")
     if opts.seg_config and not opts.skip_train:

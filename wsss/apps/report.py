@@ -4,15 +4,24 @@ Inputs are the stages' own outputs: the image folder, stage 1's ``tags.jsonl``, 
 folder (``cams/ID.npz``, ``masks/ID.png``, ``masks_crf/ID.png``), optionally a folder of
 segmenter predictions (``ID.png`` label maps) and mIoU tables (the JSON of
 ``tools/eval_masks.py`` or of ``tools/train_seg.py`` / ``tools/test_seg.py``). Every picture
-is embedded as base64 JPEG, so the page can be mailed or archived on its own.
+is embedded (base64 JPEG; the colour scale PNG), so the page can be mailed or archived on its
+own. The demo and the pipeline make one; ``tools/make_report.py`` (:mod:`.run_report`) makes
+one of any run's folders.
 
 Sections: overview (settings, one line per image), one card per image (the image, its tag
-scores, a CAM heat map per tag, label-map overlays with a legend of the classes they
-contain), and the mIoU tables. Rendering uses numpy, OpenCV's colour maps and PIL only.
+scores, a CAM heat map per tag with the JET colour scale from 0 to 1, label-map overlays with
+region borders and a legend of the classes they contain), and the mIoU tables.
+
+Readability: pictures are shown with their longer side between ``min_display_side`` and
+``display_side`` (small images enlarged, label maps nearest-neighbour); overlays are blended
+over the photo lifted to [128, 255], so they keep their colours on dark photos. Outputs made
+with random CLIP weights (``random_weights``) get :data:`RANDOM_BANNER` on top and a short red
+note beside every table of scores. Rendering uses numpy, OpenCV's colour maps and PIL only.
 """
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import os
@@ -35,6 +44,10 @@ from wsss.evaluation.results import read_results
 
 MASK_PANELS = (("masks", "pseudo mask"), ("masks_crf", "pseudo mask + CRF"))
 IGNORE_COLOUR = (224, 224, 192)
+RANDOM_BANNER = ("random weights: tags and masks are meaningless; pass real CLIP weights "
+                 "(--pretrained PATH, or make demo PRETRAINED=/path/to/ViT-B-16.pt) for real results")
+RANDOM_NOTE = "random weights: these numbers mean nothing"
+OVERLAY_FLOOR = 128  # the photo under an overlay is lifted to [OVERLAY_FLOOR, 255]
 
 
 @dataclass
@@ -50,9 +63,11 @@ class ReportInputs:
     label_names: Sequence[str] | None = None  # label value -> name; default background + classes
     title: str = "classify-then-segment report"
     banner: str | None = None  # a warning shown in red at the top
+    random_weights: bool = False  # made with random CLIP weights: RANDOM_BANNER, and a note at every table
     settings: Sequence[tuple[str, str]] = ()  # (name, value) lines of the overview
     max_images: int | None = None
-    display_side: int = 256  # longer side of every picture in the page
+    display_side: int = 256  # longer side of every picture in the page, at most
+    min_display_side: int = 160  # smaller pictures are enlarged to this longer side
     notes: Sequence[str] = field(default_factory=list)  # extra overview remarks
 
 
@@ -63,30 +78,86 @@ def label_colours() -> np.ndarray:
     return colours
 
 
-def display_size(height: int, width: int, side: int) -> tuple[int, int]:
-    """``(H, W)`` scaled so the longer side is at most ``side`` (never enlarged)."""
-    scale = min(1.0, side / max(height, width))
+def display_size(height: int, width: int, side: int, smallest: int = 0) -> tuple[int, int]:
+    """``(H, W)`` scaled so the longer side is at most ``side`` and at least ``smallest`` (capped
+    at ``side``): large images fit the page, small ones are enlarged until they can be read."""
+    longer = max(height, width)
+    scale = min(max(longer, min(smallest, side)), side) / longer
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def cam_overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """A CAM in [0, 1] as a JET heat map blended over the (same-sized) RGB image."""
+def resize_picture(array: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
+    """``array`` at ``size`` ``(H, W)``: nearest-neighbour for label maps (no invented labels),
+    else area averaging to shrink and bilinear to enlarge."""
+    if array.shape[:2] == size:
+        return array
+    if nearest:
+        interp = cv2.INTER_NEAREST
+    else:
+        interp = cv2.INTER_AREA if size[0] * size[1] < array.shape[0] * array.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(array, (size[1], size[0]), interpolation=interp)
+
+
+def heat_colours(cam: np.ndarray) -> np.ndarray:
+    """RGB uint8 of values in [0, 1] in OpenCV's JET colour map (0 dark blue, 1 dark red)."""
     heat = cv2.applyColorMap(np.clip(cam * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
-    heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
-    return (rgb * (1 - alpha) + heat * alpha).astype(np.uint8)
+    return cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
 
 
-def mask_overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """Label colours blended over the (same-sized) RGB image."""
+def lifted(rgb: np.ndarray) -> np.ndarray:
+    """The photo mapped from [0, 255] to [OVERLAY_FLOOR, 255] (float): colours blended over it
+    stay bright and distinct on dark photos, where plain blending would darken them to black."""
+    return OVERLAY_FLOOR + rgb.astype(np.float32) * ((255 - OVERLAY_FLOOR) / 255)
+
+
+def cam_overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """A CAM in [0, 1] as a JET heat map blended over the (same-sized) lifted RGB image."""
+    return np.round(lifted(rgb) * (1 - alpha) + heat_colours(cam) * alpha).astype(np.uint8)
+
+
+def region_borders(labels: np.ndarray) -> np.ndarray:
+    """Boolean map of the pixels with a 4-neighbour of another label."""
+    border = np.zeros(labels.shape, dtype=bool)
+    rows, cols = labels[1:] != labels[:-1], labels[:, 1:] != labels[:, :-1]
+    border[1:] |= rows
+    border[:-1] |= rows
+    border[:, 1:] |= cols
+    border[:, :-1] |= cols
+    return border
+
+
+def mask_overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Label colours blended over the (same-sized) lifted RGB image, each region outlined in
+    its pure colour, so regions stay apart whatever the photo's brightness."""
     colours = label_colours()[labels]
-    return (rgb * (1 - alpha) + colours * alpha).astype(np.uint8)
+    out = np.round(lifted(rgb) * (1 - alpha) + colours * alpha).astype(np.uint8)
+    border = region_borders(labels)
+    out[border] = colours[border]
+    return out
+
+
+def _data_uri(rgb: np.ndarray, fmt: str, **options) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format=fmt, **options)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> str:
     """A ``data:`` URI of the image as base64 JPEG."""
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return _data_uri(rgb, "JPEG", quality=quality)
+
+
+@functools.cache
+def cam_scale() -> str:
+    """HTML of the CAM colour scale: the JET bar from 0 to 1 (lossless PNG, so it shows the
+    exact colours of the heat maps), labelled 0 and 1."""
+    bar = heat_colours(np.repeat(np.linspace(0, 1, 128)[None], 8, axis=0))
+    return (f'<div class="camscale"><span>0</span><img src="{_data_uri(bar, "PNG")}" '
+            f'alt="CAM colour scale from 0 (blue) to 1 (red)"><span>1</span></div>')
+
+
+def _random_note(inputs: ReportInputs) -> str:
+    return f'<p class="random-note">{html.escape(RANDOM_NOTE)}</p>' if inputs.random_weights else ""
 
 
 def _label_name(value: int, names: Sequence[str]) -> str:
@@ -110,7 +181,7 @@ def _figure(uri: str, caption: str, extra: str = "", kind: str = "") -> str:
             f"<figcaption>{html.escape(caption)}</figcaption>{extra}</figure>")
 
 
-def _scores_table(record: dict, class_names: Sequence[str], top: int = 10) -> str:
+def _scores_table(record: dict, class_names: Sequence[str], note: str, top: int = 10) -> str:
     scores = [float(s) for s in record["scores"]]
     tagged = set(record["tags"])
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
@@ -125,36 +196,31 @@ def _scores_table(record: dict, class_names: Sequence[str], top: int = 10) -> st
                     f'<td><div class="bar" style="width:{width:.0f}%"></div></td></tr>')
     more = len(scores) - len(shown)
     tail = f'<p class="muted">{more} lower-scoring classes not shown</p>' if more > 0 else ""
-    return f'<table class="scores"><tr><th>class</th><th>score</th><th></th></tr>{"".join(rows)}</table>{tail}'
-
-
-def _resize(array: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
-    if array.shape[:2] == size:
-        return array
-    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
-    return cv2.resize(array, (size[1], size[0]), interpolation=interp)
+    return (f'{note}<table class="scores"><tr><th>class</th><th>score</th><th></th></tr>{"".join(rows)}</table>'
+            f"{tail}")
 
 
 def _card(record: dict, inputs: ReportInputs, names: Sequence[str]) -> str:
     image_id = str(record["id"])
     rgb_full = load_rgb(find_image(inputs.images, image_id))
-    size = display_size(*rgb_full.shape[:2], inputs.display_side)
-    rgb = _resize(rgb_full, size, nearest=False)
+    size = display_size(*rgb_full.shape[:2], inputs.display_side, inputs.min_display_side)
+    rgb = resize_picture(rgb_full, size, nearest=False)
     tag_names = [inputs.class_names[t] for t in record["tags"] if t < len(inputs.class_names)]
     head = (f'<div class="row">{_figure(encode_jpeg(rgb), image_id, kind="photo")}<div>'
             f'<p><b>tags:</b> {html.escape(", ".join(tag_names)) or "<i>none</i>"}</p>'
-            f"{_scores_table(record, inputs.class_names)}</div></div>")
+            f"{_scores_table(record, inputs.class_names, _random_note(inputs))}</div></div>")
     head = f'<div class="block"><h4>image and tag scores</h4>{head}</div>'
     parts = [head]
     stage2 = Path(inputs.stage2) if inputs.stage2 else None
     cam_path = stage2 / "cams" / f"{image_id}.npz" if stage2 else None
     if cam_path is not None and cam_path.is_file():
         keys, cams = read_cams(cam_path)
-        figures = [_figure(encode_jpeg(cam_overlay(rgb, _resize(cams[i].astype(np.float32), size, False))),
+        figures = [_figure(encode_jpeg(cam_overlay(rgb, resize_picture(cams[i].astype(np.float32), size, False))),
                            f"CAM: {inputs.class_names[k] if k < len(inputs.class_names) else k}", kind="cam")
                    for i, k in enumerate(keys)]
-        parts.append(f'<div class="block"><h4>CAM heat maps</h4><div class="row">'
-                     f'{"".join(figures) or "<p class=muted>no tags, no CAMs</p>"}</div></div>')
+        body = (f'{cam_scale()}<div class="row">{"".join(figures)}</div>' if figures
+                else '<p class="muted">no tags, no CAMs</p>')
+        parts.append(f'<div class="block"><h4>CAM heat maps</h4>{body}</div>')
     elif stage2 is not None:
         parts.append('<p class="muted">no CAM file for this image</p>')
     panels = [(stage2 / sub / f"{image_id}.png", title) for sub, title in MASK_PANELS] if stage2 else []
@@ -168,7 +234,7 @@ def _card(record: dict, inputs: ReportInputs, names: Sequence[str]) -> str:
         if labels.shape != rgb_full.shape[:2]:
             raise UserError(f"{path}: label map is {labels.shape[1]}x{labels.shape[0]}, "
                             f"its image {rgb_full.shape[1]}x{rgb_full.shape[0]}")
-        small = _resize(labels, size, nearest=True)
+        small = resize_picture(labels, size, nearest=True)
         figures.append(_figure(encode_jpeg(mask_overlay(rgb, small)), title, _legend(labels, names), kind="mask"))
     if figures:
         parts.append(f'<div class="block"><h4>label maps</h4><div class="row">{"".join(figures)}</div></div>')
@@ -180,7 +246,7 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def _table_html(title: str, path: Path) -> str:
+def _table_html(title: str, path: Path, note: str) -> str:
     """One results file (:mod:`wsss.evaluation.results`) as summary line and per-class table;
     classes without ground-truth pixels are left out (as they are of the means)."""
     record = read_results(path)
@@ -188,13 +254,17 @@ def _table_html(title: str, path: Path) -> str:
     rows = [(name, row["IoU"], row["Acc"]) for name, row in record["per_class"].items() if row["gt_pixels"]]
     head = " · ".join(f"{html.escape(k)} <b>{_pct(v)}</b>" for k, v in summary)
     body = "".join(f"<tr><td>{html.escape(str(n))}</td><td>{_pct(i)}</td><td>{_pct(a)}</td></tr>" for n, i, a in rows)
-    return (f'<div class="miou"><h3>{html.escape(title)}</h3><p>{head}</p>'
+    return (f'<div class="miou"><h3>{html.escape(title)}</h3>{note}<p>{head}</p>'
             f"<table><tr><th>class</th><th>IoU %</th><th>Acc %</th></tr>{body}</table></div>")
 
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:16px;color:#222;max-width:1400px}
-.banner{background:#c62828;color:#fff;padding:12px 16px;font-size:18px;font-weight:bold;border-radius:4px}
+.banner{background:#c62828;color:#fff;padding:12px 16px;font-size:18px;font-weight:bold;border-radius:4px;
+margin:0 0 8px}
+.random-note{color:#c62828;font-weight:bold;font-size:13px;margin:4px 0}
+.camscale{display:flex;align-items:center;gap:4px;font-size:12px;margin:0 0 4px}
+.camscale img{width:128px;height:10px;border:1px solid #555}
 .card{border:1px solid #ccc;border-radius:6px;padding:8px 12px;margin:14px 0}
 .row{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
 figure{margin:0}figcaption{font-size:13px;color:#444}
@@ -214,7 +284,8 @@ def render_report(inputs: ReportInputs) -> str:
     if inputs.max_images is not None:
         records = records[:inputs.max_images]
     names = list(inputs.label_names or ("background", *inputs.class_names))
-    banner = f'<div class="banner">{html.escape(inputs.banner)}</div>' if inputs.banner else ""
+    banners = ([RANDOM_BANNER] if inputs.random_weights else []) + ([inputs.banner] if inputs.banner else [])
+    banner = "".join(f'<div class="banner">{html.escape(b)}</div>' for b in banners)
     settings = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in inputs.settings)
     notes = "".join(f"<p>{html.escape(n)}</p>" for n in inputs.notes)
     overview_rows = "".join(
@@ -223,7 +294,7 @@ def render_report(inputs: ReportInputs) -> str:
         for r in records)
     cards = "".join(_card(r, inputs, names) for r in records)
     tables = [(t, Path(p)) for t, p in inputs.tables if Path(p).is_file()]
-    tables_html = ("".join(_table_html(t, p) for t, p in tables)
+    tables_html = ("".join(_table_html(t, p, _random_note(inputs)) for t, p in tables)
                    or '<p class="muted">no ground truth, no mIoU tables</p>')
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(inputs.title)}</title>'
             f"<style>{CSS}</style></head><body>{banner}<h1>{html.escape(inputs.title)}</h1>"

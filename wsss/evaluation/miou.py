@@ -26,16 +26,13 @@ from tagclip_cls.formats.splits import read_split
 from tagclip_cls.formats.mask_png import IGNORE, png_ids, read_label_png
 from wsss.evaluation.results import coverage_description, results_record, run_description, scores_from_confusion
 
-EVAL_DATASETS = ("voc2012", "coco2017", "cocostuff")
-
-
 def eval_class_names(dataset: str) -> tuple[str, ...]:
-    """Label names of an evaluation protocol: background + classes, or the 27 coarse classes."""
-    if dataset not in EVAL_DATASETS:
-        raise UserError(f"unknown evaluation dataset {dataset!r}; choose one of {', '.join(EVAL_DATASETS)}")
-    if dataset == "cocostuff":
-        return coarse27_names(load_preset(dataset))
-    return ("background", *load_preset(dataset).classes)
+    """Label names of a preset's evaluation protocol: background + classes (VOC, COCO-Object),
+    or the 27 coarse classes (COCO-Stuff)."""
+    preset = load_preset(dataset)
+    if preset.clip_es.label_space == "coarse27":
+        return coarse27_names(preset)
+    return ("background", *preset.classes)
 
 
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:

@@ -5,6 +5,5 @@ The choices below are here, in a module without heavy imports, so that the tool 
 arguments (and answers ``--help``) before torch loads.
 """
 
-PRECISIONS = ("fp32", "bf16")
 GRAD_MODES = ("loop", "batched")  # one backward per tag, or one batched backward
 CRF_IMAGE_MODES = ("published", "rgb")  # the published wrapped BGR-minus-mean image, or the picture

@@ -75,7 +75,7 @@ class MaskGenerator:
                  max_side: int | None = DEFAULT_MAX_SIDE, crf_image: str = "published", ignore_below: float | None = None,
                  cache_dir: str | os.PathLike | None = None):
         config = config or cam_config(preset)
-        check_precision(config.precision, clip.device)
+        check_precision(config.precision, clip.device.type)
         if not range(clip.num_layers)[slice(*config.affinity_layers)]:
             raise UserError(f"affinity layers {config.affinity_layers} select none of the {clip.num_layers} layers")
         names = list(preset.clip_es.cam_names)

@@ -7,7 +7,7 @@ words] of the logits of the mean patch token. The gradients of all tags' scores 
 same forward (one small backward per tag on the last block, or one batched backward), so an
 image costs one pass through the network whatever its number of tags.
 
-Refinement (SPEC "Stage 2", step 3): the mean attention of the affinity layers is
+Refinement (CLIP-ES, step 3): the mean attention of the affinity layers is
 Sinkhorn-normalised (columns then rows, three rounds), symmetrised and squared once per image;
 each tag's CAM is propagated with its box mask (``scoremap2bbox`` at ``box_threshold``) on the
 columns. CAMs min-max normalised at grid size are resized to the image (OpenCV bilinear).
@@ -20,7 +20,7 @@ result then has the same bits as the published code at the same thread count.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -31,7 +31,8 @@ import torch
 from tagclip_cls.core.boxes import score_map_box_mask
 from tagclip_cls.core.models import LoadedClip
 from tagclip_cls.core.vit import attention, block_forward, embed
-from wsss.masks import GRAD_MODES, PRECISIONS
+from tagclip_cls.runtime.precision import PRECISIONS, precision_autocast
+from wsss.masks import GRAD_MODES
 
 CAM_TEMPLATE = "a clean origami {}."
 EPS = 1e-7  # min-max normalisation: (x - min) / (EPS + max(x - min)), as pytorch-grad-cam
@@ -44,7 +45,7 @@ class CamConfig:
     affinity_layers: tuple[int | None, int | None] = (-8, -1)  # python-slice bounds over the L layers
     box_threshold: float = 0.4
     round_fp16_pos: bool = True  # quirk: positional table rounded to fp16 as in the published code
-    precision: str = "fp32"  # "bf16": bfloat16 autocast on CPU, float16 on CUDA
+    precision: str = "fp32"  # or "bf16"/"fp16": autocast to that type, as in stage 1
     grad_mode: str = "loop"  # "loop": one backward per tag; "batched": one vmapped backward
 
     def __post_init__(self) -> None:
@@ -141,10 +142,7 @@ class ClipES:
             raise ValueError(f"affinity_layers {config.affinity_layers} selects no layer of {clip.num_layers}")
 
     def _autocast(self):
-        if self.config.precision == "fp32":
-            return nullcontext()
-        device = self.clip.device.type
-        return torch.autocast(device, dtype=torch.bfloat16 if device == "cpu" else torch.float16)
+        return precision_autocast(self.config.precision, self.clip.device.type)
 
     @torch.no_grad()
     def trunk(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -83,7 +83,8 @@ def dense_crf(image: np.ndarray, prob: np.ndarray, params: CRFParams = CRFParams
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(prob)))
     crf.addPairwiseGaussian(sxy=params.gauss_sxy, compat=params.gauss_compat)
     crf.addPairwiseBilateral(sxy=params.bilateral_sxy, srgb=params.bilateral_srgb,
-                             rgbim=np.ascontiguousarray(image), compat=params.bilateral_compat)
+                             rgbim=np.require(image, requirements=["C", "W"]),  # pydensecrf: writable only
+                             compat=params.bilateral_compat)
     q = crf.inference(params.iterations)
     return np.asarray(q, dtype=np.float32).reshape(rows, height, width)
 

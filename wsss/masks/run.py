@@ -62,7 +62,7 @@ class MaskRunOptions:
     crf: bool = False
     crf_image: str = "published"
     ignore_below: float | None = None
-    workers: int = 1
+    crf_workers: int = 1
     threads: int | None = None
     loader_threads: int | None = None  # readers (> 0: writes in the background too); None: 2 on GPU, 0 on CPU
     cache_dir: str | None = None
@@ -113,8 +113,8 @@ def _check_options(opts: MaskRunOptions) -> None:
         raise UserError("--ignore-below applies to the CRF result: add --crf")
     if opts.ignore_below is not None and not 0.0 < opts.ignore_below <= 1.0:
         raise UserError("--ignore-below must lie in (0, 1]")
-    if opts.workers < 0:
-        raise UserError("--workers must be 0 or more")
+    if opts.crf_workers < 0:
+        raise UserError("--crf-workers must be 0 or more")
     check_device_and_output(opts.device, opts.precision, opts.out)
 
 
@@ -127,12 +127,14 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
     LabelSpace.from_preset(preset)  # a label space that fits 8-bit PNGs, checked before anything loads
     entries = shard(read_split(opts.tags, preset.classes), rank)
     layout = MaskFolder(opts.out)
+    settings = {"classes": list(preset.classes), "cam_names": list(preset.clip_es.cam_names),
+                "background_words": list(preset.clip_es.background_words), "max_side": opts.max_side,
+                "crf_image": opts.crf_image, "ignore_below": opts.ignore_below}
+    check_run_config(layout.config, settings, write=False, overwrite=opts.overwrite, known_before_loading=True)
     generator = build_generator(preset, opts, device_for_rank(opts.device, rank))
     check_run_config(layout.config, {
-        "model": generator.clip.name, "classes": list(preset.classes),
-        "cam_names": list(preset.clip_es.cam_names), "background_words": list(preset.clip_es.background_words),
-        "cam": asdict(generator.model.config), "max_side": opts.max_side,
-        "crf_image": opts.crf_image, "ignore_below": opts.ignore_below}, rank.is_main, opts.overwrite)
+        **settings, "model": generator.clip.name, "random_weights": generator.clip.random_weights,
+        "cam": asdict(generator.model.config)}, rank.is_main, opts.overwrite)
 
     summary = MaskRunSummary()
     found = _locate_images(entries, opts, summary)
@@ -181,7 +183,7 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
         jobs = [CRFJob(str(path), str(layout.cam(i)), str(layout.crf(i)))
                 for i, _, path in found if i not in summary.failed]
         settings = CRFSettings(space=generator.space, mode=opts.crf_image, threshold=opts.ignore_below)
-        summary.crf_written = run_crf_batch(jobs, settings, opts.workers, opts.overwrite, opts.progress).written
+        summary.crf_written = run_crf_batch(jobs, settings, opts.crf_workers, opts.overwrite, opts.progress).written
     return summary
 
 

@@ -1,0 +1,65 @@
+"""Checks of command-line values that need neither torch nor a model, so that a tool answers a
+mistake in well under a second: paths that must exist, the device, the precision, ``--out``."""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+from pathlib import Path
+
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.precision import check_precision
+
+DEVICE_PATTERN = re.compile(r"(cpu|cuda)(:\d+)?")
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+FOLDER_ARGUMENTS = ("img_root", "gt", "pred", "gt_masks", "pseudo_masks", "data_root")
+FILE_ARGUMENTS = ("split", "classes", "background", "config", "seg_config", "checkpoint")
+
+
+def looks_like_path(pretrained: str) -> bool:
+    """Whether ``--pretrained`` names a file rather than an open_clip tag."""
+    return os.sep in pretrained or pretrained.endswith(WEIGHT_SUFFIXES) or Path(pretrained).exists()
+
+
+def no_gpu_visible() -> bool:
+    """True where no GPU can be there: no NVIDIA or AMD device node, or CUDA_VISIBLE_DEVICES
+    hides them all. Only a certain absence counts; torch decides the rest later."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return True
+    return not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd"))
+
+
+def check_device(device: str, precision: str = "fp32") -> None:
+    """``cpu``, ``cuda`` or ``cuda:N`` with a GPU that can exist, and a precision it can run."""
+    match = DEVICE_PATTERN.fullmatch(device)
+    if match is None:
+        raise UserError(f"--device {device!r}: use cpu or cuda (cuda:N)")
+    if match.group(1) == "cuda" and no_gpu_visible():
+        raise UserError(f"--device {device} asked for, but there is no visible GPU here; use --device cpu")
+    check_precision(precision, match.group(1))
+
+
+def check_out_folder(out: str | os.PathLike) -> None:
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"{out}: --out names an existing file; it must be a folder")
+
+
+def check_arguments(args: argparse.Namespace, out_is_folder: bool = True) -> argparse.Namespace:
+    """Check the values every tool names alike (see the module docstring); returns ``args``."""
+    values = vars(args)
+    if values.get("device"):
+        check_device(values["device"], values.get("precision") or "fp32")
+    if out_is_folder and values.get("out"):
+        check_out_folder(values["out"])
+    for name in FOLDER_ARGUMENTS:
+        if values.get(name) and not Path(values[name]).is_dir():
+            raise UserError(f"{values[name]}: --{name.replace('_', '-')} folder not found")
+    for name in FILE_ARGUMENTS:
+        if values.get(name) and not Path(values[name]).is_file():
+            raise UserError(f"{values[name]}: --{name.replace('_', '-')} file not found")
+    pretrained = values.get("pretrained")
+    if pretrained and looks_like_path(pretrained) and not Path(pretrained).is_file():
+        raise UserError(f"{pretrained}: checkpoint not found (pass an existing file, or an open_clip "
+                        f"tag such as 'openai')")
+    return args
