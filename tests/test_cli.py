@@ -128,3 +128,17 @@ def test_cfg_options_parse_as_mmengine_does():
         "train_cfg.max_iters": 10, "x": [1, 2], "y": (1, 2), "z": False, "w": "abc"}
     with pytest.raises(UserError, match="'max_iters': expected KEY=VALUE"):
         cfg_options_dict(["max_iters"])
+
+
+@pytest.mark.parametrize("level, shown", [("INFO", False), ("DEBUG", True)])
+def test_open_clip_parsing_lines_only_at_debug(level, shown):
+    code = ("import logging, open_clip\n"
+            "from tagclip_cls.runtime.cli import setup_logging\n"
+            f"setup_logging({level!r})\n"
+            "open_clip.get_tokenizer('ViT-B-16')\n"
+            "logging.getLogger('x').info('still shown')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "INFO x: still shown" in proc.stderr
+    for line in ("Parsing tokenizer identifier", "Attempting to load config", "Using default SimpleTokenizer"):
+        assert (line in proc.stderr) == shown

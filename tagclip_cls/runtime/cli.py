@@ -24,12 +24,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class _OpenClipChatter(logging.Filter):
-    """open_clip logs "Parsing model/tokenizer identifier" on the root logger at INFO for every
-    load; shown at DEBUG only."""
+    """open_clip logs on the root logger at INFO for every model and tokenizer load ("Parsing
+    tokenizer identifier", "Attempting to load config", ...): those are shown at DEBUG only."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.INFO and record.pathname.endswith(f"open_clip{os.sep}factory.py") \
-                and record.getMessage().startswith("Parsing "):
+        if record.levelno == logging.INFO and f"{os.sep}open_clip{os.sep}" in record.pathname:
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger().isEnabledFor(logging.DEBUG)
         return True
