@@ -61,8 +61,8 @@ MISTAKES = {
     "make_random_weights.py": (["--out", "w", "--vision-width", "100"], "multiple of 64"),
     "make_report.py": (["--tags", "nope", "--img-root", ".", "--dataset", "voc2012", "--out", "r.html"],
                        "nope: stage-1 output folder not found"),
-    "train_seg.py": (["nope.py", "--pseudo-masks", "."], "nope.py: --config file not found"),
-    "test_seg.py": (["nope.py", "x.pth"], "nope.py: --config file not found"),
+    "train_seg.py": (["nope.py", "--pseudo-masks", "."], "nope.py: config file not found"),
+    "test_seg.py": (["nope.py", "x.pth"], "nope.py: config file not found"),
 }
 
 
@@ -142,3 +142,12 @@ def test_open_clip_parsing_lines_only_at_debug(level, shown):
     assert "INFO x: still shown" in proc.stderr
     for line in ("Parsing tokenizer identifier", "Attempting to load config", "Using default SimpleTokenizer"):
         assert (line in proc.stderr) == shown
+
+
+def test_amp_training_is_refused_without_a_gpu():
+    from tagclip_cls.runtime.arguments import no_gpu_visible
+    if not no_gpu_visible():
+        pytest.skip("a GPU may be visible here")
+    code, heavy, _, err = probe("train_seg.py", "configs/tiny/deeplabv2_r18-tiny_voc-64x64.py",
+                                "--pseudo-masks", ".", "--amp")
+    assert code == 2 and heavy == [] and err.startswith("error: --amp needs a GPU")

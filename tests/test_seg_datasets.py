@@ -191,11 +191,12 @@ def _tool(name):
     return mod
 
 
-def test_train_tool_reports_user_mistakes_in_one_line(voc, tmp_path):
+def test_train_tool_reports_user_mistakes_in_one_line(voc, tmp_path, capsys):
+    from tagclip_cls.runtime.cli import run_cli
     train_seg = _tool("train_seg")
     cases = [
         ([str(tmp_path / "none.py"), "--pseudo-masks", str(voc)], "none.py: config file not found"),
-        ([str(TINY), "--pseudo-masks", str(tmp_path / "nomasks")], "nomasks: pseudo-mask folder not found"),
+        ([str(TINY), "--pseudo-masks", str(tmp_path / "nomasks")], "nomasks: --pseudo-masks folder not found"),
         ([str(TINY), "--pseudo-masks", str(voc / "pseudo_masks"), "--data-root", str(voc),
           "--work-dir", str(tmp_path / "w"), "--resume"], "has no checkpoint"),
     ]
@@ -205,6 +206,6 @@ def test_train_tool_reports_user_mistakes_in_one_line(voc, tmp_path):
                    "--work-dir", str(tmp_path / "w2")], "train_0000.png: pseudo mask missing for image train_0000"))
     for argv, expected in cases:
         with pytest.raises(SystemExit) as exc:
-            train_seg.main(argv)
-        msg = str(exc.value.code)
-        assert msg.startswith("error: ") and expected in msg and "\n" not in msg
+            run_cli(lambda: train_seg.main(argv))
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.startswith("error: ") and expected in err and err.count("\n") == 1, err

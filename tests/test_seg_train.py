@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tagclip_cls.runtime.errors import UserError
+
 import wsss.seg.register  # noqa: F401  (torch.load allowlist for mmengine checkpoints)
 from wsss.seg.synthetic import write_synthetic_voc
 
@@ -83,7 +85,7 @@ def test_test_tool_writes_tables_for_a_checkpoint(data, trained, tmp_path):
     assert res["split"] == "test" and res["checkpoint"].endswith("iter_60.pth")
     assert res["mIoU"] == pytest.approx(val["mIoU"], abs=0.01)  # same weights, same val images
     assert "iter_60.pth" in (out / "results_test.md").read_text()
-    with pytest.raises(SystemExit, match="missing.pth: checkpoint not found"):
+    with pytest.raises(UserError, match="missing.pth: checkpoint file not found"):
         _tool("test_seg").main([TINY, str(tmp_path / "missing.pth"), "--data-root", str(data)])
 
 

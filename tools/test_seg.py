@@ -17,38 +17,42 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mmengine.config import DictAction  # noqa: E402
+from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
+from tagclip_cls.runtime.cli import ToolParser, add_cfg_options_argument, cfg_options_dict, run_cli  # noqa: E402
+from tagclip_cls.runtime.errors import UserError  # noqa: E402
 
-from wsss.seg.errors import SegUserError  # noqa: E402
-from wsss.seg.runner import default_launcher, evaluate, load_config, user_message  # noqa: E402
+LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ToolParser(__doc__)
     p.add_argument("config", help="the mmseg config the checkpoint was trained with")
     p.add_argument("checkpoint", help="checkpoint file (.pth)")
     p.add_argument("--data-root", metavar="DIR", help="dataset root (overrides the config's)")
     p.add_argument("--work-dir", metavar="DIR",
                    help="where results_test.json/.md go (default: the checkpoint's folder)")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
-                   help="override config entries")
-    p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"],
-                   default=default_launcher(), help="job launcher (pytorch under torchrun)")
-    return p.parse_args(argv)
+    add_cfg_options_argument(p)
+    p.add_argument("--launcher", choices=LAUNCHERS,
+                   help="job launcher (default: pytorch under torchrun, else none)")
+    return check_arguments(p.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from wsss.seg.errors import SegUserError  # mmengine, mmseg, torch: after parsing
+    from wsss.seg.runner import default_launcher, evaluate, load_config, user_message
+
     work_dir = args.work_dir or osp.dirname(osp.abspath(args.checkpoint))
     try:
         cfg = load_config(args.config, data_root=args.data_root, work_dir=work_dir,
-                          cfg_options=args.cfg_options, launcher=args.launcher)
+                          cfg_options=cfg_options_dict(args.cfg_options) or None,
+                          launcher=args.launcher or default_launcher())
         metrics = evaluate(cfg, args.checkpoint)
     except SegUserError as err:
-        raise SystemExit(f"error: {user_message(err)}") from None
+        raise UserError(user_message(err)) from None
     summary = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
     print(f"[test_seg] {summary}; tables in {osp.join(work_dir, 'results_test.json')} and .md")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

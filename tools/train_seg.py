@@ -2,7 +2,7 @@
 """Stage 3: train an mmsegmentation network on stage-2 pseudo masks.
 
     python tools/train_seg.py CONFIG --pseudo-masks OUT_DIR/masks [--data-root DIR]
-        [--work-dir DIR] [--cfg-options key=value ...] [--resume]
+        [--work-dir DIR] [--cfg-options key=value ...] [--resume] [--amp]
     torchrun --nproc_per_node=N tools/train_seg.py CONFIG --pseudo-masks DIR ...
 
 Checkpoints, logs and the last validation's tables (results_val.json / .md) go to the work
@@ -16,39 +16,48 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mmengine.config import DictAction  # noqa: E402
+from tagclip_cls.runtime.arguments import check_arguments, no_gpu_visible  # noqa: E402
+from tagclip_cls.runtime.cli import ToolParser, add_cfg_options_argument, cfg_options_dict, run_cli  # noqa: E402
+from tagclip_cls.runtime.errors import UserError  # noqa: E402
 
-from wsss.seg.errors import SegUserError  # noqa: E402
-from wsss.seg.runner import default_launcher, load_config, train, user_message  # noqa: E402
+LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
+AMP_OPTIONS = {"optim_wrapper.type": "AmpOptimWrapper", "optim_wrapper.dtype": "bfloat16"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ToolParser(__doc__)
     p.add_argument("config", help="mmseg config file, e.g. configs/deeplabv2/...py")
     p.add_argument("--pseudo-masks", required=True, metavar="DIR",
                    help="folder of ID.png pseudo masks used as training labels")
     p.add_argument("--data-root", metavar="DIR", help="dataset root (overrides the config's)")
     p.add_argument("--work-dir", metavar="DIR", help="where checkpoints, logs and tables go")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the last checkpoint in the work dir")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
-                   help="override config entries, e.g. train_cfg.max_iters=1000")
-    p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"],
-                   default=default_launcher(), help="job launcher (pytorch under torchrun)")
-    return p.parse_args(argv)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the work dir")
+    p.add_argument("--amp", action="store_true",
+                   help="bf16 mixed precision (mmengine's AmpOptimWrapper; GPU only)")
+    add_cfg_options_argument(p)
+    p.add_argument("--launcher", choices=LAUNCHERS,
+                   help="job launcher (default: pytorch under torchrun, else none)")
+    args = check_arguments(p.parse_args(argv))
+    if args.amp and no_gpu_visible():
+        raise UserError("--amp needs a GPU (mmengine's AmpOptimWrapper runs on CUDA); train in fp32 here")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from wsss.seg.errors import SegUserError  # mmengine, mmseg, torch: after parsing
+    from wsss.seg.runner import default_launcher, load_config, train, user_message
+
+    cfg_options = {**cfg_options_dict(args.cfg_options), **(AMP_OPTIONS if args.amp else {})}
     try:
         cfg = load_config(args.config, pseudo_masks=args.pseudo_masks, data_root=args.data_root,
-                          work_dir=args.work_dir, cfg_options=args.cfg_options,
-                          resume=args.resume, launcher=args.launcher)
+                          work_dir=args.work_dir, cfg_options=cfg_options or None,
+                          resume=args.resume, launcher=args.launcher or default_launcher())
         work_dir = train(cfg)
     except SegUserError as err:
-        raise SystemExit(f"error: {user_message(err)}") from None
+        raise UserError(user_message(err)) from None
     print(f"[train_seg] done; checkpoints and results_val.json/.md in {work_dir}")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

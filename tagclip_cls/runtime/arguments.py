@@ -15,6 +15,7 @@ DEVICE_PATTERN = re.compile(r"(cpu|cuda)(:\d+)?")
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 FOLDER_ARGUMENTS = ("img_root", "gt", "pred", "gt_masks", "pseudo_masks", "data_root")
 FILE_ARGUMENTS = ("split", "classes", "background", "config", "seg_config", "checkpoint")
+POSITIONAL_ARGUMENTS = ("config", "checkpoint")
 
 
 def looks_like_path(pretrained: str) -> bool:
@@ -45,6 +46,10 @@ def check_out_folder(out: str | os.PathLike) -> None:
         raise UserError(f"{out}: --out names an existing file; it must be a folder")
 
 
+def _flag(name: str) -> str:
+    return name if name in POSITIONAL_ARGUMENTS else "--" + name.replace("_", "-")
+
+
 def check_arguments(args: argparse.Namespace, out_is_folder: bool = True) -> argparse.Namespace:
     """Check the values every tool names alike (see the module docstring); returns ``args``."""
     values = vars(args)
@@ -54,10 +59,10 @@ def check_arguments(args: argparse.Namespace, out_is_folder: bool = True) -> arg
         check_out_folder(values["out"])
     for name in FOLDER_ARGUMENTS:
         if values.get(name) and not Path(values[name]).is_dir():
-            raise UserError(f"{values[name]}: --{name.replace('_', '-')} folder not found")
+            raise UserError(f"{values[name]}: {_flag(name)} folder not found")
     for name in FILE_ARGUMENTS:
         if values.get(name) and not Path(values[name]).is_file():
-            raise UserError(f"{values[name]}: --{name.replace('_', '-')} file not found")
+            raise UserError(f"{values[name]}: {_flag(name)} file not found")
     pretrained = values.get("pretrained")
     if pretrained and looks_like_path(pretrained) and not Path(pretrained).is_file():
         raise UserError(f"{pretrained}: checkpoint not found (pass an existing file, or an open_clip "
