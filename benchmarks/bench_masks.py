@@ -120,7 +120,7 @@ def main() -> None:
     clip = load_clip(None, args.pretrained, args.device) if args.pretrained else random_vitb16(args.device)
     preset = load_preset("voc2012")
     space = LabelSpace.from_preset(preset)
-    names, background = preset.clip_es["cam_names"], preset.clip_es["background_words"]
+    names, background = preset.clip_es.cam_names, preset.clip_es.background_words
     text = encode_prompts(clip, names + background, [CAM_TEMPLATE])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

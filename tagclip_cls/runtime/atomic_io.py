@@ -3,16 +3,34 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable, IO
+
+NEW_FILE_MODE = 0o666  # what open(path, "w") asks for; the kernel then applies the umask
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """Create a new, empty temporary file next to ``path``; returns its descriptor and path.
+
+    Unlike ``tempfile.mkstemp`` (always 0600), it is created with the permissions a plain
+    ``open(path, "w")`` gives: ``0o666`` less the umask (or the folder's default ACL), applied
+    by the kernel. So nothing reads or changes the process umask, which would race with other
+    threads creating files, and a later ``os.umask`` call takes effect on the next write.
+    """
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE), tmp
+        except FileExistsError:  # name taken (about 1 in 2**48): draw another
+            continue
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "w") -> None:
     """Call ``write(f)`` on a temporary file next to ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, mode) as f:
             write(f)

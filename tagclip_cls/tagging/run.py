@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from tagclip_cls.runtime.distributed import device_for_rank, rank_info
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.core.models import load_clip
+from tagclip_cls.runtime.denormals import flush_denormals
 from tagclip_cls.runtime.overlap import read_threads
 from tagclip_cls.runtime.setup import check_device_and_output, check_run_config, share_cpu_threads
 from tagclip_cls.core.presets import make_preset
@@ -56,10 +57,12 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
                 "max_side": opts.max_side, "batch_size": opts.batch_size}
     check_run_config(TagFolder(opts.out).run_config, settings, write=False, overwrite=opts.overwrite,
                      known_before_loading=True)
-    clip = load_clip(opts.model, opts.pretrained, device_for_rank(opts.device, rank))
-    tagger = Tagger(clip, preset, method=opts.method, precision=opts.precision, max_side=opts.max_side,
-                    round_fp16_pos=not opts.no_fp16_pos, cache_dir=opts.cache_dir)
-    run_config = {**settings, "model": clip.name, "random_weights": clip.random_weights,
-                  "text": clip.text_fingerprint, "config": asdict(tagger.model.config)}
-    return tag_images(tagger, entries, opts.out, run_config, opts.batch_size, opts.strict, opts.overwrite,
-                      rank, read_threads(opts.loader_threads, clip.device.type), opts.progress)
+    device = device_for_rank(opts.device, rank)
+    with flush_denormals(device.type == "cpu"):  # see tagclip_cls.runtime.denormals: 1.9x faster on CPU
+        clip = load_clip(opts.model, opts.pretrained, device)
+        tagger = Tagger(clip, preset, method=opts.method, precision=opts.precision, max_side=opts.max_side,
+                        round_fp16_pos=not opts.no_fp16_pos, cache_dir=opts.cache_dir)
+        run_config = {**settings, "model": clip.name, "random_weights": clip.random_weights,
+                      "text": clip.text_fingerprint, "config": asdict(tagger.model.config)}
+        return tag_images(tagger, entries, opts.out, run_config, opts.batch_size, opts.strict, opts.overwrite,
+                          rank, read_threads(opts.loader_threads, clip.device.type), opts.progress)

@@ -2,14 +2,18 @@
 config from the command line's options, then train or evaluate with mmengine's Runner."""
 from __future__ import annotations
 
+import logging
 import os
 import os.path as osp
 from pathlib import Path
 from typing import Any, Callable
 
 from mmengine.config import Config, ConfigDict
+from mmengine.device import get_device
+from mmengine.logging import MMLogger
 from mmengine.runner import Runner
 
+from tagclip_cls.runtime.denormals import flush_denormals
 from wsss.seg import register  # noqa: F401  (mmseg modules of this project)
 from wsss.seg.compat import prepare_cpu_distributed
 from wsss.seg.errors import MissingFileError, SegUserError
@@ -75,16 +79,49 @@ def load_config(config: str | os.PathLike, *, pseudo_masks: str | None = None,
     return cfg
 
 
-def _build_runner(cfg: Config) -> Runner:
+HOOK_TABLE = "Hooks will be executed in the following order:"
+
+
+class SetupDumpFilter(logging.Filter):
+    """Passes all records but mmengine's set-up dumps: the system/runtime environment and the
+    config (both logged by ``Runner._log_env``) and the hook order table, about 350 lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.funcName != "_log_env" and not str(record.msg).startswith(HOOK_TABLE)
+
+
+_SETUP_DUMP_FILTER = SetupDumpFilter()
+
+
+class QuietConsoleRunner(Runner):
+    """mmengine's Runner with its set-up dumps in the work dir's log file only: the console
+    keeps the progress, warnings and results. (The dump's "GPU number" is mmengine's world
+    size, reported even on CPU, so it stays out of the console too.)"""
+
+    def build_logger(self, log_level: int | str = "INFO", log_file: str | None = None,
+                     **kwargs: Any) -> MMLogger:
+        """mmengine's logger, with :class:`SetupDumpFilter` on its console handler (the
+        runner builds the logger just before logging the environment)."""
+        logger = super().build_logger(log_level, log_file, **kwargs)
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.addFilter(_SETUP_DUMP_FILTER)  # logging skips a filter added twice
+        return logger
+
+
+def build_runner(cfg: Config) -> Runner:
+    """mmengine's Runner for ``cfg`` (set-up dumps to the log file only), after the fixes a
+    CPU-only ``torchrun`` launch needs."""
     prepare_cpu_distributed(cfg)
-    return Runner.from_cfg(cfg)
+    return QuietConsoleRunner.from_cfg(cfg)
 
 
 def train(cfg: Config) -> Path:
     """Train as configured; returns the work dir (holding checkpoints, logs and the
-    ``results_val`` tables of the last validation)."""
-    runner = _build_runner(cfg)
-    runner.train()
+    ``results_val`` tables of the last validation). Denormals are flushed on CPU."""
+    with flush_denormals(get_device() == "cpu"):
+        runner = build_runner(cfg)
+        runner.train()
     return Path(runner.work_dir)
 
 
@@ -95,7 +132,8 @@ def evaluate(cfg: Config, checkpoint: str | os.PathLike) -> dict[str, float]:
         raise MissingFileError(f"{checkpoint}: checkpoint not found")
     cfg.load_from = osp.abspath(checkpoint)
     cfg.resume = False
-    return _build_runner(cfg).test()
+    with flush_denormals(get_device() == "cpu"):
+        return build_runner(cfg).test()
 
 
 def user_message(err: BaseException) -> str:
