@@ -115,11 +115,11 @@ def test_torchrun_two_ranks_byte_identical(setup):
 
 
 def published_crf_labels(rgb: np.ndarray, keys: list[int], cams: np.ndarray, threshold: float | None,
-                         coarse: dict[int, int] | None = None) -> np.ndarray:
+                         coarse: dict[int, int] | None = None, plain_rgb: bool = False) -> np.ndarray:
     """The published CLIP-ES CRF written out with pydensecrf itself: [1 - max, cams] as the
-    softmax stack, the BGR-minus-mean image cast to uint8 (wrapping), 10 iterations of
-    Gaussian (sxy 1, compat 3) and bilateral (sxy 67, srgb 3, compat 4) kernels; labels
-    0 / class + 1, and 255 where the confidence is below ``threshold``."""
+    softmax stack, the BGR-minus-mean image cast to uint8 (wrapping; ``plain_rgb``: the RGB
+    image itself), 10 iterations of Gaussian (sxy 1, compat 3) and bilateral (sxy 67, srgb 3,
+    compat 4) kernels; labels 0 / class + 1, and 255 where the confidence is below ``threshold``."""
     import pydensecrf.densecrf as dcrf
     from pydensecrf.utils import unary_from_softmax
 
@@ -129,6 +129,8 @@ def published_crf_labels(rgb: np.ndarray, keys: list[int], cams: np.ndarray, thr
     else:
         prob = np.concatenate([1 - cams.max(axis=0, keepdims=True), cams]) if len(keys) else np.ones((1, *rgb.shape[:2]), np.float32)
     image = (rgb[..., ::-1].astype(np.float64) - (104.008, 116.669, 122.675)).astype(np.int64).astype(np.uint8)
+    if plain_rgb:
+        image = rgb.copy()  # pydensecrf takes writable arrays only
     h, w = rgb.shape[:2]
     if len(prob) == 1:
         q = np.ones((1, h, w), np.float32)
@@ -158,6 +160,24 @@ def test_crf_and_ignore_threshold(setup, monkeypatch, capsys):
         with Image.open(out / "masks_crf" / f"{image_id}.png") as png:
             assert png.mode == "P" and png.size == (w, h)
             assert np.array_equal(np.asarray(png), published_crf_labels(rgb, keys, cams, 0.95))
+
+
+@pytest.mark.parametrize("crf_image", ["published", "rgb"])
+def test_torch_crf_backend_agrees_with_pydensecrf(setup, monkeypatch, capsys, crf_image):
+    """--crf-backend torch runs the CRF straight after each image's CAMs; its masks against the
+    published pydensecrf computation on the stored CAMs (the reference of the test above)."""
+    tmp_path, root, _, base = setup
+    out = tmp_path / "out"
+    code, err = run_tool([*base, "--out", str(out), "--crf", "--crf-backend", "torch", "--crf-image", crf_image,
+                          "--ignore-below", "0.95"], monkeypatch, capsys)
+    assert code == 0 and "3 CRF masks written" in err, err
+    for image_id in SIZES:
+        with np.load(out / "cams" / f"{image_id}.npz") as data:
+            keys, cams = data["keys"].tolist(), data["cams"]
+        rgb = np.asarray(Image.open(next(root.glob(f"{image_id}.*"))).convert("RGB"))
+        reference = published_crf_labels(rgb, keys, cams, 0.95, plain_rgb=crf_image == "rgb")
+        with Image.open(out / "masks_crf" / f"{image_id}.png") as png:
+            assert (np.asarray(png) == reference).mean() >= 0.995
 
 
 def test_bad_image_skipped_or_fatal(setup, monkeypatch, capsys):

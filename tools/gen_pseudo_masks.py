@@ -3,7 +3,7 @@
 
     python tools/gen_pseudo_masks.py --img-root DIR --tags STAGE1_DIR|FILE (--dataset NAME | --classes FILE
         [--background FILE]) [--pretrained openai|PATH] --out OUT_DIR [--crf] [--device cpu|cuda]
-        [--crf-workers N] [--precision fp32|bf16|fp16]
+        [--crf-backend torch|pydensecrf] [--crf-workers N] [--precision fp32|bf16|fp16]
 
 --tags is stage 1's output folder (its tags.txt is read) or any file of 'ID label label ...' lines
 (e.g. ground-truth labels).
@@ -22,6 +22,7 @@ from tagclip_cls.formats.tags import tags_split_file  # noqa: E402
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
 from tagclip_cls.runtime.cli import (ToolParser, add_class_arguments, add_console_arguments,  # noqa: E402
                                      add_device_arguments, add_weight_arguments, options_from_args, run_cli)
+from wsss.crf import CRF_BACKENDS  # noqa: E402
 from wsss.masks import CRF_IMAGE_MODES, GRAD_MODES  # noqa: E402
 
 
@@ -50,7 +51,10 @@ def parse_args() -> argparse.Namespace:
                    help="CRF colour input: 'published' (BGR minus mean, wrapped to uint8, as published) or 'rgb'")
     p.add_argument("--ignore-below", type=float,
                    help="with --crf: pixels whose CRF confidence is below this become 255 (e.g. 0.95)")
-    p.add_argument("--crf-workers", type=int, default=1, help="dense-CRF processes (default 1)")
+    p.add_argument("--crf-backend", choices=CRF_BACKENDS,
+                   help="dense CRF in pydensecrf (processes) or in torch on --device, straight after each image's "
+                        "CAMs (default: torch with cuda, pydensecrf on a CPU)")
+    p.add_argument("--crf-workers", type=int, default=1, help="pydensecrf processes (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: cores / local ranks)")
     p.add_argument("--loader-threads", type=int,
                    help="threads decoding the next images; above 0 outputs are also written in the background "

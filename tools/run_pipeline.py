@@ -24,6 +24,7 @@ from tagclip_cls.runtime.cli import (ToolParser, add_cfg_options_argument, add_c
                                      add_console_arguments, add_device_arguments, add_weight_arguments,
                                      cfg_options_dict, options_from_args, run_cli)
 from tagclip_cls.tagging import METHODS  # noqa: E402
+from wsss.crf import CRF_BACKENDS  # noqa: E402
 from wsss.masks import CRF_IMAGE_MODES  # noqa: E402
 
 
@@ -42,7 +43,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--crf-image", choices=CRF_IMAGE_MODES, default="published",
                    help="CRF colour input: 'published' (BGR minus mean, wrapped to uint8, as published) or 'rgb'")
     p.add_argument("--ignore-below", type=float, help="CRF confidence below which pixels become 255")
-    p.add_argument("--crf-workers", type=int, default=1, help="dense-CRF processes, also scoring the masks")
+    p.add_argument("--crf-backend", choices=CRF_BACKENDS,
+                   help="dense CRF in pydensecrf or in torch on --device (default: torch with cuda, else pydensecrf)")
+    p.add_argument("--crf-workers", type=int, default=1, help="pydensecrf processes, also scoring the masks")
     p.add_argument("--gt-masks", help="ground-truth label PNGs: the pseudo masks are scored against them")
     p.add_argument("--seg-config", help="mmseg config for stage 3 (without it, stage 3 is skipped)")
     p.add_argument("--data-root", help="dataset root for stage 3 (overrides the config's)")

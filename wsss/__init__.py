@@ -1,7 +1,8 @@
 """Stages 2 and 3 and the applications, on top of :mod:`tagclip_cls`'s core and runtime.
 
-* :mod:`wsss.masks`: stage 2, CLIP-ES CAMs, label maps and the dense CRF; Python entry point
-  :class:`MaskGenerator`;
+* :mod:`wsss.masks`: stage 2, CLIP-ES CAMs, label maps and the dense-CRF masks; Python entry
+  point :class:`MaskGenerator`;
+* :mod:`wsss.crf`: the fully connected CRF, in pydensecrf or in PyTorch (CPU or CUDA);
 * :mod:`wsss.seg`: stage 3, mmsegmentation training and inference (:class:`wsss.seg.Segmenter`);
 * :mod:`wsss.evaluation`: mIoU of label maps and ground-truth preparation;
 * :mod:`wsss.apps`: the pipeline, the demo and the HTML report.

@@ -57,7 +57,8 @@ class PipelineOptions:
     crf: bool = True
     crf_image: str = "published"
     ignore_below: float | None = None
-    crf_workers: int = 1  # dense-CRF processes, also scoring the masks
+    crf_backend: str | None = None  # None: torch with a GPU, pydensecrf on a CPU
+    crf_workers: int = 1  # pydensecrf processes, also scoring the masks
     cache_dir: str | None = None
     gt_masks: str | None = None
     seg_config: str | None = None
@@ -152,7 +153,8 @@ def _stage2(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> St
         img_root=opts.img_root, tags=str(layout.stage1.txt), out=str(layout.stage2.root), dataset=opts.dataset,
         classes=opts.classes, background=opts.background, model=opts.model, pretrained=opts.pretrained,
         device=opts.device, precision=opts.precision, crf=opts.crf, crf_image=opts.crf_image,
-        ignore_below=opts.ignore_below, crf_workers=opts.crf_workers, cache_dir=opts.cache_dir,
+        ignore_below=opts.ignore_below, crf_backend=opts.crf_backend, crf_workers=opts.crf_workers,
+        cache_dir=opts.cache_dir,
         strict=opts.strict, overwrite=opts.overwrite, progress=opts.progress))
     detail = (f"{summary.computed} images computed, {summary.existing} already done, {len(summary.failed)} failed"
               + (f", {summary.crf_written} CRF masks written" if opts.crf else ""))

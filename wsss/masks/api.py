@@ -26,7 +26,8 @@ from tagclip_cls.formats.splits import label_token
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.precision import check_precision
 from wsss.masks.cams import CAM_TEMPLATE, CamConfig, ClipES
-from wsss.masks.crf import CRFParams, crf_label_map
+from wsss.crf import CRFParams
+from wsss.masks.crf import crf_label_map
 from wsss.masks.label_maps import LabelSpace, label_map
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,12 @@ class MaskResult:
         """The CAMs as ``cams/ID.npz`` stores them (float16)."""
         return self.cams.astype(np.float16)
 
-    def crf(self, params: CRFParams = CRFParams()) -> np.ndarray:
-        """The dense-CRF label map (``H x W`` uint8): what ``masks_crf/ID.png`` holds."""
+    def crf(self, params: CRFParams = CRFParams(), backend: str = "pydensecrf", device: str | None = None
+            ) -> np.ndarray:
+        """The dense-CRF label map (``H x W`` uint8): what ``masks_crf/ID.png`` holds; ``backend``
+        and ``device`` as in :func:`wsss.crf.dense_crf`."""
         return crf_label_map(self.rgb, self.stored_cams, list(self.keys), self.space, self.crf_image,
-                             self.ignore_below, params)
+                             self.ignore_below, params, backend, device)
 
 
 class MaskGenerator:

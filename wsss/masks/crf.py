@@ -1,4 +1,4 @@
-"""Stage 2 step 5: dense-CRF post-processing of the CAM label maps.
+"""Stage 2 step 5: dense-CRF post-processing of the CAM label maps (the CRF itself: :mod:`wsss.crf`).
 
 The unary is ``-log(prob)`` of the probability stack (``[bg, cams]``, or just the CAMs for
 COCO-Stuff) as given, not renormalised, clipped below at 1e-5 exactly like
@@ -15,8 +15,8 @@ CRF image inputs (``mode``):
   platform and equal to what the published masks were made with.
 * ``rgb``: the plain RGB uint8 image (the corrected behaviour).
 
-Many images run in a process pool (``run_crf_batch``); workers are spawned with
-OMP/BLAS thread counts set to 1.
+Many images run in a process pool (``run_crf_batch``, pydensecrf backend); workers are spawned
+with OMP/BLAS thread counts set to 1. The torch backend runs in the calling process.
 """
 from __future__ import annotations
 
@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import pydensecrf.densecrf as dcrf
-from pydensecrf.utils import unary_from_softmax
 from tqdm import tqdm
 
 from tagclip_cls.core.images import load_rgb
@@ -42,23 +40,12 @@ from tagclip_cls.runtime.errors import UserError
 from wsss.masks import CRF_IMAGE_MODES
 from wsss.masks.label_maps import LabelSpace, check_cams, probability_stack, rows_to_labels
 from tagclip_cls.formats.mask_png import IGNORE, write_label_png
+from wsss.crf import CRF_BACKENDS, CRFParams, dense_crf
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PUBLISHED_BGR_MEAN = (104.008, 116.669, 122.675)
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
-
-
-@dataclass(frozen=True)
-class CRFParams:
-    """Dense-CRF settings; the defaults are the published ones."""
-
-    iterations: int = 10
-    gauss_sxy: float = 1.0
-    gauss_compat: float = 3.0
-    bilateral_sxy: float = 67.0
-    bilateral_srgb: float = 3.0
-    bilateral_compat: float = 4.0
 
 
 def crf_image(rgb: np.ndarray, mode: str = "published") -> np.ndarray:
@@ -74,30 +61,15 @@ def crf_image(rgb: np.ndarray, mode: str = "published") -> np.ndarray:
     raise ValueError(f"unknown CRF image mode {mode!r}; choose one of {', '.join(CRF_IMAGE_MODES)}")
 
 
-def dense_crf(image: np.ndarray, prob: np.ndarray, params: CRFParams = CRFParams()) -> np.ndarray:
-    """Mean-field Q (``R x H x W`` float32) for the probability stack ``prob`` on ``image``."""
-    rows, height, width = prob.shape
-    if image.shape[:2] != (height, width):
-        raise ValueError(f"image {image.shape[:2]} and probabilities {prob.shape[1:]} differ in size")
-    crf = dcrf.DenseCRF2D(width, height, rows)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(prob)))
-    crf.addPairwiseGaussian(sxy=params.gauss_sxy, compat=params.gauss_compat)
-    crf.addPairwiseBilateral(sxy=params.bilateral_sxy, srgb=params.bilateral_srgb,
-                             rgbim=np.require(image, requirements=["C", "W"]),  # pydensecrf: writable only
-                             compat=params.bilateral_compat)
-    q = crf.inference(params.iterations)
-    return np.asarray(q, dtype=np.float32).reshape(rows, height, width)
-
-
 def crf_rows(rgb: np.ndarray, prob: np.ndarray, mode: str = "published", threshold: float | None = None,
-             params: CRFParams = CRFParams()) -> np.ndarray:
+             params: CRFParams = CRFParams(), backend: str = "pydensecrf", device: str | None = None) -> np.ndarray:
     """Row index (into ``prob``) per pixel after the CRF, uint8; 255 where ``max Q < threshold``."""
     prob = np.asarray(prob, dtype=np.float32)
     if prob.shape[0] == 0:
         return np.full(prob.shape[1:], IGNORE, dtype=np.uint8)
     if prob.shape[0] == 1:  # a single label: nothing to decide, Q is 1 everywhere
         return np.zeros(prob.shape[1:], dtype=np.uint8)
-    q = dense_crf(crf_image(rgb, mode), prob, params)
+    q = dense_crf(crf_image(rgb, mode), prob, params, backend=backend, device=device)
     rows = q.argmax(axis=0).astype(np.uint8)
     if threshold is not None:
         rows[q.max(axis=0) < threshold] = IGNORE
@@ -105,11 +77,11 @@ def crf_rows(rgb: np.ndarray, prob: np.ndarray, mode: str = "published", thresho
 
 
 def crf_label_map(rgb: np.ndarray, cams: np.ndarray, keys: Sequence[int], space: LabelSpace,
-                  mode: str = "published", threshold: float | None = None,
-                  params: CRFParams = CRFParams()) -> np.ndarray:
+                  mode: str = "published", threshold: float | None = None, params: CRFParams = CRFParams(),
+                  backend: str = "pydensecrf", device: str | None = None) -> np.ndarray:
     """CRF-refined label map (uint8 ``H x W``: label values of ``space``, 255 = below threshold)."""
     prob = probability_stack(check_cams(cams, keys), space)
-    return rows_to_labels(crf_rows(rgb, prob, mode, threshold, params), keys, space)
+    return rows_to_labels(crf_rows(rgb, prob, mode, threshold, params, backend, device), keys, space)
 
 
 @dataclass(frozen=True)
@@ -129,6 +101,8 @@ class CRFSettings:
     mode: str = "published"
     threshold: float | None = None
     params: CRFParams = field(default_factory=CRFParams)
+    backend: str = "pydensecrf"
+    device: str | None = None  # torch backend
 
 
 @dataclass
@@ -146,7 +120,8 @@ def run_crf_job(job: CRFJob, settings: CRFSettings, overwrite: bool = False) -> 
     if tuple(cams.shape[1:]) != rgb.shape[:2]:
         raise UserError(f"{job.cam_path}: CAM size {cams.shape[2]}x{cams.shape[1]} differs from image "
                         f"{job.image_path} ({rgb.shape[1]}x{rgb.shape[0]})")
-    labels = crf_label_map(rgb, cams, keys, settings.space, settings.mode, settings.threshold, settings.params)
+    labels = crf_label_map(rgb, cams, keys, settings.space, settings.mode, settings.threshold, settings.params,
+                           settings.backend, settings.device)
     write_label_png(job.out_path, labels)
     return True
 
@@ -164,7 +139,7 @@ def _die_with_parent() -> None:
 
 
 @contextlib.contextmanager
-def _single_threaded_children() -> Iterator[None]:
+def single_threaded_children() -> Iterator[None]:
     """Set the thread-count variables to 1 while workers are spawned (they inherit them)."""
     saved = {name: os.environ.get(name) for name in _THREAD_ENV}
     os.environ.update({name: "1" for name in _THREAD_ENV})
@@ -180,13 +155,16 @@ def _single_threaded_children() -> Iterator[None]:
 
 def run_crf_batch(jobs: Sequence[CRFJob], settings: CRFSettings, workers: int = 0,
                   overwrite: bool = False, progress: bool = True) -> CRFBatchResult:
-    """CRF many images; ``workers`` 0 or 1 runs inline, more uses a spawned process pool.
+    """CRF many images; ``workers`` 0 or 1 runs inline, more uses a spawned process pool (the
+    torch backend always runs inline: it uses the cores, or the GPU, itself).
 
     Existing outputs are skipped unless ``overwrite`` (resumable). The first failing job's
     error is raised after the pool shuts down.
     """
     if settings.mode not in CRF_IMAGE_MODES:
         raise UserError(f"unknown CRF image mode {settings.mode!r}; choose one of {', '.join(CRF_IMAGE_MODES)}")
+    if settings.backend not in CRF_BACKENDS:
+        raise UserError(f"unknown CRF backend {settings.backend!r}; choose one of {', '.join(CRF_BACKENDS)}")
     result = CRFBatchResult()
     bar = tqdm(total=len(jobs), desc="crf", unit="img", disable=not progress)
 
@@ -198,11 +176,11 @@ def run_crf_batch(jobs: Sequence[CRFJob], settings: CRFSettings, workers: int = 
         bar.update()
 
     with bar:
-        if workers <= 1:
+        if workers <= 1 or settings.backend == "torch":
             for job in jobs:
                 count(run_crf_job(job, settings, overwrite))
             return result
-        with _single_threaded_children(), ProcessPoolExecutor(
+        with single_threaded_children(), ProcessPoolExecutor(
                 max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_die_with_parent) as pool:
             futures = [pool.submit(run_crf_job, job, settings, overwrite) for job in jobs]

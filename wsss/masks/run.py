@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tagclip_cls.core.images import DEFAULT_MAX_SIDE, PreparedImage, find_image
+from tagclip_cls.core.images import DEFAULT_MAX_SIDE, PreparedImage, as_pil, find_image, load_rgb
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.core.presets import Preset, make_preset
 from tagclip_cls.formats.mask_folder import MaskFolder, read_cam_keys, read_cams, write_cams
@@ -34,7 +34,8 @@ from tagclip_cls.runtime.errors import UserError, is_out_of_memory
 from tagclip_cls.runtime.overlap import BackgroundWriter, read_ahead, read_threads
 from tagclip_cls.runtime.setup import check_device_and_output, check_run_config, share_cpu_threads
 from wsss.masks.api import MaskGenerator, cam_config
-from wsss.masks.crf import CRF_IMAGE_MODES, CRFJob, CRFSettings, run_crf_batch
+from wsss.crf import CRF_BACKENDS, default_backend
+from wsss.masks.crf import CRF_IMAGE_MODES, CRFJob, CRFSettings, crf_label_map, run_crf_batch
 from wsss.masks.label_maps import LabelSpace
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class MaskRunOptions:
     crf: bool = False
     crf_image: str = "published"
     ignore_below: float | None = None
+    crf_backend: str | None = None  # None: torch with a GPU, pydensecrf on a CPU
     crf_workers: int = 1
     threads: int | None = None
     loader_threads: int | None = None  # readers (> 0: writes in the background too); None: 2 on GPU, 0 on CPU
@@ -84,6 +86,8 @@ class MaskRunSummary:
                 f"{len(self.failed)} failed")
         if self.failed:
             text += " (" + ", ".join(list(self.failed)[:5]) + (", ..." if len(self.failed) > 5 else "") + ")"
+        if self.crf_written:
+            text += f", {self.crf_written} CRF masks written"
         return text
 
 
@@ -115,6 +119,8 @@ def _check_options(opts: MaskRunOptions) -> None:
         raise UserError("--ignore-below must lie in (0, 1]")
     if opts.crf_workers < 0:
         raise UserError("--crf-workers must be 0 or more")
+    if opts.crf_backend is not None and opts.crf_backend not in CRF_BACKENDS:
+        raise UserError(f"--crf-backend must be one of {', '.join(CRF_BACKENDS)}")
     check_device_and_output(opts.device, opts.precision, opts.out)
 
 
@@ -149,6 +155,9 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
         else:
             summary.existing += 1
     threads = read_threads(opts.loader_threads, generator.clip.device.type)
+    crf = CRFSettings(space=generator.space, mode=opts.crf_image, threshold=opts.ignore_below,
+                      backend=opts.crf_backend or default_backend(opts.device), device=str(generator.clip.device))
+    crf_inline = opts.crf and crf.backend == "torch"  # on the CAMs in memory and the image decoded once
     with BackgroundWriter(inline=threads == 0) as writer:
         for item in tqdm(relabel, desc="label maps", unit="img", disable=not (opts.progress and relabel)):
             try:
@@ -158,15 +167,18 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
                 continue
             writer.submit(write_label_png, layout.mask(item[0]), generator.label_map(cams, keys))
             summary.existing += 1
-        loaded = read_ahead(lambda item: _load(generator, item[2]), compute, threads)
+        loaded = read_ahead(lambda item: _load(generator, item[2], crf_inline), compute, threads)
         with closing(loaded):
-            for (image_id, tags, _), image in tqdm(zip(compute, loaded), total=len(compute), desc="cams",
-                                                   unit="img", disable=not opts.progress):
-                if isinstance(image, UserError):
-                    _record_failure(image_id, image, opts, summary)
+            for (image_id, tags, _), loaded_image in tqdm(zip(compute, loaded), total=len(compute), desc="cams",
+                                                          unit="img", disable=not opts.progress):
+                if isinstance(loaded_image, UserError):
+                    _record_failure(image_id, loaded_image, opts, summary)
                     continue
+                image, rgb = loaded_image
                 try:
                     cams = generator.cams(image, tags).astype(np.float16)
+                    crf_labels = None if rgb is None else crf_label_map(
+                        rgb, cams, tags, crf.space, crf.mode, crf.threshold, crf.params, crf.backend, crf.device)
                 except (RuntimeError, MemoryError) as exc:
                     if not is_out_of_memory(exc):
                         raise
@@ -174,16 +186,17 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
                     _record_failure(image_id, UserError(f"{image_id}: out of memory at {image.tensor.shape[2]}x"
                                                         f"{image.tensor.shape[1]} (lower --max-side)"), opts, summary)
                     continue
-                writer.submit(_write_outputs, generator, layout, image_id, tags, cams)
+                writer.submit(_write_outputs, generator, layout, image_id, tags, cams, crf_labels)
                 summary.computed += 1
+                summary.crf_written += crf_labels is not None
     if entries and len(summary.failed) == len(entries):
         raise UserError(f"none of the {len(entries)} images could be processed (first: "
                         f"{next(iter(summary.failed.values()))})")
-    if opts.crf:
+    if opts.crf:  # the images whose CRF mask is still missing (all of them, unless computed inline)
         jobs = [CRFJob(str(path), str(layout.cam(i)), str(layout.crf(i)))
                 for i, _, path in found if i not in summary.failed]
-        settings = CRFSettings(space=generator.space, mode=opts.crf_image, threshold=opts.ignore_below)
-        summary.crf_written = run_crf_batch(jobs, settings, opts.crf_workers, opts.overwrite, opts.progress).written
+        overwrite = opts.overwrite and not crf_inline  # inline masks are this run's
+        summary.crf_written += run_crf_batch(jobs, crf, opts.crf_workers, overwrite, opts.progress).written
     return summary
 
 
@@ -211,18 +224,26 @@ def _free_device_memory(generator: MaskGenerator) -> None:
         torch.cuda.empty_cache()
 
 
-def _load(generator: MaskGenerator, path: Path) -> PreparedImage | UserError:
-    """The prepared image, or the error that says why it can't be read (returned, not raised)."""
+def _load(generator: MaskGenerator, path: Path,
+          with_rgb: bool) -> tuple[PreparedImage, np.ndarray | None] | UserError:
+    """The prepared image and (``with_rgb``, for the CRF) its RGB pixels from one decoding, or
+    the error that says why it can't be read (returned, not raised)."""
     try:
-        return generator.prepare(path)
+        if not with_rgb:
+            return generator.prepare(path), None
+        image = as_pil(path)
+        return generator.prepare(image), load_rgb(image)
     except UserError as exc:
         return exc
 
 
 def _write_outputs(generator: MaskGenerator, layout: MaskFolder, image_id: str, tags: list[int],
-                   cams: np.ndarray) -> None:
-    """The CAM file, then the label PNG (resuming trusts an image whose two files exist); a CRF
-    mask of earlier CAMs is stale and goes."""
+                   cams: np.ndarray, crf_labels: np.ndarray | None) -> None:
+    """The CAM file, then the label PNG (resuming trusts an image whose two files exist), then
+    the CRF mask when it was computed with them; a CRF mask of earlier CAMs is stale and goes."""
     write_cams(layout.cam(image_id), tags, cams)
     write_label_png(layout.mask(image_id), generator.label_map(cams, tags))
-    layout.crf(image_id).unlink(missing_ok=True)
+    if crf_labels is None:
+        layout.crf(image_id).unlink(missing_ok=True)
+    else:
+        write_label_png(layout.crf(image_id), crf_labels)
