@@ -46,8 +46,8 @@ def check_run_config(path: Path, config: dict, write: bool, overwrite: bool = Fa
         if known_before_loading and isinstance(previous, dict):
             previous = {key: previous.get(key) for key in config}
         if previous != config:
-            raise UserError(f"{path.parent}: holds outputs made with other settings ({path} differs or is "
-                            f"unreadable); use another --out or add --overwrite")
+            raise UserError(f"{path}: this --out folder holds outputs made with other settings (or the record "
+                            f"is unreadable); use another --out or add --overwrite")
         return
     if write and not known_before_loading:
         write_json_atomic(path, config)
