@@ -18,10 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import ToolParser, add_cfg_options_argument, cfg_options_dict, run_cli  # noqa: E402
+from tagclip_cls.runtime.cli import (ToolParser, add_cfg_options_argument, add_launcher_argument,  # noqa: E402
+                                     cfg_options_dict, run_cli)
 from tagclip_cls.runtime.errors import UserError  # noqa: E402
-
-LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,8 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", metavar="DIR",
                    help="where results_test.json/.md go (default: the checkpoint's folder)")
     add_cfg_options_argument(p)
-    p.add_argument("--launcher", choices=LAUNCHERS,
-                   help="job launcher (default: pytorch under torchrun, else none)")
+    add_launcher_argument(p)
     return check_arguments(p.parse_args(argv))
 
 

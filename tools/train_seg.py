@@ -17,10 +17,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_arguments, no_gpu_visible  # noqa: E402
-from tagclip_cls.runtime.cli import ToolParser, add_cfg_options_argument, cfg_options_dict, run_cli  # noqa: E402
+from tagclip_cls.runtime.cli import (ToolParser, add_cfg_options_argument, add_launcher_argument,  # noqa: E402
+                                     cfg_options_dict, run_cli)
 from tagclip_cls.runtime.errors import UserError  # noqa: E402
 
-LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
 AMP_OPTIONS = {"optim_wrapper.type": "AmpOptimWrapper", "optim_wrapper.dtype": "bfloat16"}
 
 
@@ -35,8 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--amp", action="store_true",
                    help="bf16 mixed precision (mmengine's AmpOptimWrapper; GPU only)")
     add_cfg_options_argument(p)
-    p.add_argument("--launcher", choices=LAUNCHERS,
-                   help="job launcher (default: pytorch under torchrun, else none)")
+    add_launcher_argument(p)
     args = check_arguments(p.parse_args(argv))
     if args.amp and no_gpu_visible():
         raise UserError("--amp needs a GPU (mmengine's AmpOptimWrapper runs on CUDA); train in fp32 here")

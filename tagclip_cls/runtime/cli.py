@@ -116,6 +116,12 @@ def add_cfg_options_argument(parser: argparse.ArgumentParser) -> None:
                         help="override config entries, e.g. train_cfg.max_iters=1000 (values as mmengine reads them)")
 
 
+def add_launcher_argument(parser: argparse.ArgumentParser) -> None:
+    """``--launcher``, mmengine's job launchers (resolved after parsing: ``pytorch`` under torchrun)."""
+    parser.add_argument("--launcher", choices=("none", "pytorch", "slurm", "mpi"),
+                        help="job launcher (default: pytorch under torchrun, else none)")
+
+
 def cfg_options_dict(items: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` texts parsed as mmengine's ``DictAction`` parses them (numbers, lists, tuples)."""
     malformed = next((item for item in items if "=" not in item), None)
