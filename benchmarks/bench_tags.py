@@ -1,10 +1,16 @@
 #!/usr/bin/env python
 """Stage-1 speed: images per second and peak memory of TagCLIP for ViT-B/16 shapes.
 
-Random weights (same compute as the real model), 8 synthetic images of 230-640 px, VOC classes
-(20 + 25 background words). Prints text-encoding time (first and cached run), then per
-precision: seconds per image, images per second and peak memory, and how often the tags agree
-with fp32. Usage: ``python benchmarks/bench_tags.py [--device cuda] [--precisions fp32 bf16 fp16]``.
+Random weights (same compute as the real model), VOC classes (20 + 25 background words), and
+synthetic images: 8 of 230-640 px, or with ``--voc`` 16 of VOC's common sizes (375x500,
+500x375, 333x500, ...). Prints text-encoding time (first and cached run), then per precision and
+batching mode: seconds per image, images per second (best and range over ``--repeats``
+interleaved rounds), peak memory, how often the tags agree with the first precision and mode and
+the largest score difference from it. Batching modes (``--batching``): ``single`` (one image per
+pass), ``grid`` (``--batch-size`` images of one grid per pass) and ``mixed`` (``--batch-size``
+images of any sizes, padded and masked), batched as ``tools/gen_tags.py`` does.
+Usage: ``python benchmarks/bench_tags.py [--device cuda] [--precisions fp32 bf16 fp16]
+[--voc] [--batching single grid mixed] [--batch-size 8] [--tiny]``.
 """
 from __future__ import annotations
 
@@ -16,25 +22,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.core.presets import load_preset
 from tagclip_cls.core.images import prepare_image
 from tagclip_cls.core.random_weights import save_random_openai_checkpoint
+from tagclip_cls.tagging.runner import ImageEntry, plan_batches
 from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig
 from tagclip_cls.core.text import load_templates, text_embeddings
 
 SIZES = [(231, 347), (375, 500), (480, 640), (333, 500), (500, 375), (256, 640), (427, 640), (300, 300)]
+# VOC's mix: 500x375 landscape dominates, then portrait, 333/334 x 500 (one grid), square, others
+VOC_SIZES = [(375, 500)] * 5 + [(500, 375)] * 2 + [(333, 500), (334, 500), (500, 333), (281, 500), (366, 500),
+                                                  (353, 500), (500, 500), (400, 500), (375, 500)]
+# the test suite's tiny CLIP (tests/conftest.py): a quick check of the modes, not a speed figure
+TINY = dict(vision_width=128, vision_layers=12, text_width=64, text_layers=2, embed_dim=64)
 
 
-def make_images(folder: Path) -> list[Path]:
+def make_images(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
     rng = np.random.default_rng(0)
     paths = []
-    for i, (h, w) in enumerate(SIZES):
+    for i, (h, w) in enumerate(sizes):
         base = rng.integers(0, 255, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
         img = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))[:h, :w]
-        from PIL import Image
         path = folder / f"img{i}.jpg"
         Image.fromarray(img).save(path, quality=90)
         paths.append(path)
@@ -47,17 +59,29 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def batches_of(mode: str, paths: list[Path], patch: int, batch_size: int) -> list[list[int]]:
+    """Image indices per pass, planned by the tool's :func:`plan_batches`."""
+    entries = [ImageEntry(str(i), path) for i, path in enumerate(paths)]
+    size = 1 if mode == "single" else batch_size
+    batches, _ = plan_batches(entries, patch, None, size, strict=True, batching="grid" if mode == "single" else mode)
+    return [[int(e.image_id) for e in batch.entries] for batch in batches]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--voc", action="store_true", help="16 images of VOC's common sizes")
+    parser.add_argument("--batching", nargs="+", default=["single"], choices=["single", "grid", "mixed"])
+    parser.add_argument("--batch-size", type=int, default=8, help="images per pass of grid and mixed")
+    parser.add_argument("--tiny", action="store_true", help="the test suite's tiny CLIP instead of ViT-B/16")
     args = parser.parse_args()
     retain_freed_memory()  # as the tools do
     device = torch.device(args.device)
     work = Path(tempfile.mkdtemp(prefix="bench_tags_"))
-    ckpt = work / "vitb16_random.pt"
-    save_random_openai_checkpoint(str(ckpt))
+    ckpt = work / "random.pt"
+    save_random_openai_checkpoint(str(ckpt), **(TINY if args.tiny else {}))
     clip = load_clip(None, str(ckpt), device)
     preset = load_preset("voc2007")
     names = preset.classes + preset.background_words
@@ -65,29 +89,40 @@ def main() -> None:
         start = time.perf_counter()
         text = text_embeddings(clip, names, load_templates(), cache_dir=work / "text_cache")
         print(f"text embeddings ({len(names)} classes x 85 templates), {label}: {time.perf_counter() - start:.1f} s")
-    images = [prepare_image(p, clip.patch_size) for p in make_images(work)]
-    print(f"device {device}, torch threads {torch.get_num_threads()}, {len(images)} images "
-          f"{min(i.orig_size for i in images)}..{max(i.orig_size for i in images)}")
+    paths = make_images(work, VOC_SIZES if args.voc else SIZES)
+    images = [prepare_image(p, clip.patch_size).tensor for p in paths]
+    plans = {mode: batches_of(mode, paths, clip.patch_size, args.batch_size) for mode in args.batching}
+    print(f"device {device}, torch threads {torch.get_num_threads()}, {len(images)} images, "
+          f"{len({im.shape for im in images})} grids; passes: " + ", ".join(f"{m} {len(b)}" for m, b in plans.items()))
     reference = None
     for precision in args.precisions:
         tagger = TagCLIP(clip, text, preset.num_classes, TagConfig(precision=precision))
-        tagger.score(images[0].tensor[None])  # warm-up
+        tagger.score(images[0][None])  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats(device)
-        start = time.perf_counter()
-        results = []
-        for _ in range(args.repeats):
-            results = [tagger.score(im.tensor[None])[0] for im in images]
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = (time.perf_counter() - start) / args.repeats
-        tags = [r.tags for r in results]
-        agree = "" if reference is None else \
-            f", tags equal to {args.precisions[0]} on {100 * np.mean([a == b for a, b in zip(tags, reference)]):.0f}% of images"
-        reference = reference or tags
-        print(f"{precision}: {elapsed / len(images):.3f} s/image, {len(images) / elapsed:.2f} images/s, "
-              f"peak memory {peak_memory_mb(device):.0f} MiB{agree}")
+        times: dict[str, list[float]] = {mode: [] for mode in plans}
+        results: dict[str, list] = {}
+        for _ in range(args.repeats):  # modes interleaved: drifting machine load hits them alike
+            for mode, batches in plans.items():
+                start = time.perf_counter()
+                out = [None] * len(images)
+                for batch in batches:
+                    for i, r in zip(batch, tagger.score([images[i] for i in batch])):
+                        out[i] = r
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[mode].append(time.perf_counter() - start)
+                results[mode] = out
+        for mode, out in results.items():
+            best, worst = min(times[mode]), max(times[mode])
+            reference = reference or out
+            agree = np.mean([a.tags == b.tags for a, b in zip(out, reference)])
+            diff = max(float(np.abs(a.scores - b.scores).max()) for a, b in zip(out, reference))
+            print(f"{precision} {mode}: {best / len(images):.3f} s/image, {len(images) / best:.2f} images/s "
+                  f"(range {len(images) / worst:.2f}-{len(images) / best:.2f}), peak memory "
+                  f"{peak_memory_mb(device):.0f} MiB, tags equal to {args.precisions[0]} {args.batching[0]} on "
+                  f"{100 * agree:.0f}% of images, max score difference {diff:.1e}")
 
 
 if __name__ == "__main__":

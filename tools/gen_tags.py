@@ -3,7 +3,7 @@
 
     python tools/gen_tags.py --img-root DIR [--split FILE] (--dataset NAME | --classes FILE
         [--background FILE]) [--model ViT-B-16] [--pretrained openai|PATH] --out OUT_DIR
-        [--device cpu|cuda] [--batch-size N] [--precision fp32|bf16|fp16]
+        [--device cpu|cuda] [--batch-size N] [--batching grid|mixed] [--precision fp32|bf16|fp16]
 
 Shard across processes or machines with ``torchrun --nproc-per-node N tools/gen_tags.py ...``.
 """
@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
 from tagclip_cls.runtime.cli import (ToolParser, add_class_arguments, add_console_arguments,  # noqa: E402
                                      add_device_arguments, add_weight_arguments, options_from_args, run_cli)
-from tagclip_cls.tagging import METHODS  # noqa: E402
+from tagclip_cls.tagging import BATCHINGS, METHODS  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -29,7 +29,10 @@ def parse_args() -> argparse.Namespace:
     add_weight_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
     add_device_arguments(p)
-    p.add_argument("--batch-size", type=int, default=1, help="images of one size per forward pass")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
+    p.add_argument("--batching", choices=BATCHINGS, default=argparse.SUPPRESS,
+                   help="grid: a pass holds images of one input grid; mixed: any sizes, padded and masked "
+                        "(default: mixed on a GPU, grid on a CPU)")
     p.add_argument("--method", choices=METHODS, default="tagclip",
                    help="tagclip (DMAR+CWR), dmar (no CWR), coarse (neither), global (plain CLIP)")
     p.add_argument("--max-side", type=int, default=argparse.SUPPRESS,

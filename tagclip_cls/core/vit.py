@@ -6,6 +6,8 @@ the model's weights and follow the same arithmetic as ``nn.MultiheadAttention``.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +39,28 @@ def embed(visual: nn.Module, images: torch.Tensor, round_fp16_pos: bool = False)
     x = torch.cat([cls, x], dim=1)
     x = x + resized_pos_embed(visual, grid, round_fp16_pos).to(x.dtype)
     return visual.ln_pre(x)
+
+
+def pad_tokens(sequences: Sequence[torch.Tensor], mask_dtype: torch.dtype = torch.float32
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Token sequences ``1 x T_i x D`` of different lengths as one batch ``B x T x D`` (zeros after
+    each sequence's end), with the additive mask ``B x 1 x 1 x T`` for :func:`attention` that
+    gives the padded keys -inf: no real token attends to padding, so the real tokens compute what
+    they compute alone (up to float rounding). Padded queries still attend to the real tokens;
+    their outputs are never read. ``mask_dtype``: that of the attention logits (the autocast
+    dtype), so that adding the mask does not promote the softmax to another precision.
+    Sequences of one length (grids 24 x 32 and 32 x 24, say) are just stacked, without a mask.
+    """
+    length = max(s.shape[1] for s in sequences)
+    if all(s.shape[1] == length for s in sequences):
+        return torch.cat(list(sequences)), None
+    first = sequences[0]
+    x = first.new_zeros(len(sequences), length, first.shape[2])
+    mask = torch.zeros(len(sequences), 1, 1, length, dtype=mask_dtype, device=first.device)
+    for b, seq in enumerate(sequences):
+        x[b, :seq.shape[1]] = seq[0]
+        mask[b, :, :, seq.shape[1]:] = float("-inf")
+    return x, mask
 
 
 def attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import overload
+from typing import Sequence, overload
 
 import numpy as np
 import torch
@@ -92,8 +92,9 @@ class Tagger:
         """Decode and preprocess one image as the tools do (``max_side`` applied)."""
         return prepare_image(image, self.clip.patch_size, self.max_side)
 
-    def tag_batch(self, images: torch.Tensor) -> list[TagResult]:
-        """Tag a batch of preprocessed images of one size (``B x 3 x H x W``)."""
+    def tag_batch(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[TagResult]:
+        """Tag preprocessed images: a ``B x 3 x H x W`` batch, or ``3 x H x W`` tensors of any
+        sizes (computed in one padded pass, see :meth:`TagCLIP.score`)."""
         if self.method == "global":
             probs = global_clip_scores(self.clip, self.model.text, images, self.model.num_targets)
             scored = [(p, select_tags(p, self.model.config.tag_ratio)) for p in probs]

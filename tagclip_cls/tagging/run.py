@@ -14,6 +14,7 @@ from tagclip_cls.runtime.setup import check_device_and_output, check_run_config,
 from tagclip_cls.core.presets import make_preset
 from tagclip_cls.core.images import DEFAULT_MAX_SIDE
 from tagclip_cls.formats.tags import TagFolder
+from tagclip_cls.tagging import BATCHINGS
 from tagclip_cls.tagging.api import Tagger, tag_config
 from tagclip_cls.tagging.runner import collect_entries, tag_images
 
@@ -31,6 +32,7 @@ class TagRunOptions:
     pretrained: str = "openai"
     device: str = "cpu"
     batch_size: int = 1
+    batching: str | None = None  # None: see default_batching
     precision: str = "fp32"
     method: str = "tagclip"
     max_side: int | None = DEFAULT_MAX_SIDE
@@ -42,10 +44,20 @@ class TagRunOptions:
     progress: bool = True
 
 
+def default_batching(device: str) -> str:
+    """``mixed`` on a GPU, where fuller batches pay; ``grid`` on a CPU, where the padding of a
+    mixed batch is paid in full (ViT-B/16 on the 2-core Xeon: 0.38 images/s mixed against 0.45
+    grid, batch 8, VOC sizes)."""
+    return "grid" if device.split(":")[0] == "cpu" else "mixed"
+
+
 def run_stage1(opts: TagRunOptions) -> dict | None:
     """Tag the images of ``opts``; returns the metrics on rank 0 when the split has labels."""
     if opts.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    batching = opts.batching or default_batching(opts.device)
+    if batching not in BATCHINGS:
+        raise UserError(f"--batching must be one of {', '.join(BATCHINGS)}, not {batching!r}")
     rank = rank_info()
     check_device_and_output(opts.device, opts.precision, opts.out)
     if rank.world_size > 1 and not opts.device.startswith("cuda"):
@@ -54,7 +66,7 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
     entries = collect_entries(opts.img_root, opts.split, preset.classes)
     tag_config(preset, opts.method, opts.precision)  # an unknown method fails before the model loads
     settings = {"classes": preset.classes, "background_words": preset.background_words, "method": opts.method,
-                "max_side": opts.max_side, "batch_size": opts.batch_size}
+                "max_side": opts.max_side, "batch_size": opts.batch_size, "batching": batching}
     check_run_config(TagFolder(opts.out).run_config, settings, write=False, overwrite=opts.overwrite,
                      known_before_loading=True)
     device = device_for_rank(opts.device, rank)
@@ -65,4 +77,4 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
         run_config = {**settings, "model": clip.name, "random_weights": clip.random_weights,
                       "text": clip.text_fingerprint, "config": asdict(tagger.model.config)}
         return tag_images(tagger, entries, opts.out, run_config, opts.batch_size, opts.strict, opts.overwrite,
-                          rank, read_threads(opts.loader_threads, clip.device.type), opts.progress)
+                          rank, read_threads(opts.loader_threads, clip.device.type), opts.progress, batching)

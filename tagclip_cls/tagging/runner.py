@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from tagclip_cls.runtime.distributed import RankInfo, shard, wait_for_all
@@ -42,19 +41,23 @@ class ImageEntry:
 
 @dataclass(frozen=True)
 class Batch:
-    """Images of one model input size, computed together."""
+    """Images computed together: of one model input size, or of several with ``mixed`` batching."""
 
     entries: tuple[ImageEntry, ...]
 
 
 def plan_batches(entries: Sequence[ImageEntry], patch: int, max_side: int | None, batch_size: int,
-                 strict: bool) -> tuple[list[Batch], dict[str, str]]:
-    """Group images by model input size (input order within a size) into batches.
+                 strict: bool, batching: str = "grid") -> tuple[list[Batch], dict[str, str]]:
+    """Split the images into batches; only file headers are read.
 
-    Only file headers are read. Returns the batches and, for unreadable files, the reasons
-    they are skipped (raises instead when ``strict``).
+    ``grid`` (default): each batch holds images of one model input size (input order within a
+    size). ``mixed``: any sizes share a batch (one padded, masked pass, see
+    :meth:`TagCLIP.dense_forward_mixed`); images are sorted by token count (then grid, then input
+    order) so that the padding stays small and images of one grid stay together. Returns the
+    batches and, for unreadable files, the reasons they are skipped (raises instead when
+    ``strict``).
     """
-    by_size: dict[tuple[int, int], list[ImageEntry]] = {}
+    sized: list[tuple[tuple[int, int], ImageEntry]] = []
     skipped: dict[str, str] = {}
     for entry in entries:
         try:
@@ -64,9 +67,16 @@ def plan_batches(entries: Sequence[ImageEntry], patch: int, max_side: int | None
                 raise
             skipped[entry.image_id] = str(err)
             continue
-        by_size.setdefault(model_input_size(height, width, patch, max_side), []).append(entry)
-    batches = [Batch(tuple(group[i:i + batch_size]))
-               for group in by_size.values() for i in range(0, len(group), batch_size)]
+        sized.append((model_input_size(height, width, patch, max_side), entry))
+    if batching == "mixed":
+        ordered = [entry for _, entry in sorted(sized, key=lambda item: (item[0][0] * item[0][1], item[0]))]
+        groups = [ordered]
+    else:
+        by_size: dict[tuple[int, int], list[ImageEntry]] = {}
+        for size, entry in sized:
+            by_size.setdefault(size, []).append(entry)
+        groups = list(by_size.values())
+    batches = [Batch(tuple(group[i:i + batch_size])) for group in groups for i in range(0, len(group), batch_size)]
     return batches, skipped
 
 
@@ -118,18 +128,20 @@ def load_batch(tagger: Tagger, batch: Batch, strict: bool) -> tuple[list[tuple[s
 
 
 def tag_records(tagger: Tagger, images: list[tuple[str, PreparedImage]]) -> list[dict]:
-    """``tags.jsonl`` records of a batch of prepared images of one size."""
+    """``tags.jsonl`` records of a batch of prepared images (of one size or of several)."""
     if not images:
         return []
-    results = tagger.tag_batch(torch.stack([im.tensor for _, im in images]))
+    results = tagger.tag_batch([im.tensor for _, im in images])
     return [tag_record(image_id, r.scores, r.tags, r.names) for (image_id, _), r in zip(images, results)]
 
 
 def tag_images(tagger: Tagger, entries: Sequence[ImageEntry], out_dir: str | os.PathLike,
                run_config: dict, batch_size: int = 1, strict: bool = False, overwrite: bool = False,
-               rank: RankInfo = RankInfo(), loader_threads: int = 0, progress: bool = True) -> dict | None:
+               rank: RankInfo = RankInfo(), loader_threads: int = 0, progress: bool = True,
+               batching: str = "grid") -> dict | None:
     """Tag ``entries`` into ``out_dir``; returns the metrics (when labels are known) on rank 0.
-    ``loader_threads`` decode the next batches while the model runs (worth it next to a GPU).
+    ``loader_threads`` decode the next batches while the model runs (worth it next to a GPU);
+    ``batching="mixed"`` lets images of different sizes share a batch (see :func:`plan_batches`).
 
     ``run_config`` describes what produces the scores (model, classes, method, ...): resuming
     into a folder written with a different one is refused.
@@ -147,7 +159,7 @@ def tag_images(tagger: Tagger, entries: Sequence[ImageEntry], out_dir: str | os.
             path.unlink(missing_ok=True)
     wait_for_all(rank)  # nobody reads the parts before rank 0 has cleared them
     check_run_config(folder.run_config, run_config, write=rank.is_main)
-    batches, skipped = plan_batches(entries, tagger.clip.patch_size, tagger.max_side, batch_size, strict)
+    batches, skipped = plan_batches(entries, tagger.clip.patch_size, tagger.max_side, batch_size, strict, batching)
     done = load_parts(parts_dir)
     todo = [b for b in shard(batches, rank) if not all(e.image_id in done for e in b.entries)]
     log.info("rank %d/%d: %d batches to run, %d images already done", rank.rank, rank.world_size,

@@ -4,10 +4,12 @@ Per image: a dense forward with the last self-attention removed gives patch-leve
 probabilities (coarse scores); dual-masking attention refinement (DMAR) spreads them along the
 attention of the middle-late layers; class-wise re-identification (CWR) re-scores each likely
 class on a crop with a masked class token; tags are the scores above a relative threshold.
+Images of different sizes can share one padded, masked forward (:meth:`TagCLIP.dense_forward_mixed`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -15,8 +17,8 @@ import torch.nn.functional as F
 
 from tagclip_cls.core.boxes import score_map_box_mask
 from tagclip_cls.core.models import LoadedClip
-from tagclip_cls.core.vit import block_forward, embed, project_tokens
-from tagclip_cls.runtime.precision import PRECISIONS, precision_autocast
+from tagclip_cls.core.vit import block_forward, embed, pad_tokens, project_tokens
+from tagclip_cls.runtime.precision import PRECISIONS, autocast_dtype_name, precision_autocast
 
 
 
@@ -80,6 +82,13 @@ def resize_bilinear(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return top * (1 - wy)[:, None] + bottom * wy[:, None]
 
 
+def same_size_batch(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """``images`` as one ``B x 3 x H x W`` tensor when they share a size, else ``None``."""
+    if isinstance(images, torch.Tensor):
+        return images
+    return torch.stack(list(images)) if len({image.shape for image in images}) == 1 else None
+
+
 def minmax(x: torch.Tensor) -> torch.Tensor:
     return (x - x.min()) / (x.max() - x.min())
 
@@ -109,35 +118,75 @@ class TagCLIP:
         logits = self.logit_scale * F.normalize(features.float(), dim=-1) @ self.text.T
         return logits.softmax(dim=-1)
 
+    def _round_pos(self, grid: tuple[int, int]) -> bool:
+        """Whether the positional table of ``grid`` is rounded to fp16: the published code rounds
+        it only when it had to be resized."""
+        return self.config.round_fp16_pos and tuple(grid) != tuple(self.clip.visual.grid_size)
+
+    def _encode(self, x: torch.Tensor, mask: torch.Tensor | None, spans: list[tuple[slice, int]]
+                ) -> tuple[torch.Tensor, list[torch.Tensor] | None, list[torch.Tensor] | None]:
+        """The blocks on embedded tokens ``x`` (``mask``: additive key mask or ``None``): patch
+        probabilities ``B x (T-1) x C`` and, for each span ``(rows, n)`` (batch rows whose first
+        ``n`` patch tokens are real), the attention votes and averaged map over those tokens only,
+        so that padding never enters a layer's mean, a vote or the average.
+        """
+        blocks = self.clip.visual.transformer.resblocks
+        votes: list = [None] * len(spans)
+        avg: list = [None] * len(spans)
+        with self._autocast():
+            for index, block in enumerate(blocks):
+                x, attn = block_forward(block, x, mask, self_only=index == len(blocks) - 1)
+                if not self.config.dmar:
+                    continue
+                for s, (rows, n) in enumerate(spans):
+                    layer = attn[rows, 1:n + 1, 1:n + 1].float()
+                    above = layer > layer.mean(dim=(1, 2), keepdim=True)
+                    votes[s] = above.to(torch.int16) if votes[s] is None else votes[s] + above
+                    if index in self.avg_layers:
+                        avg[s] = layer if avg[s] is None else avg[s] + layer
+            tokens = project_tokens(self.clip.visual, x)[:, 1:]
+        if not self.config.dmar:
+            return self._class_probs(tokens), None, None
+        return self._class_probs(tokens), votes, [a / len(self.avg_layers) for a in avg]
+
     @torch.inference_mode()
-    def dense_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Patch probabilities ``B x N x C``, attention votes ``B x N x N`` and the averaged map.
+    def dense_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Patch probabilities ``B x N x C``, attention votes ``B x N x N`` and the averaged map
+        for images of one size.
 
         Votes count the layers in which an attention entry is above that layer's mean; the
         averaged map is the mean over :attr:`avg_layers`. The class token is dropped.
         """
-        visual = self.clip.visual
-        blocks = visual.transformer.resblocks
         grid = (images.shape[2] // self.clip.patch_size, images.shape[3] // self.clip.patch_size)
-        # the published code rounds the table only when it had to be resized
-        round_pos = self.config.round_fp16_pos and grid != tuple(visual.grid_size)
         with self._autocast():
-            x = embed(visual, images, round_pos)
-            votes = avg = None
-            for index, block in enumerate(blocks):
-                x, attn = block_forward(block, x, self_only=index == len(blocks) - 1)
-                if not self.config.dmar:
-                    continue
-                attn = attn[:, 1:, 1:].float()
-                above = attn > attn.mean(dim=(1, 2), keepdim=True)
-                votes = above.to(torch.int16) if votes is None else votes + above
-                if index in self.avg_layers:
-                    avg = attn if avg is None else avg + attn
-            tokens = project_tokens(visual, x)[:, 1:]
-        probs = self._class_probs(tokens)
-        if avg is not None:
-            avg = avg / len(self.avg_layers)
-        return probs, votes, avg
+            x = embed(self.clip.visual, images, self._round_pos(grid))
+        probs, votes, avg = self._encode(x, None, [(slice(None), x.shape[1] - 1)])
+        if votes is None:
+            return probs, None, None
+        return probs, votes[0], avg[0]
+
+    @torch.inference_mode()
+    def dense_forward_mixed(self, images: Sequence[torch.Tensor]
+                            ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, list[torch.Tensor] | None]:
+        """:meth:`dense_forward` for ``3 x H x W`` images of different sizes in one padded pass:
+        per image ``N x C`` probabilities, ``N x N`` votes and averaged map over its own grid.
+
+        Each image is embedded on its own (its own grid's positional table), its tokens first and
+        zeros after them up to the longest sequence (so the padding depends on the token count
+        only); a -inf key mask keeps the padding out of every real token's attention.
+        """
+        patch = self.clip.patch_size
+        with self._autocast():
+            sequences = [embed(self.clip.visual, image[None],
+                               self._round_pos((image.shape[1] // patch, image.shape[2] // patch)))
+                         for image in images]
+        x, mask = pad_tokens(sequences, getattr(torch, autocast_dtype_name(self.config.precision) or "float32"))
+        lengths = [seq.shape[1] - 1 for seq in sequences]
+        probs, votes, avg = self._encode(x, mask, [(slice(b, b + 1), n) for b, n in enumerate(lengths)])
+        per_image = [probs[b, :n] for b, n in enumerate(lengths)]
+        if votes is None:
+            return per_image, None, None
+        return per_image, [v[0] for v in votes], [a[0] for a in avg]
 
     def refine(self, probs: torch.Tensor, votes: torch.Tensor, avg: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """DMAR for one image: attention voting mask, then class-wise box masks (``N x C``).
@@ -211,16 +260,24 @@ class TagCLIP:
             tokens = project_tokens(visual, x)
         return self._class_probs(tokens)[:, 0]
 
-    def score(self, images: torch.Tensor) -> list[ImageScores]:
-        """Score a batch of preprocessed images of one size (``B x 3 x H x W``)."""
-        images = images.to(self.clip.device)
+    def score(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[ImageScores]:
+        """Score preprocessed images: a ``B x 3 x H x W`` batch, or ``3 x H x W`` tensors whose
+        sizes may differ (then one padded, masked pass: :meth:`dense_forward_mixed`; images of
+        one size take the plain batched pass, without padding or mask).
+        """
+        batch = same_size_batch(images)
+        if batch is not None:
+            images = batch.to(self.clip.device)
+            probs, votes, avg = self.dense_forward(images)
+        else:
+            images = [image.to(self.clip.device) for image in images]
+            probs, votes, avg = self.dense_forward_mixed(images)
         patch = self.clip.patch_size
-        grid = (images.shape[2] // patch, images.shape[3] // patch)
-        probs, votes, avg = self.dense_forward(images)
         results = []
         pending: list[tuple[int, list[int]]] = []
         all_crops, all_masks = [], []
         for b in range(len(images)):
+            grid = (images[b].shape[1] // patch, images[b].shape[2] // patch)
             refined = self.refine(probs[b], votes[b], avg[b], grid) if self.config.dmar else probs[b]
             local = refined[:, :self.num_targets].max(dim=0).values
             results.append(ImageScores(scores=local.cpu().numpy().copy(), tags=[],
@@ -244,10 +301,15 @@ class TagCLIP:
 
 
 @torch.inference_mode()
-def global_clip_scores(clip: LoadedClip, text: torch.Tensor, images: torch.Tensor, num_targets: int) -> np.ndarray:
-    """Baseline: plain CLIP, class token of a 224-px view, softmax over the target classes."""
+def global_clip_scores(clip: LoadedClip, text: torch.Tensor, images: torch.Tensor | Sequence[torch.Tensor],
+                       num_targets: int) -> np.ndarray:
+    """Baseline: plain CLIP, class token of a 224-px view, softmax over the target classes.
+    ``images``: as for :meth:`TagCLIP.score`."""
     side = clip.visual.grid_size[0] * clip.patch_size
-    views = F.interpolate(images.to(clip.device), size=(side, side), mode="bicubic", align_corners=False)
+    batch = same_size_batch(images)
+    resized = [batch] if batch is not None else [image[None] for image in images]
+    views = torch.cat([F.interpolate(x.to(clip.device), size=(side, side), mode="bicubic", align_corners=False)
+                       for x in resized])
     feats = F.normalize(clip.model.encode_image(views).float(), dim=-1)
     logits = clip.model.logit_scale.exp() * feats @ text[:num_targets].float().to(clip.device).T
     return logits.softmax(dim=-1).cpu().numpy()
