@@ -180,6 +180,27 @@ def test_torch_crf_backend_agrees_with_pydensecrf(setup, monkeypatch, capsys, cr
             assert (np.asarray(png) == reference).mean() >= 0.995
 
 
+def test_fused_attention_is_recorded_and_used_outside_the_affinity_layers(setup, monkeypatch, capsys):
+    """--attention fused: scaled_dot_product_attention in the trunk layers whose attention the
+    affinity does not read (VOC: layers 0-3 of 12), the choice kept in config.json, label maps
+    nearly those of the exact default."""
+    tmp_path, _, _, base = setup
+    import torch.nn.functional as F
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    code, err = run_tool([*base, "--out", str(tmp_path / "fused"), "--attention", "fused"], monkeypatch, capsys)
+    assert code == 0, err
+    assert len(calls) == 4 * 2  # two images have tags
+    assert json.loads((tmp_path / "fused" / "config.json").read_text())["cam"]["attention"] == "fused"
+    code, err = run_tool([*base, "--out", str(tmp_path / "exact")], monkeypatch, capsys)
+    assert code == 0 and len(calls) == 8, err  # the CPU default is exact
+    assert json.loads((tmp_path / "exact" / "config.json").read_text())["cam"]["attention"] == "exact"
+    for image_id in ("a_grey", "b_rgba"):
+        fused, exact = (np.asarray(Image.open(tmp_path / name / "masks" / f"{image_id}.png")) for name in ("fused", "exact"))
+        assert (fused == exact).mean() >= 0.99
+
+
 def test_bad_image_skipped_or_fatal(setup, monkeypatch, capsys):
     tmp_path, root, tags, base = setup
     (root / "d_bad.jpg").write_bytes(b"not an image")

@@ -12,6 +12,7 @@ from tagclip_cls.runtime.distributed import RankInfo
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.tagging.run import TagRunOptions, run_stage1
 
+import parity_inputs
 from conftest import write_image
 
 
@@ -123,6 +124,29 @@ def test_batches_and_shards_give_identical_files(tmp_path, image_folder, classes
     run_stage1(options(image_folder, classes_file, tmp_path / "b1", tiny_checkpoint, cache_dir, batch_size=1))
     for a, b in zip(read_jsonl(tmp_path / "one" / "tags.jsonl"), read_jsonl(tmp_path / "b1" / "tags.jsonl")):
         assert a["tags"] == b["tags"] and max(abs(x - y) for x, y in zip(a["scores"], b["scores"])) < 1e-6
+
+
+def test_fused_attention_only_in_the_crops_and_recorded(tmp_path, tiny_checkpoint, cache_dir, monkeypatch):
+    """attention="fused": the CWR crops go through scaled_dot_product_attention (the dense
+    forward's weights are all read by DMAR), the run config says so, tags equal the exact run."""
+    import torch.nn.functional as F
+    images = parity_inputs.write_images(tmp_path / "images")  # COCO classes: these make CWR crops
+
+    def run(name, **kw):
+        run_stage1(TagRunOptions(img_root=str(images), out=str(tmp_path / name), dataset="coco2014",
+                                 pretrained=tiny_checkpoint, cache_dir=cache_dir, loader_threads=0, **kw))
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(a[0].shape[2]) or real(*a, **k))
+    run("fused", attention="fused")
+    assert calls and set(calls) == {197}  # 12 layers of 224-px crops (14 x 14 patches and the class token)
+    run_config = json.loads((tmp_path / "fused" / "parts" / "run_config.json").read_text())
+    assert run_config["config"]["attention"] == "fused"
+    calls.clear()
+    run("exact")
+    assert not calls  # the CPU default is exact
+    for a, b in zip(read_jsonl(tmp_path / "fused" / "tags.jsonl"), read_jsonl(tmp_path / "exact" / "tags.jsonl")):
+        assert a["tags"] == b["tags"] and max(abs(x - y) for x, y in zip(a["scores"], b["scores"])) < 1e-5
 
 
 def test_bad_image_skipped_unless_strict(tmp_path, image_folder, classes_file, tiny_checkpoint, cache_dir):

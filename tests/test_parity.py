@@ -58,3 +58,29 @@ def test_stage2_matches_published_clip_es(name, preset, images, weights, cache):
         assert result.cams.shape == fixture[f"cams_{image_id}"].shape
         assert np.abs(result.cams - fixture[f"cams_{image_id}"]).max() < 1e-4, image_id
         assert np.array_equal(result.label_map, fixture[f"labels_{image_id}"]), image_id
+
+
+# the fast path (--attention fused): scaled_dot_product_attention where no attention weights are
+# read. It rounds differently, so it is held to the agreement goals, not to the bits.
+FUSED_WEIGHTS = "tiny_f32_s0_scale100"
+
+
+@pytest.mark.parametrize("preset", inputs.STAGE1_PRESETS)
+def test_stage1_fused_attention_keeps_published_tags(preset, images, weights, cache):
+    fixture = np.load(FIXTURES / f"stage1_{FUSED_WEIGHTS}_{preset}.npz")
+    tagger = Tagger.from_pretrained(str(weights[FUSED_WEIGHTS]), preset=preset, cache_dir=cache, attention="fused")
+    for index, image_id in enumerate(fixture["ids"]):
+        result = tagger(images / f"{image_id}.jpg")
+        assert np.abs(result.scores - fixture["scores"][index]).max() < 1e-5, image_id
+        assert list(result.tags) == np.flatnonzero(fixture["tags"][index]).tolist(), image_id
+
+
+@pytest.mark.parametrize("preset", list(inputs.STAGE2_TAGS))
+def test_stage2_fused_attention_keeps_published_label_maps(preset, images, weights, cache):
+    fixture = np.load(FIXTURES / f"stage2_{FUSED_WEIGHTS}_{preset}.npz")
+    generator = MaskGenerator.from_pretrained(str(weights[FUSED_WEIGHTS]), preset=preset, cache_dir=cache,
+                                              attention="fused")
+    for image_id, tags in inputs.STAGE2_TAGS[preset].items():
+        result = generator(images / f"{image_id}.jpg", tags=tags)
+        equal = (result.label_map == fixture[f"labels_{image_id}"]).mean()
+        assert equal >= 0.99, image_id

@@ -3,7 +3,7 @@ import logging
 
 import pytest
 from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.runtime.precision import autocast_dtype_name, bf16_is_slow, check_precision
+from tagclip_cls.runtime.precision import autocast_dtype_name, bf16_is_slow, check_precision, default_attention
 
 AVX512_BF16 = frozenset({"avx512f", "avx512_bf16"})
 AVX2_ONLY = frozenset({"avx", "avx2", "fma"})  # the AMD EPYC kind
@@ -49,3 +49,8 @@ def test_every_stage_reads_precision_alike():
     assert [autocast_dtype_name(p) for p in ("fp32", "bf16", "fp16")] == [None, "bfloat16", "float16"]
     with pytest.raises(UserError, match="choose one of fp32, bf16, fp16"):
         check_precision("half", CPU, AMX)
+
+
+def test_fused_attention_is_the_default_on_gpus_only():
+    assert default_attention("cpu") == "exact"
+    assert default_attention("cuda") == default_attention("cuda:3") == "fused"

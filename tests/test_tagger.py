@@ -51,6 +51,25 @@ def test_attention_matches_multihead_attention(tiny_clip):
     assert torch.allclose(ours, ref, atol=1e-5) and torch.allclose(probs, ref_probs, atol=1e-6)
 
 
+def test_fused_attention_matches_multihead_attention(tiny_clip, monkeypatch):
+    """The fused path (scaled_dot_product_attention) against nn.MultiheadAttention, with the
+    per-image additive key mask that CWR uses; it returns no probabilities and is really taken."""
+    block = tiny_clip.visual.transformer.resblocks[3]
+    x = torch.randn(2, 11, 128)
+    bias = torch.zeros(2, 1, 11, 11)
+    bias[0, 0, 0, 5:] = -1000.0
+    ours, probs = attention(block.attn, x, bias, need_probs=False, fused=True)
+    ref = torch.stack([block.attn(x[b:b + 1], x[b:b + 1], x[b:b + 1], attn_mask=bias[b, 0], need_weights=False)[0][0]
+                       for b in range(2)])
+    assert probs is None and torch.allclose(ours, ref, atol=1e-5)
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    attention(block.attn, x, bias, need_probs=False, fused=True)
+    attention(block.attn, x, bias, need_probs=True, fused=True)  # probabilities asked for: explicit
+    assert len(calls) == 1
+
+
 def test_self_only_attention_keeps_each_token_to_itself(tiny_clip):
     attn = tiny_clip.visual.transformer.resblocks[0].attn
     x = torch.randn(1, 6, 128)

@@ -64,18 +64,24 @@ def pad_tokens(sequences: Sequence[torch.Tensor], mask_dtype: torch.dtype = torc
 
 
 def attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None = None,
-              self_only: bool = False, need_probs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+              self_only: bool = False, need_probs: bool = True, fused: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Multi-head self-attention returning the output and the head-averaged probabilities
     (``None`` unless ``need_probs``).
 
     ``mask`` is additive, broadcastable to ``B x heads x T x T``. With ``self_only`` each token
     attends only to itself (additive -100 off the diagonal, as TagCLIP removes the last
     self-attention); the probabilities returned are then those *before* that mask.
+    ``fused``: when no probabilities are asked for, use ``scaled_dot_product_attention`` (flash or
+    memory-efficient kernels on a GPU), which rounds differently from the explicit product.
     """
     batch, tokens, width = x.shape
     heads = attn.num_heads
     q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     q, k, v = (t.reshape(batch, tokens, heads, width // heads).transpose(1, 2) for t in (q, k, v))
+    if fused and not need_probs and not self_only:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask.to(q.dtype))
+        return attn.out_proj(out.transpose(1, 2).reshape(batch, tokens, width)), None
     logits = (q * (width // heads) ** -0.5) @ k.transpose(-2, -1)
     if mask is not None:
         logits = logits + mask
@@ -90,10 +96,11 @@ def attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor |
 
 
 def block_forward(block: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None,
-                  self_only: bool = False, need_probs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  self_only: bool = False, need_probs: bool = True, fused: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One residual attention block (``ln_1``, attention, ``ln_2``, MLP) and its head-averaged attention
-    (``None`` unless ``need_probs``)."""
-    out, probs = attention(block.attn, block.ln_1(x), mask, self_only, need_probs)
+    (``None`` unless ``need_probs``); ``fused`` as in :func:`attention`."""
+    out, probs = attention(block.attn, block.ln_1(x), mask, self_only, need_probs, fused)
     x = x + block.ls_1(out)
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return x, probs

@@ -15,7 +15,7 @@ from typing import Any, Callable, NoReturn, TypeVar
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.core.presets import available_presets
-from tagclip_cls.runtime.precision import PRECISIONS
+from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS
 
 
 OptionsT = TypeVar("OptionsT")
@@ -94,12 +94,16 @@ def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_device_arguments(parser: argparse.ArgumentParser, what: str = "the CLIP stages") -> None:
-    """``--device`` and ``--precision``, meaning the same in every tool."""
+    """``--device``, ``--precision`` and ``--attention``, meaning the same in every tool."""
     parser.add_argument("--device", default="cpu",
                         help=f"cpu, cuda or cuda:N for {what} (under torchrun: each rank its LOCAL_RANK GPU)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 reproduces the published numbers; bf16/fp16 run the model under autocast "
                              "to that type (refused on a CPU without native support)")
+    parser.add_argument("--attention", choices=ATTENTION_MODES, default=argparse.SUPPRESS,
+                        help="exact: explicit softmax in every layer, as published; fused: "
+                             "scaled_dot_product_attention in the layers whose attention weights nobody reads "
+                             "(default: fused on a GPU, exact on a CPU)")
 
 
 def add_console_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""The ``--precision`` choices every stage shares, and whether one can pay off on a device.
+"""The ``--precision`` and ``--attention`` choices every stage shares, and whether one can pay off on a device.
 
 ``fp32`` computes in float32 (the published numbers); ``bf16`` and ``fp16`` run the model under
 autocast to bfloat16 or float16, on a GPU and on a CPU alike. Nothing here imports torch, so a
@@ -16,6 +16,9 @@ from tagclip_cls.runtime.errors import UserError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+# attention where nobody reads its weights: "exact" (explicit softmax, the published arithmetic)
+# or "fused" (scaled_dot_product_attention: flash/memory-efficient kernels, other rounding)
+ATTENTION_MODES = ("exact", "fused")
 NATIVE_FLAGS = {"bf16": {"avx512_bf16", "amx_bf16"}, "fp16": {"avx512_fp16", "amx_fp16"}}
 
 
@@ -30,6 +33,12 @@ def cpu_flags() -> frozenset[str]:
         if line.startswith("flags"):
             return frozenset(line.split(":", 1)[1].split())
     return frozenset()
+
+
+def default_attention(device: str) -> str:
+    """``fused`` on a GPU, where the flash kernels pay; ``exact`` on a CPU, whose fp32 results then
+    keep the published code's bits."""
+    return "exact" if device.split(":")[0] == "cpu" else "fused"
 
 
 def autocast_dtype_name(precision: str) -> str | None:

@@ -37,13 +37,13 @@ class TagResult:
 
 
 def tag_config(preset: Preset, method: str = "tagclip", precision: str = "fp32",
-               round_fp16_pos: bool = True) -> TagConfig:
+               round_fp16_pos: bool = True, attention: str = "exact") -> TagConfig:
     """The method switches of ``method`` with the preset's constants."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     return TagConfig(dmar=method in ("tagclip", "dmar"), cwr=method == "tagclip",
                      dmar_layers=preset.dmar_layers, cwr_ratio=preset.cwr_ratio, tag_ratio=preset.tag_ratio,
-                     round_fp16_pos=round_fp16_pos, precision=precision)
+                     round_fp16_pos=round_fp16_pos, precision=precision, attention=attention)
 
 
 class Tagger:
@@ -56,7 +56,7 @@ class Tagger:
 
     def __init__(self, clip: LoadedClip, preset: Preset, *, method: str = "tagclip", precision: str = "fp32",
                  max_side: int | None = DEFAULT_MAX_SIDE, round_fp16_pos: bool = True,
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None, attention: str = "exact"):
         self.clip = clip
         self.preset = preset
         self.method = method
@@ -64,25 +64,27 @@ class Tagger:
         self.cache_dir = cache_dir
         check_precision(precision, clip.device.type)
         text = text_embeddings(clip, preset.classes + preset.background_words, load_templates(), cache_dir)
-        self.model = TagCLIP(clip, text, preset.num_classes, tag_config(preset, method, precision, round_fp16_pos))
+        self.model = TagCLIP(clip, text, preset.num_classes, tag_config(preset, method, precision, round_fp16_pos,
+                                                                                attention))
 
     @classmethod
     def from_pretrained(cls, pretrained: str = "openai", model: str | None = None, *, preset: str | None = None,
                         classes: ClassesInput | None = None, background: ClassesInput | None = None,
                         device: str | torch.device = "cpu", precision: str = "fp32", method: str = "tagclip",
                         max_side: int | None = DEFAULT_MAX_SIDE, round_fp16_pos: bool = True,
-                        cache_dir: str | os.PathLike | None = None) -> "Tagger":
+                        cache_dir: str | os.PathLike | None = None, attention: str = "exact") -> "Tagger":
         """Load CLIP and encode the class texts (cached on disk).
 
         ``pretrained``: an open_clip tag such as ``"openai"`` or a checkpoint path; ``model``: the
         open_clip architecture (``None``: ``ViT-B-16`` for a tag, and for a path an OpenAI
         checkpoint whose architecture is read from the file), as ``--model`` in the tools.
         Classes come from ``preset`` (``voc2007``, ``coco2014``, ...) or from ``classes`` and
-        ``background`` (lists of names or class files).
+        ``background`` (lists of names or class files). ``attention``: ``"fused"`` runs the CWR
+        crops through ``scaled_dot_product_attention`` (as ``--attention``).
         """
         chosen = make_preset(preset, classes, background)  # before the (slow) load: errors come at once
         return cls(load_clip(model, pretrained, device), chosen, method=method, precision=precision,
-                   max_side=max_side, round_fp16_pos=round_fp16_pos, cache_dir=cache_dir)
+                   max_side=max_side, round_fp16_pos=round_fp16_pos, cache_dir=cache_dir, attention=attention)
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.runtime.denormals import flush_denormals
 from tagclip_cls.runtime.overlap import read_threads
+from tagclip_cls.runtime.precision import ATTENTION_MODES, default_attention
 from tagclip_cls.runtime.setup import check_device_and_output, check_run_config, share_cpu_threads
 from tagclip_cls.core.presets import make_preset
 from tagclip_cls.core.images import DEFAULT_MAX_SIDE
@@ -34,6 +35,7 @@ class TagRunOptions:
     batch_size: int = 1
     batching: str | None = None  # None: see default_batching
     precision: str = "fp32"
+    attention: str | None = None  # None: runtime.precision.default_attention
     method: str = "tagclip"
     max_side: int | None = DEFAULT_MAX_SIDE
     no_fp16_pos: bool = False
@@ -64,7 +66,10 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
         share_cpu_threads()
     preset = make_preset(opts.dataset, opts.classes, opts.background)
     entries = collect_entries(opts.img_root, opts.split, preset.classes)
-    tag_config(preset, opts.method, opts.precision)  # an unknown method fails before the model loads
+    attention = opts.attention or default_attention(opts.device)
+    if attention not in ATTENTION_MODES:
+        raise UserError(f"--attention must be one of {', '.join(ATTENTION_MODES)}, not {attention!r}")
+    tag_config(preset, opts.method, opts.precision, attention=attention)  # bad choices fail before the model loads
     settings = {"classes": preset.classes, "background_words": preset.background_words, "method": opts.method,
                 "max_side": opts.max_side, "batch_size": opts.batch_size, "batching": batching}
     check_run_config(TagFolder(opts.out).run_config, settings, write=False, overwrite=opts.overwrite,
@@ -73,7 +78,7 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
     with flush_denormals(device.type == "cpu"):  # see tagclip_cls.runtime.denormals: 1.9x faster on CPU
         clip = load_clip(opts.model, opts.pretrained, device)
         tagger = Tagger(clip, preset, method=opts.method, precision=opts.precision, max_side=opts.max_side,
-                        round_fp16_pos=not opts.no_fp16_pos, cache_dir=opts.cache_dir)
+                        round_fp16_pos=not opts.no_fp16_pos, cache_dir=opts.cache_dir, attention=attention)
         run_config = {**settings, "model": clip.name, "random_weights": clip.random_weights,
                       "text": clip.text_fingerprint, "config": asdict(tagger.model.config)}
         return tag_images(tagger, entries, opts.out, run_config, opts.batch_size, opts.strict, opts.overwrite,

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tagclip_cls.core.boxes import score_map_box_mask
 from tagclip_cls.core.models import LoadedClip
 from tagclip_cls.core.vit import block_forward, embed, pad_tokens, project_tokens
-from tagclip_cls.runtime.precision import PRECISIONS, autocast_dtype_name, precision_autocast
+from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS, autocast_dtype_name, precision_autocast
 
 
 
@@ -34,12 +34,15 @@ class TagConfig:
     tag_ratio: float = 0.5  # relative threshold on the final scores for tags
     round_fp16_pos: bool = True  # quirk: a resized positional table is rounded to fp16 as published
     precision: str = "fp32"
+    attention: str = "exact"  # "fused": the CWR crops' attention through scaled_dot_product_attention
 
     def __post_init__(self) -> None:
         if self.cwr and not self.dmar:
             raise ValueError("CWR works on the DMAR-refined scores: enable dmar too")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}")
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}")
 
 
 @dataclass
@@ -254,7 +257,8 @@ class TagCLIP:
         with self._autocast():
             x = embed(visual, crops)  # crops have the native size: the table is used as it is
             for block in visual.transformer.resblocks:
-                x, _ = block_forward(block, x, mask=bias.to(x.dtype), need_probs=False)
+                x, _ = block_forward(block, x, mask=bias.to(x.dtype), need_probs=False,
+                                     fused=self.config.attention == "fused")
             # every token through ln_post, the projection and the logits, as published, then the
             # class token's row: products of one row round differently from those of many
             tokens = project_tokens(visual, x)

@@ -64,6 +64,7 @@ class DemoOptions:
     random_weights: bool = False
     device: str = "cpu"  # stages 1 and 2; the segmenter trains on the CPU
     precision: str = "fp32"
+    attention: str | None = None  # None: runtime.precision.default_attention
     train_iters: int = 300
     seg_size: int = 64  # crop side the segmenter trains and predicts at
     skip_train: bool = False
@@ -239,7 +240,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     write_json_atomic(record, inputs)
     common = dict(img_root=str(out / "images"), classes=str(out / "classes.txt"),
                   background=str(out / "background.txt"), pretrained=weights.pretrained,
-                  device=opts.device, precision=opts.precision, cache_dir=opts.cache_dir,
+                  device=opts.device, precision=opts.precision, attention=opts.attention, cache_dir=opts.cache_dir,
                   overwrite=opts.overwrite)
     tags = TagFolder(out / "stage1")
     run_stage1(TagRunOptions(out=str(tags.root), loader_threads=0, **common))

@@ -35,12 +35,12 @@ log = logging.getLogger(__name__)
 
 def cam_config(preset: Preset, box_threshold: float | None = None,
                affinity_layers: tuple[int | None, int | None] | None = None, round_fp16_pos: bool = True,
-               precision: str = "fp32", grad_mode: str = "loop") -> CamConfig:
+               precision: str = "fp32", grad_mode: str = "loop", attention: str = "exact") -> CamConfig:
     """The preset's CLIP-ES constants, with overrides where given."""
     box = box_threshold if box_threshold is not None else preset.clip_es.box_threshold
     layers = affinity_layers if affinity_layers is not None else preset.clip_es.affinity_layers
     return CamConfig(affinity_layers=tuple(layers), box_threshold=float(box), round_fp16_pos=round_fp16_pos,
-                     precision=precision, grad_mode=grad_mode)
+                     precision=precision, grad_mode=grad_mode, attention=attention)
 
 
 @dataclass
@@ -102,10 +102,12 @@ class MaskGenerator:
                         device: str | torch.device = "cpu", precision: str = "fp32",
                         box_threshold: float | None = None, affinity_layers: tuple[int | None, int | None] | None = None,
                         max_side: int | None = DEFAULT_MAX_SIDE, crf_image: str = "published", ignore_below: float | None = None,
-                        cache_dir: str | os.PathLike | None = None) -> "MaskGenerator":
-        """Load CLIP (as :meth:`tagclip_cls.Tagger.from_pretrained`) and the CLIP-ES class texts."""
+                        cache_dir: str | os.PathLike | None = None, attention: str = "exact") -> "MaskGenerator":
+        """Load CLIP (as :meth:`tagclip_cls.Tagger.from_pretrained`) and the CLIP-ES class texts;
+        ``attention="fused"`` runs the trunk layers outside the affinity ones through
+        ``scaled_dot_product_attention`` (as ``--attention``)."""
         chosen = make_preset(preset, classes, background)
-        config = cam_config(chosen, box_threshold, affinity_layers, precision=precision)
+        config = cam_config(chosen, box_threshold, affinity_layers, precision=precision, attention=attention)
         return cls(load_clip(model, pretrained, device, fp16_weights=True), chosen, config, max_side=max_side, crf_image=crf_image,
                    ignore_below=ignore_below, cache_dir=cache_dir)
 

@@ -31,7 +31,7 @@ import torch
 from tagclip_cls.core.boxes import score_map_box_mask
 from tagclip_cls.core.models import LoadedClip
 from tagclip_cls.core.vit import attention, block_forward, embed
-from tagclip_cls.runtime.precision import PRECISIONS, precision_autocast
+from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS, precision_autocast
 from wsss.masks import GRAD_MODES
 
 CAM_TEMPLATE = "a clean origami {}."
@@ -47,10 +47,13 @@ class CamConfig:
     round_fp16_pos: bool = True  # quirk: positional table rounded to fp16 as in the published code
     precision: str = "fp32"  # or "bf16"/"fp16": autocast to that type, as in stage 1
     grad_mode: str = "loop"  # "loop": one backward per tag; "batched": one vmapped backward
+    attention: str = "exact"  # "fused": trunk layers outside the affinity ones use scaled_dot_product_attention
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {self.attention!r}")
         if self.grad_mode not in GRAD_MODES:
             raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {self.grad_mode!r}")
 
@@ -155,7 +158,7 @@ class ClipES:
             maps = []
             for index, block in enumerate(blocks[:-1]):
                 keep = index in self.affinity_layers
-                x, probs = block_forward(block, x, need_probs=keep)
+                x, probs = block_forward(block, x, need_probs=keep, fused=self.config.attention == "fused")
                 if keep:
                     maps.append(probs[0, 1:, 1:].float())
         return x, maps
