@@ -15,6 +15,9 @@ from wsss.masks.crf import crf_image
 from wsss.crf.permutohedral import PermutohedralLattice, dense_crf_torch, dense_crf_torch_batch
 
 PARAMS = CRFParams()
+# the agreement tests run on every device there is: CUDA too where a GPU is present (not a skip
+# elsewhere: CI has none, and a skipped test fails CI)
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -58,31 +61,34 @@ def assert_matches_pydensecrf(image: np.ndarray, prob: np.ndarray, q: np.ndarray
     ("astronaut", (375, 500), "rgb", 6),
     ("rocket", (500, 375), "published", 6),
 ])
-def test_matches_pydensecrf_on_voc_sized_photographs(name, size, mode, labels):
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_pydensecrf_on_voc_sized_photographs(name, size, mode, labels, device):
     image = crf_image(photo(name, *size), mode)
     prob = blobs(labels, size[1], size[0], seed=labels)
-    assert_matches_pydensecrf(image, prob, dense_crf_torch(image, prob, PARAMS))
+    assert_matches_pydensecrf(image, prob, dense_crf_torch(image, prob, PARAMS, device))
 
 
 @pytest.mark.parametrize("height, width, labels", [
     (1, 1, 2), (1, 1, 6), (1, 37, 3), (29, 1, 4), (2, 3, 5), (7, 5, 2), (33, 17, 6), (61, 47, 3), (640, 640, 3),
 ])
-def test_matches_pydensecrf_from_one_pixel_to_640x640(height, width, labels):
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_pydensecrf_from_one_pixel_to_640x640(height, width, labels, device):
     rgb = photo("chelsea", 640, 640)[100:100 + height, 200:200 + width]
     if height == 640:
         rgb = photo("coffee", 640, 640)
     image = crf_image(rgb, "published")
     prob = blobs(labels, height, width, seed=height * width)
-    assert_matches_pydensecrf(image, prob, dense_crf_torch(image, prob, PARAMS))
+    assert_matches_pydensecrf(image, prob, dense_crf_torch(image, prob, PARAMS, device))
 
 
-def test_batch_matches_pydensecrf_image_by_image():
+@pytest.mark.parametrize("device", DEVICES)
+def test_batch_matches_pydensecrf_image_by_image(device):
     shapes = [(1, 1, 2), (1, 9, 6), (37, 53, 3), (120, 90, 4), (375, 500, 5), (4, 4, 2)]
     names = ["astronaut", "chelsea", "coffee", "rocket", "astronaut", "coffee"]
     images = [crf_image(photo(name, 500, 375)[:h, :w], mode)
               for name, (h, w, _), mode in zip(names, shapes, ["published", "rgb"] * 3)]
     probs = [blobs(labels, h, w, seed=i) for i, (h, w, labels) in enumerate(shapes)]
-    out = dense_crf_torch_batch(images, probs, PARAMS)
+    out = dense_crf_torch_batch(images, probs, PARAMS, device)
     assert len(out) == len(images)
     for image, prob, q in zip(images, probs, out):
         assert_matches_pydensecrf(image, prob, q)
