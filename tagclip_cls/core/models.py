@@ -8,6 +8,11 @@ Three ways to name weights, all returning a :class:`LoadedClip` in eval mode:
   OpenAI distributes or a plain state dict; the architecture (width, depth, patch size, ...) is
   read from the checkpoint itself, so any ViT size works.
 * ``pretrained=PATH`` with an architecture name: an open_clip checkpoint or ``.safetensors``.
+
+Weights on disk (a file, or a tag's weights in the Hugging Face cache) are loaded into a model
+that open_clip builds on the meta device, the checkpoint's tensors becoming its weights
+(:func:`_build_empty`, :func:`_assign_weights`): random initialisation and copies would take
+seconds and be overwritten anyway. Only a download builds the model the plain way.
 """
 from __future__ import annotations
 
@@ -17,10 +22,11 @@ import hashlib
 import logging
 import os
 import socket
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 from urllib.parse import urlparse
 
 import open_clip
@@ -79,13 +85,15 @@ class LoadedClip:
     def text_fingerprint(self) -> str:
         """A hash of the text tower's weights: the key that text-embedding caches depend on.
 
-        Computed once per loaded model (it reads every text weight)."""
+        Computed once per loaded model (it reads every text weight: 0.1-0.3 s for ViT-B/16 on
+        a CPU). The value is kept from earlier versions, so their cache entries and run records
+        stay valid."""
         h = hashlib.sha256()
         for key, value in sorted(self.model.state_dict().items()):
             if key.startswith("visual."):
                 continue
             h.update(key.encode())
-            h.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+            h.update(value.detach().float().cpu().contiguous().numpy())  # its buffer, not a copy of it
         return h.hexdigest()[:24]
 
 
@@ -143,8 +151,10 @@ def _create_from_tag(model_name: str, tag: str) -> open_clip.CLIP:
     if tag not in known:
         raise UserError(f"no pretrained weights {tag!r} for {model_name}; known tags: "
                         f"{', '.join(known) or 'none'}, or pass --pretrained PATH")
-    if not _weights_cached(model_name, tag):
-        _check_hub_reachable(model_name, tag)
+    cached = _weights_cached(model_name, tag)
+    if cached:
+        return _load_cached_tag(model_name, tag, cached)
+    _check_hub_reachable(model_name, tag)
     try:
         return open_clip.create_model(model_name, pretrained=tag)
     except Exception as exc:  # network errors come in many types (requests, hub, OSError)
@@ -152,18 +162,42 @@ def _create_from_tag(model_name: str, tag: str) -> open_clip.CLIP:
                         f"download them elsewhere and pass --pretrained PATH") from None
 
 
-def _weights_cached(model_name: str, tag: str) -> bool:
-    """Whether the Hugging Face cache holds the weights of ``tag`` (a file open_clip would load
-    without the network: the named file or its safetensors twin)."""
+def _weights_cached(model_name: str, tag: str) -> str | None:
+    """The file of ``tag``'s weights in the Hugging Face cache, or None: the safetensors twin
+    where it is there (open_clip prefers it), else the named file."""
     hub = open_clip.get_pretrained_cfg(model_name, tag).get("hf_hub", "")
     if not hub:
-        return False
+        return None
     from huggingface_hub import try_to_load_from_cache
 
     repo, filename = os.path.split(hub)  # "org/name/" names open_clip's default file
     stem = os.path.splitext(filename or HF_WEIGHTS_NAME)[0]
-    names = {filename or HF_WEIGHTS_NAME, HF_SAFE_WEIGHTS_NAME if not filename else stem + ".safetensors"}
-    return any(isinstance(try_to_load_from_cache(repo, name), str) for name in names)
+    for name in (HF_SAFE_WEIGHTS_NAME if not filename else stem + ".safetensors", filename or HF_WEIGHTS_NAME):
+        found = try_to_load_from_cache(repo, name)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _load_cached_tag(model_name: str, tag: str, path: str) -> open_clip.CLIP:
+    """What ``open_clip.create_model(model_name, pretrained=tag)`` returns for weights already in
+    the cache, without its random initialisation and without asking the hub for a newer file
+    (open_clip's own ``load_checkpoint`` reads and converts the file, loading by assignment)."""
+    model_gelu = open_clip.get_model_config(model_name).get("quick_gelu", False)
+    tag_gelu = open_clip.get_pretrained_cfg(model_name, tag).get("quick_gelu", False)
+    if tag_gelu != model_gelu:  # the warning create_model gives (it builds the model's activation, as here)
+        warnings.warn(f"QuickGELU mismatch between final model config (quick_gelu={model_gelu}) "
+                      f"and pretrained tag '{tag}' (quick_gelu={tag_gelu}).", UserWarning)
+    model = _empty_open_clip_model(model_name, f"{model_name} ({tag})")
+    model.load_state_dict = functools.partial(_assign_weights, model)  # what load_checkpoint calls
+    try:
+        open_clip.load_checkpoint(model, path, strict=True, weights_only=True, device="cpu")
+    except Exception as exc:  # a damaged or partial download
+        raise UserError(f"{path}: cached {model_name} weights {tag!r} unreadable ({type(exc).__name__}); "
+                        f"delete the file to download it again") from None
+    finally:
+        del model.load_state_dict
+    return model
 
 
 def _check_hub_reachable(model_name: str, tag: str, timeout_s: float = 3.0) -> None:
@@ -224,11 +258,10 @@ def _load_openai_checkpoint(path: Path) -> tuple[open_clip.CLIP, bool]:
     if missing:
         raise UserError(f"{path}: not an OpenAI CLIP ViT checkpoint (missing {missing[0]}); "
                         f"for an open_clip checkpoint also pass --model NAME")
+    shapes = {k: v.to("meta") for k, v in state_dict.items()}  # the builder reads the architecture from these
     try:
-        # open_clip's builder loads the weights into fp16 parameters, which rounds float32
-        # checkpoints: load the checkpoint's own values again afterwards
-        model = build_model_from_openai_state_dict(dict(state_dict), cast_dtype=torch.float32).float()
-        model.load_state_dict({k: v for k, v in state_dict.items() if k not in OPENAI_METADATA})
+        model = _build_empty(lambda: build_model_from_openai_state_dict(shapes, cast_dtype=torch.float32))
+        _assign_weights(model, {k: v for k, v in state_dict.items() if k not in OPENAI_METADATA})
     except Exception as exc:
         raise UserError(f"{path}: inconsistent OpenAI CLIP checkpoint ({type(exc).__name__}: {exc})") from None
     return model, random_weights
@@ -237,14 +270,74 @@ def _load_openai_checkpoint(path: Path) -> tuple[open_clip.CLIP, bool]:
 def _load_open_clip_checkpoint(model_name: str, path: Path) -> open_clip.CLIP:
     if model_name not in open_clip.list_models():
         raise UserError(f"unknown open_clip architecture {model_name!r} (see open_clip.list_models())")
+    model = _empty_open_clip_model(model_name, f"{model_name} from {path.name}")
     state_dict = read_state_dict(path)
-    model = open_clip.create_model(model_name, pretrained=None)
     try:
-        model.load_state_dict(state_dict, strict=True)
+        _assign_weights(model, state_dict)
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not fit {model_name} "
                         f"({str(exc).splitlines()[0]}); check --model") from None
     return model
+
+
+def _build_empty(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """Run an open_clip constructor on the meta device: the modules get their shapes and dtypes
+    but no memory, and their random initialisation (about 3 s for ViT-B/16 on a CPU) does nothing.
+    Every weight then comes from the checkpoint through :func:`_assign_weights`."""
+    with torch.device("meta"):
+        return build()
+
+
+def _empty_open_clip_model(model_name: str, name: str) -> open_clip.CLIP:
+    """``open_clip.create_model(model_name)`` built by :func:`_build_empty`, checked to be a
+    supported CLIP before any weight is read (its warning that no weights were loaded is dropped:
+    they are, next)."""
+    quiet = logging.getLogger()
+    random_init_warning = _DropMessage("No pretrained weights loaded for model ")
+    quiet.addFilter(random_init_warning)
+    try:
+        model = _build_empty(lambda: open_clip.create_model(model_name, pretrained=None, device="meta"))
+    finally:
+        quiet.removeFilter(random_init_warning)
+    _check_supported(model, name)
+    return model
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+def _assign_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> None:
+    """Load ``state_dict`` into a model from :func:`_build_empty` by taking its tensors as the
+    parameters (no copy), then build the buffers no checkpoint holds (open_clip's causal masks).
+
+    The parameters keep the checkpoint's dtypes until :func:`load_clip` makes them float32. Views
+    and strided tensors are copied first, so that every parameter is contiguous and alone in its
+    memory, as after a copy into a fresh parameter: the arithmetic on it is the same."""
+    owned = {k: v if _owns_storage(v) else v.clone(memory_format=torch.contiguous_format) for k, v in state_dict.items()}
+    type(model).load_state_dict(model, owned, strict=strict, assign=True)
+    for module_name, module in model.named_modules():
+        for buffer_name, buffer in list(module.named_buffers(recurse=False)):
+            if not buffer.is_meta:
+                continue
+            if buffer_name != "attn_mask":
+                raise RuntimeError(f"{module_name}.{buffer_name}: a buffer no checkpoint holds, which "
+                                   f"tagclip_cls does not know how to build")
+            # open_clip's build_causal_mask / build_attention_mask: -inf above the diagonal
+            setattr(module, buffer_name, torch.full(buffer.shape, float("-inf"), dtype=buffer.dtype).triu_(1))
+
+
+def _owns_storage(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is contiguous and alone in its whole storage."""
+    return (tensor.is_contiguous() and tensor.storage_offset() == 0
+            and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size())
 
 
 def _check_supported(model: torch.nn.Module, name: str) -> None:
