@@ -77,16 +77,21 @@ def test_shared_or_strided_checkpoint_tensors_become_parameters_of_their_own(tin
     _assert_identical(load_clip(None, str(path)).model, _plain_openai(state, False))
 
 
-@pytest.fixture()
-def tiny_arch(tmp_path, tiny_clip):
-    """A registered open_clip architecture of the tiny CLIP, and its weights in open_clip's layout."""
-    cfg_dir = tmp_path / "cfgs"
+def _register_tiny(tmp_path, name: str, quick_gelu: bool) -> None:
+    """Register ``name``, an open_clip architecture of the tiny CLIP's shape."""
+    cfg_dir = tmp_path / f"cfgs_{name}"
     cfg_dir.mkdir()
-    (cfg_dir / f"{TINY_ARCH}.json").write_text(json.dumps({
-        "embed_dim": TINY["embed_dim"], "quick_gelu": True,
+    (cfg_dir / f"{name}.json").write_text(json.dumps({
+        "embed_dim": TINY["embed_dim"], "quick_gelu": quick_gelu,
         "vision_cfg": {"image_size": 224, "layers": 12, "width": 128, "patch_size": 16, "head_width": 64},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2}}))
     open_clip.add_model_config(cfg_dir)
+
+
+@pytest.fixture()
+def tiny_arch(tmp_path, tiny_clip):
+    """A registered open_clip architecture of the tiny CLIP, and its weights in open_clip's layout."""
+    _register_tiny(tmp_path, TINY_ARCH, quick_gelu=True)
     return {k: v.contiguous() for k, v in tiny_clip.model.state_dict().items()}
 
 
@@ -97,8 +102,9 @@ def test_open_clip_checkpoint_loads_as_create_model_loads_it(tiny_arch, tmp_path
     _assert_identical(load_clip(TINY_ARCH, str(path)).model, plain)
 
 
-def _cache_tag(weights: dict[str, torch.Tensor] | bytes, root, monkeypatch, quick_gelu: bool = True):
-    """Tag ``fake`` of the tiny architecture, its file in a Hugging Face cache under ``root``."""
+def _cache_tag(weights: dict[str, torch.Tensor] | bytes, root, monkeypatch, quick_gelu: bool = True,
+               arch: str = TINY_ARCH):
+    """Tag ``fake`` of ``arch``, its file in a Hugging Face cache under ``root``."""
     import huggingface_hub.constants
 
     repo = root / "models--org--tiny"
@@ -112,7 +118,7 @@ def _cache_tag(weights: dict[str, torch.Tensor] | bytes, root, monkeypatch, quic
         save_file(weights, str(file))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the reference may not go online
-    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, TINY_ARCH,
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, arch,
                         {"fake": open_clip.pretrained._pcfg(hf_hub="org/tiny/", quick_gelu=quick_gelu)})
 
 
@@ -135,6 +141,27 @@ def test_cached_tag_loads_as_create_model_loads_it_without_the_network(tiny_arch
     _assert_identical(fast, plain)
     assert [str(w.message) for w in given if "QuickGELU" in str(w.message)] == \
            [str(w.message) for w in expected if "QuickGELU" in str(w.message)]
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_quick_gelu_tag_runs_quick_gelu_on_a_gelu_architecture(tiny_arch, tmp_path, monkeypatch, cached):
+    """OpenAI's tags carry quick_gelu in their settings while open_clip's ``ViT-B-16`` config says
+    GELU (open_clip then only warns): the model must run QuickGELU, x * sigmoid(1.702 x), as the
+    published code (OpenAI's clip package) does; from the cache and through open_clip's download."""
+    arch = "TinyFastStart-GELU"
+    _register_tiny(tmp_path, arch, quick_gelu=False)
+    _cache_tag(tiny_arch, tmp_path / "hub", monkeypatch, quick_gelu=True, arch=arch)
+    if not cached:  # open_clip.create_model fetches the file (from the offline cache here)
+        monkeypatch.setattr(models, "_weights_cached", lambda *args: None)
+        monkeypatch.setattr(models, "_check_hub_reachable", lambda *args: None)
+    with warnings.catch_warnings(record=True) as given:
+        warnings.simplefilter("always")
+        model = load_clip(arch, "fake").model
+    assert not [w for w in given if "QuickGELU" in str(w.message)]
+    for mlp in (model.visual.transformer.resblocks[5].mlp, model.transformer.resblocks[1].mlp):
+        x = torch.randn(3, mlp.c_fc.in_features)
+        hidden = mlp.c_fc(x)
+        assert torch.allclose(mlp(x), mlp.c_proj(hidden * torch.sigmoid(1.702 * hidden)), atol=1e-6)
 
 
 def test_damaged_cached_tag_is_a_one_line_error(tiny_arch, tmp_path, monkeypatch):

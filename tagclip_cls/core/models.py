@@ -156,7 +156,7 @@ def _create_from_tag(model_name: str, tag: str) -> open_clip.CLIP:
         return _load_cached_tag(model_name, tag, cached)
     _check_hub_reachable(model_name, tag)
     try:
-        return open_clip.create_model(model_name, pretrained=tag)
+        return open_clip.create_model(model_name, pretrained=tag, force_quick_gelu=_tag_quick_gelu(model_name, tag))
     except Exception as exc:  # network errors come in many types (requests, hub, OSError)
         raise UserError(f"could not fetch {model_name} weights {tag!r} ({type(exc).__name__}: no network?); "
                         f"download them elsewhere and pass --pretrained PATH") from None
@@ -179,16 +179,24 @@ def _weights_cached(model_name: str, tag: str) -> str | None:
     return None
 
 
+def _tag_quick_gelu(model_name: str, tag: str) -> bool:
+    """Whether the weights of ``tag`` were trained with QuickGELU (OpenAI's, for one). open_clip
+    builds ``ViT-B-16`` with GELU and only warns for such tags; the published code, on OpenAI's
+    ``clip`` package, runs QuickGELU, and so must these weights."""
+    return bool(open_clip.get_pretrained_cfg(model_name, tag).get("quick_gelu", False))
+
+
 def _load_cached_tag(model_name: str, tag: str, path: str) -> open_clip.CLIP:
-    """What ``open_clip.create_model(model_name, pretrained=tag)`` returns for weights already in
-    the cache, without its random initialisation and without asking the hub for a newer file
-    (open_clip's own ``load_checkpoint`` reads and converts the file, loading by assignment)."""
-    model_gelu = open_clip.get_model_config(model_name).get("quick_gelu", False)
-    tag_gelu = open_clip.get_pretrained_cfg(model_name, tag).get("quick_gelu", False)
-    if tag_gelu != model_gelu:  # the warning create_model gives (it builds the model's activation, as here)
+    """What ``open_clip.create_model(model_name, pretrained=tag, force_quick_gelu=...)`` returns
+    for weights already in the cache, without its random initialisation and without asking the
+    hub for a newer file (open_clip's own ``load_checkpoint`` reads and converts the file, loading
+    by assignment)."""
+    tag_gelu = _tag_quick_gelu(model_name, tag)
+    model_gelu = tag_gelu or open_clip.get_model_config(model_name).get("quick_gelu", False)
+    if model_gelu != tag_gelu:  # the warning create_model gives: a QuickGELU architecture, GELU weights
         warnings.warn(f"QuickGELU mismatch between final model config (quick_gelu={model_gelu}) "
                       f"and pretrained tag '{tag}' (quick_gelu={tag_gelu}).", UserWarning)
-    model = _empty_open_clip_model(model_name, f"{model_name} ({tag})")
+    model = _empty_open_clip_model(model_name, f"{model_name} ({tag})", tag_gelu)
     model.load_state_dict = functools.partial(_assign_weights, model)  # what load_checkpoint calls
     try:
         open_clip.load_checkpoint(model, path, strict=True, weights_only=True, device="cpu")
@@ -288,15 +296,16 @@ def _build_empty(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
         return build()
 
 
-def _empty_open_clip_model(model_name: str, name: str) -> open_clip.CLIP:
-    """``open_clip.create_model(model_name)`` built by :func:`_build_empty`, checked to be a
-    supported CLIP before any weight is read (its warning that no weights were loaded is dropped:
-    they are, next)."""
+def _empty_open_clip_model(model_name: str, name: str, quick_gelu: bool = False) -> open_clip.CLIP:
+    """``open_clip.create_model(model_name, force_quick_gelu=quick_gelu)`` built by
+    :func:`_build_empty`, checked to be a supported CLIP before any weight is read (its warning
+    that no weights were loaded is dropped: they are, next)."""
     quiet = logging.getLogger()
     random_init_warning = _DropMessage("No pretrained weights loaded for model ")
     quiet.addFilter(random_init_warning)
     try:
-        model = _build_empty(lambda: open_clip.create_model(model_name, pretrained=None, device="meta"))
+        model = _build_empty(lambda: open_clip.create_model(model_name, pretrained=None, device="meta",
+                                                                   force_quick_gelu=quick_gelu))
     finally:
         quiet.removeFilter(random_init_warning)
     _check_supported(model, name)
