@@ -9,8 +9,10 @@ interleaved rounds), peak memory, how often the tags agree with the first precis
 the largest score difference from it. Batching modes (``--batching``): ``single`` (one image per
 pass), ``grid`` (``--batch-size`` images of one grid per pass) and ``mixed`` (``--batch-size``
 images of any sizes, padded and masked), batched as ``tools/gen_tags.py`` does.
+Also prints how many CWR crops each image needed: their number follows the scores, hence the
+precision. Runs with denormal floats flushed on a CPU, as the tools do.
 Usage: ``python benchmarks/bench_tags.py [--device cuda] [--precisions fp32 bf16 fp16]
-[--voc] [--batching single grid mixed] [--batch-size 8] [--tiny]``.
+[--attentions exact fused] [--voc] [--batching single grid mixed] [--batch-size 8] [--tiny]``.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import torch
 from PIL import Image
 
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory
+from tagclip_cls.runtime.denormals import flush_denormals
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.core.presets import load_preset
 from tagclip_cls.core.images import prepare_image
@@ -76,7 +79,14 @@ def main() -> None:
     parser.add_argument("--batching", nargs="+", default=["single"], choices=["single", "grid", "mixed"])
     parser.add_argument("--batch-size", type=int, default=8, help="images per pass of grid and mixed")
     parser.add_argument("--tiny", action="store_true", help="the test suite's tiny CLIP instead of ViT-B/16")
+    parser.add_argument("--attentions", nargs="+", default=["exact"], choices=["exact", "fused"],
+                        help="attention modes to time (fused: the CWR crops through scaled_dot_product_attention)")
     args = parser.parse_args()
+    with flush_denormals(args.device == "cpu"):  # as the tools run on a CPU
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     retain_freed_memory()  # as the tools do
     device = torch.device(args.device)
     work = Path(tempfile.mkdtemp(prefix="bench_tags_"))
@@ -95,16 +105,19 @@ def main() -> None:
     print(f"device {device}, torch threads {torch.get_num_threads()}, {len(images)} images, "
           f"{len({im.shape for im in images})} grids; passes: " + ", ".join(f"{m} {len(b)}" for m, b in plans.items()))
     reference = None
-    for precision in args.precisions:
-        tagger = TagCLIP(clip, text, preset.num_classes, TagConfig(precision=precision))
+    for precision, attention in [(p, a) for p in args.precisions for a in args.attentions]:
+        tagger = TagCLIP(clip, text, preset.num_classes, TagConfig(precision=precision, attention=attention))
         tagger.score(images[0][None])  # warm-up
+        crops = count_crops(tagger)
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats(device)
         times: dict[str, list[float]] = {mode: [] for mode in plans}
+        crops_of = dict.fromkeys(plans, 0)
         results: dict[str, list] = {}
         for _ in range(args.repeats):  # modes interleaved: drifting machine load hits them alike
             for mode, batches in plans.items():
+                counted_before = crops[0]
                 start = time.perf_counter()
                 out = [None] * len(images)
                 for batch in batches:
@@ -113,16 +126,30 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 times[mode].append(time.perf_counter() - start)
+                crops_of[mode] += crops[0] - counted_before
                 results[mode] = out
         for mode, out in results.items():
             best, worst = min(times[mode]), max(times[mode])
             reference = reference or out
             agree = np.mean([a.tags == b.tags for a, b in zip(out, reference)])
             diff = max(float(np.abs(a.scores - b.scores).max()) for a, b in zip(out, reference))
-            print(f"{precision} {mode}: {best / len(images):.3f} s/image, {len(images) / best:.2f} images/s "
+            print(f"{precision} {attention} {mode}: {best / len(images):.3f} s/image, {len(images) / best:.2f} images/s "
                   f"(range {len(images) / worst:.2f}-{len(images) / best:.2f}), peak memory "
                   f"{peak_memory_mb(device):.0f} MiB, tags equal to {args.precisions[0]} {args.batching[0]} on "
-                  f"{100 * agree:.0f}% of images, max score difference {diff:.1e}")
+                  f"{100 * agree:.0f}% of images, max score difference {diff:.1e}, "
+                  f"CWR crops per image {crops_of[mode] / (len(images) * len(times[mode])):.1f}")
+
+
+def count_crops(tagger: TagCLIP) -> list[int]:
+    """A counter of the CWR crops ``tagger`` computes (their number varies with the precision)."""
+    counter = [0]
+    real = tagger.masked_class_probs
+
+    def counted(crops: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        counter[0] += len(crops)
+        return real(crops, masks)
+    tagger.masked_class_probs = counted
+    return counter
 
 
 if __name__ == "__main__":
