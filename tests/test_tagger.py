@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import tagclip_cls.tagging.tagclip as tagclip_module
 from tagclip_cls.core.vit import attention, embed, project_tokens, resized_pos_embed
-from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig, select_tags
+from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig, global_clip_scores, select_tags
 
 C, K = 7, 5  # text classes (5 targets + 2 background words)
 
@@ -253,3 +253,15 @@ def test_resize_bilinear_matches_interpolate(shape, size):
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     expected = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
     assert torch.allclose(resize_bilinear(x, size), expected, atol=1e-5)  # weights rounded differently
+
+
+def test_global_baseline_is_open_clips_encode_image_and_follows_the_precision(tiny_clip, text, images):
+    """fp32: the class-token softmax of open_clip's own encode_image; bf16 runs under autocast."""
+    views = F.interpolate(images, size=(224, 224), mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        feats = F.normalize(tiny_clip.model.encode_image(views), dim=-1)
+    reference = (tiny_clip.model.logit_scale.exp() * feats @ text[:K].T).softmax(-1).numpy()
+    ours = global_clip_scores(tiny_clip, text, images, K)
+    assert np.allclose(ours, reference, atol=1e-6)
+    low = global_clip_scores(tiny_clip, text, images, K, precision="bf16")
+    assert not np.array_equal(low, ours) and np.allclose(low, reference, atol=0.05)

@@ -98,7 +98,8 @@ class Tagger:
         """Tag preprocessed images: a ``B x 3 x H x W`` batch, or ``3 x H x W`` tensors of any
         sizes (computed in one padded pass, see :meth:`TagCLIP.score`)."""
         if self.method == "global":
-            probs = global_clip_scores(self.clip, self.model.text, images, self.model.num_targets)
+            probs = global_clip_scores(self.clip, self.model.text, images, self.model.num_targets,
+                                       self.model.config.precision)
             scored = [(p, select_tags(p, self.model.config.tag_ratio)) for p in probs]
         else:
             scored = [(r.scores, r.tags) for r in self.model.score(images)]
