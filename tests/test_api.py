@@ -108,6 +108,13 @@ def test_own_classes_and_errors(tiny_clip, tmp_path, cache):
         tagger(np.zeros((4, 4, 3), np.float32))
 
 
+def test_attention_choice_reaches_both_stages(tiny_clip, cache):
+    tagger = Tagger(tiny_clip, make_preset("voc2007"), cache_dir=cache, attention="fused")
+    assert tagger.model.config.attention == "fused"
+    assert MaskGenerator.from_tagger(tagger, preset="voc2012", attention="fused").model.config.attention == "fused"
+    assert MaskGenerator.from_tagger(tagger, preset="voc2012").model.config.attention == "exact"
+
+
 def readme_snippet() -> str:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]

@@ -120,7 +120,7 @@ class MaskGenerator:
         :func:`~tagclip_cls.core.models.load_clip`): the same model for OpenAI's fp16-valued
         weights, an in-memory rounded copy for float32 ones."""
         chosen = make_preset(preset) if preset else tagger.preset
-        config_keys = ("box_threshold", "affinity_layers", "precision")
+        config_keys = ("box_threshold", "affinity_layers", "precision", "attention")
         config = cam_config(chosen, **{k: kwargs.pop(k) for k in config_keys if k in kwargs})
         return cls(tagger.clip.fp16_rounded(), chosen, config, cache_dir=kwargs.pop("cache_dir", tagger.cache_dir), **kwargs)
 
