@@ -9,15 +9,16 @@
 #    and starts two builds in the background:
 #    pydensecrf2 (needed by the CRF tests and benchmarks) and mmcv 2.1.0 with its CPU ops (niced:
 #    only checked to build and import, nothing below uses it);
-# 2. runs (c, d, a, b, e by default), each with its own time limit inside one overall budget (a step that no
+# 2. runs (f, c, d, a, b, e by default), each with its own time limit inside one overall budget (a step that no
 #    longer fits is skipped): (a) tests/test_crf_torch.py, (b) bench_crf, (c) bench_pipeline
-#    fp32 and bf16, (d) bench_tags, (e) bench_masks, all on cuda;
+#    fp32 and bf16, (d) bench_tags, (e) bench_masks, (f) bench_attention (explicit vs fused
+#    attention at 714 and 720 tokens: why stage 1 ran slower in bf16 than fp32), all on cuda;
 # 3. writes everything under $OUT (at most 8 files come back): summary.md (machine, build and
 #    step results, the end of each step's output; also printed last), session.log (every step's
 #    full output), builds.log, pipeline_fp32.json, pipeline_bf16.json.
 #
 # Environment: GPU_SESSION_BUDGET seconds for the whole script (default 540, inside the tool's
-# 600 s limit), GPU_SESSION_STEPS (default "c d a b e": a rerun can name fewer),
+# 600 s limit), GPU_SESSION_STEPS (default "f c d a b e": a rerun can name fewer),
 # GPU_SESSION_DRY=1 for a rehearsal on a CPU machine with the project's .venv: every step on the
 # CPU with tiny sizes, no wheel install (its wheels are for Python 3.12; the .venv has them) and
 # no mmcv build (hours on 2 cores); pydensecrf is still built and used from the site folder.
@@ -26,7 +27,7 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 DRY=${GPU_SESSION_DRY:-0}
 BUDGET=${GPU_SESSION_BUDGET:-540}
-STEPS=${GPU_SESSION_STEPS:-"c d a b e"}  # c and d first: a, b and e wait for the pydensecrf build
+STEPS=${GPU_SESSION_STEPS:-"f c d a b e"}  # f, c and d first: a, b and e wait for the pydensecrf build
 if [ "$DRY" = 1 ]; then
     PY=${PY:-$REPO/.venv/bin/python}
     WORK=$(mktemp -d /tmp/gpu_session_dry.XXXXXX)
@@ -146,11 +147,13 @@ if [ "$DRY" = 1 ]; then
     CRF_ARGS=(--device cpu --threads 1 --workers 1 --repeats 1)
     PIPELINE_ARGS=(--device cpu --tiny --images 4 --batch-size 2 --ceiling-seconds 1)
     TAGS_ARGS=(--device cpu --tiny)
+    ATTENTION_ARGS=(--device cpu --batch 2 --precisions fp32 bf16 --seconds 0.2)
     MASKS_ARGS=(--device cpu --precisions fp32 --grad-modes loop --repeats 1 --skip-crf)
 else
     CRF_ARGS=(--device cuda)
     PIPELINE_ARGS=(--device cuda)
     TAGS_ARGS=(--device cuda)
+    ATTENTION_ARGS=(--device cuda)
     MASKS_ARGS=(--device cuda --workers 16)
 fi
 for id in $STEPS; do
@@ -165,9 +168,10 @@ for id in $STEPS; do
            done ;;
         d) step d 120 "$PY" benchmarks/bench_tags.py "${TAGS_ARGS[@]}" --voc --batching grid mixed \
                --precisions fp32 bf16 --attentions exact fused ;;
+        f) step f 60 "$PY" benchmarks/bench_attention.py "${ATTENTION_ARGS[@]}" ;;
         e) wait_build pydensecrf "$CRF_PID" 240
            step e 120 "$PY" benchmarks/bench_masks.py "${MASKS_ARGS[@]}" ;;
-        *) note "unknown step $id (steps: a b c d e)" ;;
+        *) note "unknown step $id (steps: a b c d e f)" ;;
     esac
 done
 if [ -n "${MMCV_PID:-}" ]; then
