@@ -127,9 +127,12 @@ def load_clip(model_name: str | None = None, pretrained: str = "openai",
         name = f"{model_name} ({pretrained})"
         tokenizer = open_clip.get_tokenizer(model_name)
     _check_supported(model, name)
+    # on the device first: the checkpoint's (often fp16) tensors cross to a GPU at their size, and
+    # the conversions below, exact on any device, take no time there
+    model = model.to(device)
     if fp16_weights:
         round_weights_to_fp16(model)
-    model = model.float().eval().requires_grad_(False).to(device)
+    model = model.float().eval().requires_grad_(False)
     log.info("loaded %s: %d vision layers, patch %d", name, len(model.visual.transformer.resblocks),
              model.visual.conv1.kernel_size[0])
     if random_weights:
