@@ -3,7 +3,7 @@ import logging
 
 import pytest
 from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.runtime.precision import autocast_dtype_name, bf16_is_slow, check_precision, default_attention
+from tagclip_cls.runtime.precision import autocast_dtype_name, bf16_is_slow, check_precision, resolve_attention
 
 AVX512_BF16 = frozenset({"avx512f", "avx512_bf16"})
 AVX2_ONLY = frozenset({"avx", "avx2", "fma"})  # the AMD EPYC kind
@@ -52,5 +52,8 @@ def test_every_stage_reads_precision_alike():
 
 
 def test_fused_attention_is_the_default_on_gpus_only():
-    assert default_attention("cpu") == "exact"
-    assert default_attention("cuda") == default_attention("cuda:3") == "fused"
+    assert resolve_attention(None, "cpu") == "exact"
+    assert resolve_attention(None, "cuda") == resolve_attention(None, "cuda:3") == "fused"
+    assert resolve_attention("fused", "cpu") == "fused" and resolve_attention("exact", "cuda") == "exact"
+    with pytest.raises(UserError, match="--attention must be one of exact, fused, not 'flash'"):
+        resolve_attention("flash", "cpu")

@@ -35,10 +35,15 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def default_attention(device: str) -> str:
-    """``fused`` on a GPU, where the flash kernels pay; ``exact`` on a CPU, whose fp32 results then
-    keep the published code's bits."""
-    return "exact" if device.split(":")[0] == "cpu" else "fused"
+def resolve_attention(requested: str | None, device: str) -> str:
+    """The ``--attention`` mode to run on ``device``: ``requested``, checked, or for ``None``
+    ``fused`` on a GPU, where the flash kernels pay, and ``exact`` on a CPU, whose fp32 results
+    then keep the published code's bits."""
+    if requested is None:
+        return "exact" if device.split(":")[0] == "cpu" else "fused"
+    if requested not in ATTENTION_MODES:
+        raise UserError(f"--attention must be one of {', '.join(ATTENTION_MODES)}, not {requested!r}")
+    return requested
 
 
 def autocast_dtype_name(precision: str) -> str | None:

@@ -10,7 +10,7 @@ from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.runtime.denormals import flush_denormals
 from tagclip_cls.runtime.overlap import read_threads
-from tagclip_cls.runtime.precision import ATTENTION_MODES, default_attention
+from tagclip_cls.runtime.precision import resolve_attention
 from tagclip_cls.runtime.setup import check_device_and_output, check_run_config, share_cpu_threads
 from tagclip_cls.core.presets import make_preset
 from tagclip_cls.core.images import DEFAULT_MAX_SIDE
@@ -35,7 +35,7 @@ class TagRunOptions:
     batch_size: int = 1
     batching: str | None = None  # None: see default_batching
     precision: str = "fp32"
-    attention: str | None = None  # None: runtime.precision.default_attention
+    attention: str | None = None  # None: see runtime.precision.resolve_attention
     method: str = "tagclip"
     max_side: int | None = DEFAULT_MAX_SIDE
     no_fp16_pos: bool = False
@@ -66,9 +66,7 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
         share_cpu_threads()
     preset = make_preset(opts.dataset, opts.classes, opts.background)
     entries = collect_entries(opts.img_root, opts.split, preset.classes)
-    attention = opts.attention or default_attention(opts.device)
-    if attention not in ATTENTION_MODES:
-        raise UserError(f"--attention must be one of {', '.join(ATTENTION_MODES)}, not {attention!r}")
+    attention = resolve_attention(opts.attention, opts.device)
     tag_config(preset, opts.method, opts.precision, attention=attention)  # bad choices fail before the model loads
     settings = {"classes": preset.classes, "background_words": preset.background_words, "method": opts.method,
                 "max_side": opts.max_side, "batch_size": opts.batch_size, "batching": batching}

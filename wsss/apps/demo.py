@@ -64,7 +64,7 @@ class DemoOptions:
     random_weights: bool = False
     device: str = "cpu"  # stages 1 and 2; the segmenter trains on the CPU
     precision: str = "fp32"
-    attention: str | None = None  # None: runtime.precision.default_attention
+    attention: str | None = None  # None: see runtime.precision.resolve_attention
     train_iters: int = 300
     seg_size: int = 64  # crop side the segmenter trains and predicts at
     skip_train: bool = False

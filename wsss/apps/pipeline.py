@@ -52,7 +52,7 @@ class PipelineOptions:
     pretrained: str = "openai"
     device: str = "cpu"
     precision: str = "fp32"
-    attention: str | None = None  # None: runtime.precision.default_attention
+    attention: str | None = None  # None: see runtime.precision.resolve_attention
     batch_size: int = 1
     method: str = "tagclip"
     crf: bool = True

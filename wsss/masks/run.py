@@ -32,7 +32,7 @@ from tagclip_cls.formats.splits import SplitEntry, read_split
 from tagclip_cls.runtime.distributed import RankInfo, device_for_rank, rank_info, shard
 from tagclip_cls.runtime.errors import UserError, is_out_of_memory
 from tagclip_cls.runtime.overlap import BackgroundWriter, read_ahead, read_threads
-from tagclip_cls.runtime.precision import ATTENTION_MODES, default_attention
+from tagclip_cls.runtime.precision import resolve_attention
 from tagclip_cls.runtime.setup import check_device_and_output, check_run_config, share_cpu_threads
 from wsss.masks.api import MaskGenerator, cam_config
 from wsss.crf import CRF_BACKENDS, default_backend
@@ -56,7 +56,7 @@ class MaskRunOptions:
     pretrained: str = "openai"
     device: str = "cpu"
     precision: str = "fp32"
-    attention: str | None = None  # None: runtime.precision.default_attention
+    attention: str | None = None  # None: see runtime.precision.resolve_attention
     grad_mode: str = "loop"
     box_threshold: float | None = None  # None: the preset's (0.4 unless it says otherwise)
     affinity_layers: str | None = None  # "START:END" python slice over the layers; None: the preset's
@@ -108,7 +108,7 @@ def build_generator(preset: Preset, opts: MaskRunOptions, device: torch.device) 
     """Load CLIP and the CLIP-ES text features (name variants, background words; cached)."""
     layers = parse_layer_slice(opts.affinity_layers) if opts.affinity_layers else None
     config = cam_config(preset, opts.box_threshold, layers, not opts.no_fp16_pos, opts.precision, opts.grad_mode,
-                        opts.attention or default_attention(opts.device))
+                        resolve_attention(opts.attention, opts.device))
     return MaskGenerator(load_clip(opts.model, opts.pretrained, device, fp16_weights=True), preset, config, max_side=opts.max_side,
                          crf_image=opts.crf_image, ignore_below=opts.ignore_below, cache_dir=opts.cache_dir)
 
@@ -124,8 +124,7 @@ def _check_options(opts: MaskRunOptions) -> None:
         raise UserError("--crf-workers must be 0 or more")
     if opts.crf_backend is not None and opts.crf_backend not in CRF_BACKENDS:
         raise UserError(f"--crf-backend must be one of {', '.join(CRF_BACKENDS)}")
-    if opts.attention is not None and opts.attention not in ATTENTION_MODES:
-        raise UserError(f"--attention must be one of {', '.join(ATTENTION_MODES)}")
+    resolve_attention(opts.attention, opts.device)  # an unknown mode fails before anything loads
     check_device_and_output(opts.device, opts.precision, opts.out)
 
 
