@@ -19,7 +19,7 @@ and the total wall time. Text embeddings come from a warm cache: small warm-up r
 tools (2 images) fill ``--cache-dir`` first, and each timed run's log is checked for the cache
 hit. Last, the ceiling: the plain ViT-B/16 image forward (patch embedding with the positional
 table resized as the tools do, the transformer blocks with scaled-dot-product attention, pooled
-projection; no attention maps, no gradients; checked against open_clip's own blocks) at 384x512,
+projection; no attention maps, no gradients; checked against open_clip's own forward) at 384x512,
 batch ``--batch-size``, in ``--precision``.
 
 Prints a markdown table and writes the same as JSON with ``--json PATH``. Not a test. A CPU
@@ -43,7 +43,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -54,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from tagclip_cls.core.models import load_clip  # noqa: E402
 from tagclip_cls.core.random_weights import save_random_openai_checkpoint  # noqa: E402
-from tagclip_cls.core.vit import block_forward, embed  # noqa: E402
+from tagclip_cls.core.vit import class_token_features  # noqa: E402
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory  # noqa: E402
 from tagclip_cls.runtime.denormals import flush_denormals  # noqa: E402
 from tagclip_cls.runtime.precision import precision_autocast  # noqa: E402
@@ -250,38 +249,27 @@ def warm_up(args: argparse.Namespace, work: Path, flags: list[str], ids: list[st
              work / "warmup2.log")
 
 
-def sdpa_block(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """One block through the tools' fused path (``F.scaled_dot_product_attention``: flash
-    attention where the device has it). Not open_clip's own forward: that goes through
-    ``nn.MultiheadAttention``'s fast path, which on a CPU under bf16 autocast took 4 s per layer
-    for a batch of 2 instead of 16 ms for one image (torch 2.14.1, ViT-B/16, 769 tokens).
-    :func:`vit_ceiling` checks that both agree in fp32."""
-    return block_forward(block, x, need_probs=False, fused=True)[0]
-
-
-Block = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
-
-
-def vit_forward(visual: torch.nn.Module, images: torch.Tensor, blocks: Block = sdpa_block) -> torch.Tensor:
-    """The plain image embedding: the tools' size-flexible patch embedding (positional table
-    resized), every block, the class token's pooled projection; no attention maps, no gradients."""
-    x = embed(visual, images)
-    for block in visual.transformer.resblocks:
-        x = blocks(block, x)
-    return visual.ln_post(x[:, 0]) @ visual.proj
+def vit_forward(visual: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The plain image embedding through the tools' fused path (:func:`class_token_features`,
+    ``scaled_dot_product_attention``: flash attention where the device has it). Not open_clip's
+    own forward at this size: that goes through ``nn.MultiheadAttention``'s fast path, which on a
+    CPU under bf16 autocast took 4 s per layer for a batch of 2 instead of 16 ms for one image
+    (torch 2.14.1, ViT-B/16, 769 tokens)."""
+    return class_token_features(visual, images, fused=True)
 
 
 def vit_ceiling(checkpoint: Path, device: torch.device, precision: str, batch: int,
                 min_seconds: float) -> tuple[float, float]:
     """Images per second of :func:`vit_forward` at ``CEILING_SIZE`` (after two warm-up passes,
     passes are repeated for at least ``min_seconds`` and three passes), and the largest relative
-    difference between it and open_clip's own blocks, in fp32, on one image."""
+    difference between it and open_clip's own forward, in fp32, on one image of the model's
+    native size (where open_clip's positional table fits)."""
     visual = load_clip(None, str(checkpoint), device).visual
     images = torch.randn(batch, 3, *CEILING_SIZE, generator=torch.Generator().manual_seed(0)).to(device)
+    native = torch.randn(1, 3, *visual.image_size, generator=torch.Generator().manual_seed(1)).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with torch.inference_mode(), flush_denormals(device.type == "cpu"):  # as stage 1 runs on a CPU
-        ours = vit_forward(visual, images[:1])
-        theirs = vit_forward(visual, images[:1], blocks=lambda block, x: block(x))
+        ours, theirs = vit_forward(visual, native), visual(native)
         difference = float((ours - theirs).abs().max() / theirs.abs().max())
         with precision_autocast(precision, device.type):
             for _ in range(2):
@@ -326,7 +314,7 @@ def markdown(report: dict) -> str:
                      f"| {fmt(stage['total_s'], 1)} |")
     ceiling = report["ceiling"]
     lines.append(f"| {ceiling['name']} | batch {ceiling['batch']} | - | {ceiling['images_per_s']:.2f} | - |")
-    lines.append(f"\nThe ceiling's blocks (scaled-dot-product attention) against open_clip's own in fp32: "
+    lines.append(f"\nThe ceiling's forward (scaled-dot-product attention) against open_clip's own in fp32: "
                  f"largest relative difference {ceiling['max_relative_difference_to_open_clip']:.1e}.")
     return "\n".join(lines)
 

@@ -106,6 +106,16 @@ def block_forward(block: nn.Module, x: torch.Tensor, mask: torch.Tensor | None =
     return x, probs
 
 
+def class_token_features(visual: nn.Module, images: torch.Tensor, fused: bool = False) -> torch.Tensor:
+    """The plain image embedding (``B x E``): patch embedding (table resized to the input's grid),
+    every block without attention maps (``fused`` as in :func:`attention`), the class token's
+    ``ln_post`` and projection: what open_clip's ``encode_image`` computes at its native size."""
+    x = embed(visual, images)
+    for block in visual.transformer.resblocks:
+        x, _ = block_forward(block, x, need_probs=False, fused=fused)
+    return visual.ln_post(x[:, 0]) @ visual.proj
+
+
 def project_tokens(visual: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``ln_post`` and the projection applied to every token."""
     return visual.ln_post(x) @ visual.proj

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from tagclip_cls.core.boxes import score_map_box_mask
 from tagclip_cls.core.models import LoadedClip
-from tagclip_cls.core.vit import block_forward, embed, pad_tokens, project_tokens
+from tagclip_cls.core.vit import block_forward, class_token_features, embed, pad_tokens, project_tokens
 from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS, autocast_dtype_name, precision_autocast
 
 
@@ -316,11 +316,7 @@ def global_clip_scores(clip: LoadedClip, text: torch.Tensor, images: torch.Tenso
     resized = [batch] if batch is not None else [image[None] for image in images]
     views = torch.cat([F.interpolate(x.to(clip.device), size=(side, side), mode="bicubic", align_corners=False)
                        for x in resized])
-    visual = clip.visual
     with precision_autocast(precision, clip.device.type):
-        x = embed(visual, views)
-        for block in visual.transformer.resblocks:
-            x, _ = block_forward(block, x, need_probs=False)
-        feats = F.normalize((visual.ln_post(x[:, 0]) @ visual.proj).float(), dim=-1)
+        feats = F.normalize(class_token_features(clip.visual, views).float(), dim=-1)
     logits = clip.model.logit_scale.exp() * feats @ text[:num_targets].float().to(clip.device).T
     return logits.softmax(dim=-1).cpu().numpy()
