@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import tagclip_cls.tagging.tagclip as tagclip_module
 from tagclip_cls.core.presets import make_preset
@@ -20,18 +19,12 @@ from tagclip_cls.tagging.runner import ImageEntry, plan_batches, tag_images
 from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig, global_clip_scores
 
 from conftest import write_image
+from test_tagger import C, K, text  # noqa: F401  (text: the same random class embeddings, a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
-C, K = 7, 5  # text classes (5 targets + 2 background words)
 # (7, 4) is the tallest grid and (3, 9) the widest, neither the largest; (6, 6) has the most tokens
 GRIDS = [(5, 7), (7, 4), (3, 9), (6, 6), (4, 4), (14, 14)]
 CONFIGS = {"tagclip": TagConfig(), "dmar": TagConfig(cwr=False), "coarse": TagConfig(dmar=False, cwr=False)}
-
-
-@pytest.fixture(scope="module")
-def text(tiny_clip):
-    g = torch.Generator().manual_seed(1)
-    return F.normalize(torch.randn(C, tiny_clip.model.text_projection.shape[1], generator=g), dim=-1)
 
 
 @pytest.fixture(scope="module")
