@@ -10,7 +10,7 @@ import skimage.data
 import torch
 from PIL import Image
 
-from wsss.crf import CRFParams, dense_crf
+from wsss.crf import CRF_BACKENDS, CRFParams, dense_crf, dense_crf_batch
 from wsss.masks.crf import crf_image
 from wsss.crf.permutohedral import PermutohedralLattice, dense_crf_torch, dense_crf_torch_batch
 
@@ -215,6 +215,11 @@ def test_mismatched_inputs_are_refused():
         dense_crf_torch(image, np.full((2, 5, 4), 0.5, np.float32), PARAMS)
     with pytest.raises(ValueError, match="2 images but 1"):
         dense_crf_torch_batch([image, image], [np.full((2, 4, 5), 0.5, np.float32)], PARAMS)
+    for backend in CRF_BACKENDS:  # the API refuses through whichever backend it runs
+        with pytest.raises(ValueError, match="differ in size"):
+            dense_crf(image, np.full((2, 5, 4), 0.5, np.float32), PARAMS, backend=backend)
+        with pytest.raises(ValueError, match="2 images but 1"):
+            dense_crf_batch([image, image], [np.full((2, 4, 5), 0.5, np.float32)], PARAMS, backend=backend)
 
 
 def test_dense_crf_api_dispatches_to_both_backends():

@@ -36,12 +36,7 @@ def dense_crf(image: np.ndarray, prob: np.ndarray, params: CRFParams = CRFParams
 def dense_crf_batch(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], params: CRFParams = CRFParams(),
                     *, backend: str = "pydensecrf", device: str | None = None) -> list[np.ndarray]:
     """:func:`dense_crf` of many images (sizes and label counts may differ): the torch backend
-    runs them through one lattice, pydensecrf one after the other."""
-    if len(images) != len(probs):
-        raise ValueError(f"{len(images)} images but {len(probs)} probability stacks")
-    for image, prob in zip(images, probs):
-        if image.shape[:2] != prob.shape[1:]:
-            raise ValueError(f"image {image.shape[:2]} and probabilities {prob.shape[1:]} differ in size")
+    runs them through one lattice, pydensecrf one after the other. Each backend checks its inputs."""
     if backend == "torch":
         from wsss.crf.permutohedral import dense_crf_torch_batch
 
@@ -49,5 +44,7 @@ def dense_crf_batch(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], p
     if backend == "pydensecrf":
         from wsss.crf.pydensecrf_backend import dense_crf_pydensecrf
 
+        if len(images) != len(probs):
+            raise ValueError(f"{len(images)} images but {len(probs)} probability stacks")
         return [dense_crf_pydensecrf(image, prob, params) for image, prob in zip(images, probs)]
     raise ValueError(f"unknown CRF backend {backend!r}; choose one of {', '.join(CRF_BACKENDS)}")

@@ -12,6 +12,8 @@ def dense_crf_pydensecrf(image: np.ndarray, prob: np.ndarray, params: CRFParams)
     """Mean-field Q (``R x H x W`` float32) of ``DenseCRF2D`` with Potts Gaussian and bilateral
     kernels (diagonal, symmetric normalisation) on ``image`` and the probability stack ``prob``."""
     rows, height, width = prob.shape
+    if image.shape[:2] != (height, width):  # pydensecrf would read past or short of the image
+        raise ValueError(f"image {image.shape[:2]} and probabilities {prob.shape[1:]} differ in size")
     crf = dcrf.DenseCRF2D(width, height, rows)
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(prob)))
     crf.addPairwiseGaussian(sxy=params.gauss_sxy, compat=params.gauss_compat)
