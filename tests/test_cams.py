@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from tagclip_cls.core.text import encode_prompts
 from tagclip_cls.core.vit import embed
-from wsss.masks.cams import CAM_TEMPLATE, CamConfig, ClipES, box_masks, minmax, refine_with_affinity, sinkhorn_transition
+from wsss.masks.cams import CAM_TEMPLATE, CamConfig, ClipES, minmax, refine_with_affinity, sinkhorn_transition
 from wsss.masks.label_maps import LabelSpace, label_map
 from tagclip_cls.core.presets import load_preset
 
@@ -42,20 +42,6 @@ def test_refinement_squares_and_masks_columns():
     t, c, m = torch.rand(6, 6, generator=gen), torch.rand(3, 6, generator=gen), (torch.rand(3, 6, generator=gen) > 0.5).float()
     expected = torch.stack([((t @ t) * m[k][None, :]) @ c[k] for k in range(3)])
     torch.testing.assert_close(refine_with_affinity(t, c, m), expected)
-
-
-def test_box_masks_threshold_and_clamped_edges():
-    cam = np.zeros((2, 4, 5), np.float32)
-    cam[0, 1:3, 1:3] = 1.0
-    cam[0, 0, 4] = 0.3  # below 0.4 * max: no box
-    cam[1, 2:4, 3:5] = 1.0  # touches the bottom-right corner: the box stops one short
-    masks = box_masks(cam, 0.4)
-    expected0 = np.zeros((4, 5), np.float32)
-    expected0[1:3, 1:3] = 1
-    expected1 = np.zeros((4, 5), np.float32)
-    expected1[2:3, 3:4] = 1
-    np.testing.assert_array_equal(masks[0], expected0)
-    np.testing.assert_array_equal(masks[1], expected1)
 
 
 def test_minmax_uses_published_epsilon():

@@ -1,5 +1,4 @@
 """TagCLIP steps against straightforward re-computations from the published method."""
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -8,6 +7,8 @@ import torch.nn.functional as F
 import tagclip_cls.tagging.tagclip as tagclip_module
 from tagclip_cls.core.vit import attention, embed, project_tokens, resized_pos_embed
 from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig, global_clip_scores, select_tags
+
+from test_boxes import reference_box_mask
 
 C, K = 7, 5  # text classes (5 targets + 2 background words)
 
@@ -92,21 +93,6 @@ def test_dense_forward_against_reference(tiny_clip, text, images):
     assert torch.allclose(avg, (maps[8] + maps[9] + maps[10]) / 3, atol=1e-6)  # L-4..L-2 of 12
 
 
-def reference_box_mask(score_map: np.ndarray, threshold: float) -> np.ndarray:
-    """The published scoremap2bbox written out with OpenCV: uint8 quantisation, strict threshold at
-    int(t * max), external contours, bounding rectangles with right/bottom clamped to the last
-    row/column; no contour: the box 0,0,0,0 (empty)."""
-    gh, gw = score_map.shape
-    q = (score_map * 255).astype(np.uint8)
-    binary = (q > int(threshold * q.max())).astype(np.uint8)
-    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    mask = np.zeros((gh, gw), np.float32)
-    for contour in contours:
-        x, y, w, h = cv2.boundingRect(contour)
-        mask[y:min(y + h, gh - 1), x:min(x + w, gw - 1)] = 1
-    return mask
-
-
 def test_refine_applies_vote_mask_then_box_masks(tiny_clip, text):
     grid = (5, 6)
     n = 30
@@ -123,8 +109,51 @@ def test_refine_applies_vote_mask_then_box_masks(tiny_clip, text):
         norm = ((column - column.min()) / (column.max() - column.min())).reshape(grid).numpy()
         mask = torch.from_numpy(reference_box_mask(norm, float(np.float32(norm.mean())))).reshape(-1)
         partial += int(0 < mask.sum() < n)
-        assert torch.allclose(out[:, c], (attn * mask[None]) @ probs[:, c], atol=1e-6), c
+        # bit for bit on a CPU: one class at a time, the published product (not one for all classes)
+        assert torch.equal(out[:, c], ((attn * mask[None]) @ probs[:, c:c + 1])[:, 0]), c
     assert partial >= 3  # the boxes really cut keys away for several classes
+
+
+@pytest.mark.parametrize("grid", [(1, 1), (1, 7), (5, 6), (23, 31)])
+def test_class_box_keys_are_the_published_column_by_column_masks(grid, monkeypatch):
+    """All classes at once, bit for bit what the published loop computes for each column: min-max
+    scaling, its torch mean as a float32 threshold, scoremap2bbox; columns that are nowhere
+    positive are left out."""
+    n = grid[0] * grid[1]
+    g = torch.Generator().manual_seed(n)
+    # offsets per column: the minimum matters to the scaling
+    refined = torch.rand(n, 9, generator=g).pow(3) @ torch.rand(9, 12, generator=g) + 3 * torch.rand(12, generator=g)
+    refined[:, 4] = 0  # nowhere positive: no box, left out
+    thresholds = []
+    real_boxes = tagclip_module.score_map_box_masks
+    monkeypatch.setattr(tagclip_module, "score_map_box_masks",
+                        lambda maps, t: thresholds.append(t) or real_boxes(maps, t))
+    classes, keys = tagclip_module.class_box_keys(refined, grid)
+    assert thresholds[0].dtype == np.float32  # a float32 product with the quantised peak, as published
+    assert keys.shape == (n, len(classes)) and keys.dtype == torch.float32
+    assert classes == [c for c in range(12) if c != 4]
+    for j, c in enumerate(classes):
+        norm = tagclip_module.minmax(refined[:, c])
+        if n == 1:  # 0 / 0: the published code stops on int(NaN); here the column gets no box
+            assert torch.isnan(norm).all() and not keys[:, j].any()
+            continue
+        expected = reference_box_mask(norm.reshape(grid).numpy(), np.float32(norm.mean().item()))
+        assert torch.equal(keys[:, j], torch.from_numpy(expected.reshape(-1))), c
+    if min(grid) > 1:  # (on one row every box is clamped away)
+        assert 0 < keys.sum() < keys.numel()  # boxes that cut something away
+
+
+def test_boxed_columns_one_product_has_the_same_sums():
+    g = torch.Generator().manual_seed(5)
+    n, k = 40, 6
+    attn, probs = torch.rand(n, n, generator=g), torch.rand(n, k, generator=g)
+    keys = (torch.rand(n, k, generator=g) > 0.5).float()
+    expected = torch.stack([(attn * keys[:, j][None, :]) @ probs[:, j] for j in range(k)], dim=1)
+    for one_product in (False, True):
+        out = tagclip_module.boxed_columns(attn, probs, keys, one_product=one_product)
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(tagclip_module.boxed_columns(attn, probs, keys, one_product=False), expected)
+    assert tagclip_module.boxed_columns(attn, probs[:, :0], keys[:, :0], one_product=False).shape == (n, 0)
 
 
 def test_select_tags_threshold_and_fallback():

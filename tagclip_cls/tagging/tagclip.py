@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tagclip_cls.core.boxes import score_map_box_mask
+from tagclip_cls.core.boxes import score_map_box_masks
 from tagclip_cls.core.models import LoadedClip
 from tagclip_cls.core.vit import block_forward, class_token_features, embed, pad_tokens, project_tokens
 from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS, autocast_dtype_name, precision_autocast
@@ -94,6 +94,38 @@ def same_size_batch(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tens
 
 def minmax(x: torch.Tensor) -> torch.Tensor:
     return (x - x.min()) / (x.max() - x.min())
+
+
+def class_box_keys(refined: torch.Tensor, grid: tuple[int, int]) -> tuple[list[int], torch.Tensor]:
+    """DMAR's box masks: the classes with a positive column in ``refined`` (``N x C``) and their
+    masks (``N x len(classes)`` float32). Each column is min-max scaled and boxed
+    (:func:`score_map_box_masks`) at its own mean, a float32 threshold as the published code
+    passes a torch scalar. The scaling is element-wise and each mean is taken over a contiguous
+    row (the classes are rows here), so the bits are those of the published column-by-column
+    computation.
+    """
+    per_class = refined.t().contiguous()
+    positive = per_class.max(dim=1).values > 0
+    rows = per_class[positive]
+    lo, hi = rows.min(dim=1, keepdim=True).values, rows.max(dim=1, keepdim=True).values
+    rows = (rows - lo) / (hi - lo)
+    masks = score_map_box_masks(rows.reshape(len(rows), *grid).numpy(), rows.mean(dim=1).numpy())
+    return torch.nonzero(positive).flatten().tolist(), torch.from_numpy(masks.reshape(len(rows), refined.shape[0]).T)
+
+
+def boxed_columns(attn: torch.Tensor, probs: torch.Tensor, keys: torch.Tensor, one_product: bool) -> torch.Tensor:
+    """``(A * m_c[None, :]) @ P[:, c]`` for every column ``c`` of ``probs`` and ``keys`` (``N x K``).
+
+    One class at a time, as the published code computes it, unless ``one_product``: then
+    ``A @ (M * P)``, the same sums in one matrix product but with other roundings, which the
+    box thresholds of float32 checkpoints turn into score differences of up to 1e-3.
+    :meth:`TagCLIP.refine` takes the one product on a GPU, where a few kernel launches per class
+    would bound the throughput and the roundings differ from the published CPU bits anyway.
+    """
+    if one_product:
+        return attn @ (keys * probs)
+    columns = [(attn * keys[None, :, j]) @ probs[:, j:j + 1] for j in range(keys.shape[1])]
+    return torch.cat(columns, dim=1) if columns else probs.clone()
 
 
 class TagCLIP:
@@ -194,31 +226,21 @@ class TagCLIP:
     def refine(self, probs: torch.Tensor, votes: torch.Tensor, avg: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """DMAR for one image: attention voting mask, then class-wise box masks (``N x C``).
 
-        Each class column ``c`` of ``R0 = A @ P`` gives boxes, and the column is recomputed with
-        the keys outside them zeroed, ``(A * m[None, :]) @ P[:, c]``, one class at a time as the
-        published code does (one product for all classes has the same sums but other roundings,
-        which the box thresholds of float32 checkpoints turn into score differences of 1e-3).
+        Each class column ``c`` of ``R0 = A @ P`` gives boxes (:func:`class_box_keys`, on the
+        host, from one copy of ``R0``: no device round trip per class), and the column is
+        recomputed with the keys outside them zeroed (:func:`boxed_columns`).
         """
         attn = avg * (votes >= self.config.vote_min_layers)
         refined = attn @ probs
-        keys = torch.zeros_like(probs)
-        boxed = []
-        for c in range(refined.shape[1]):
-            column = refined[:, c]
-            if column.max() <= 0:
-                continue
-            norm = minmax(column)
-            # a float32 threshold, as the published code passes a torch scalar (float32 product)
-            mask = score_map_box_mask(norm.reshape(grid), np.float32(norm.mean().item()))
-            keys[:, c] = torch.from_numpy(mask.reshape(-1))
-            boxed.append(c)
-        for c in boxed:
-            refined[:, c] = ((attn * keys[None, :, c]) @ probs[:, c:c + 1])[:, 0]
+        classes, keys = class_box_keys(refined.cpu(), grid)
+        refined[:, classes] = boxed_columns(attn, probs[:, classes], keys.to(refined.device),
+                                            one_product=refined.device.type != "cpu")
         return refined
 
     def cwr_crops(self, image: torch.Tensor, refined: torch.Tensor, local: torch.Tensor,
                   grid: tuple[int, int]) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]]:
-        """Classes to re-identify with their crops (``3 x S x S``) and token masks (``g x g``).
+        """Classes to re-identify with their crops (``3 x S x S``, on the image's device) and token
+        masks (``g x g``, on the device of ``refined``: the host, in :meth:`score`).
 
         Candidates are the target classes whose local score is above the relative threshold of
         the whole refined matrix; the list stops at the first class whose box is empty.
@@ -228,9 +250,7 @@ class TagCLIP:
         patch = self.clip.patch_size
         side = self.clip.visual.grid_size[0]
         classes, crops, masks = [], [], []
-        for c in range(self.num_targets):
-            if not local[c] > threshold:
-                continue
+        for c in torch.nonzero(local[:self.num_targets] > threshold).flatten().tolist():
             cells = (minmax(refined[:, c]) > 0.5).reshape(grid)
             rows = torch.nonzero(cells.any(dim=1)).flatten()
             cols = torch.nonzero(cells.any(dim=0)).flatten()
@@ -253,7 +273,7 @@ class TagCLIP:
         visual = self.clip.visual
         tokens = 1 + masks[0].numel()
         bias = torch.zeros(len(crops), 1, tokens, tokens, device=crops.device)
-        bias[:, 0, 0, 1:] = (1 - masks.flatten(1)) * -1000.0
+        bias[:, 0, 0, 1:] = (1 - masks.to(bias.device).flatten(1)) * -1000.0
         with self._autocast():
             x = embed(visual, crops)  # crops have the native size: the table is used as it is
             for block in visual.transformer.resblocks:
@@ -283,9 +303,10 @@ class TagCLIP:
         for b in range(len(images)):
             grid = (images[b].shape[1] // patch, images[b].shape[2] // patch)
             refined = self.refine(probs[b], votes[b], avg[b], grid) if self.config.dmar else probs[b]
+            refined = refined.cpu()  # one copy serves the scores and CWR's per-class choices
             local = refined[:, :self.num_targets].max(dim=0).values
-            results.append(ImageScores(scores=local.cpu().numpy().copy(), tags=[],
-                                       local_scores=local.cpu().numpy(), refined=refined.cpu().numpy()))
+            results.append(ImageScores(scores=local.numpy().copy(), tags=[],
+                                       local_scores=local.numpy(), refined=refined.numpy()))
             if self.config.cwr:
                 classes, crops, masks = self.cwr_crops(images[b], refined, local, grid)
                 pending.append((b, classes))

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-from tagclip_cls.core.boxes import score_map_box_mask
+from tagclip_cls.core.boxes import score_map_box_masks
 from tagclip_cls.core.models import LoadedClip
 from tagclip_cls.core.vit import attention, block_forward, embed
 from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS, precision_autocast
@@ -98,11 +98,6 @@ def refine_with_affinity(trans: torch.Tensor, cams: torch.Tensor, masks: torch.T
     """``((trans @ trans) * mask[None, :]) @ cam`` for every tag (``cams``, ``masks``: ``K x N``)."""
     squared = trans @ trans
     return torch.stack([((squared * mask.view(1, -1)) @ cam.view(-1, 1))[:, 0] for cam, mask in zip(cams, masks)])
-
-
-def box_masks(cams: np.ndarray, threshold: float) -> np.ndarray:
-    """Box masks (``K x gh x gw`` float32) of each CAM's regions above ``threshold`` (scoremap2bbox)."""
-    return np.stack([score_map_box_mask(m, threshold) for m in cams])
 
 
 def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -204,7 +199,7 @@ class ClipES:
         if self.clip.num_layers - 1 in self.affinity_layers:
             maps.append(last_attn)
         trans = sinkhorn_transition(torch.stack(maps).mean(dim=0))
-        masks = torch.from_numpy(box_masks(cams, self.config.box_threshold)).to(trans.device)
+        masks = torch.from_numpy(score_map_box_masks(cams, self.config.box_threshold)).to(trans.device)
         cams_t = torch.from_numpy(cams).to(trans.device)
         refined = refine_with_affinity(trans, cams_t.flatten(1), masks.flatten(1)).reshape(cams.shape)
         refined = np.stack([minmax(m) for m in refined.cpu().numpy()])
