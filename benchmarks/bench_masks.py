@@ -5,7 +5,7 @@ ViT-B/16 shapes with random weights (or --pretrained PATH), 8 synthetic images o
 1-3 VOC tags each; times the CAM call on prepared tensors (decoding excluded), best of --repeats.
 Also reports how often bf16 label maps equal fp32 ones. Not a test.
 
-    python benchmarks/bench_masks.py [--device cpu|cuda] [--threads N] [--workers 1 2]
+    python benchmarks/bench_masks.py [--device cpu|cuda] [--threads N] [--workers 1 2] [--profile ROWS]
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from open_clip.model import build_model_from_openai_state_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from profiling import profile_phases  # noqa: E402
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory  # noqa: E402
 from tagclip_cls.core.models import LoadedClip, load_clip  # noqa: E402
 from tagclip_cls.core.images import prepare_image  # noqa: E402
@@ -79,9 +80,10 @@ def time_cams(generator: ClipES, prepared, repeats: int) -> tuple[float, list[np
 
 
 def bench_cams(clip: LoadedClip, text: torch.Tensor, num_classes: int, prepared, space: LabelSpace,
-               repeats: int, precisions: list[str], grad_modes: list[str]) -> list[np.ndarray]:
-    """Print the speed of each precision and gradient mode, and the bf16/fp32 label-map agreement;
-    return the CAMs of the first combination."""
+               repeats: int, precisions: list[str], grad_modes: list[str], profile_rows: int = 0) -> list[np.ndarray]:
+    """Print the speed of each precision and gradient mode, and the bf16/fp32 label-map agreement
+    (and, with ``profile_rows``, a profile of one image's CAMs); return the CAMs of the first
+    combination."""
     maps, cams_first = {}, []
     for precision in precisions:
         for grad_mode in grad_modes:
@@ -91,6 +93,11 @@ def bench_cams(clip: LoadedClip, text: torch.Tensor, num_classes: int, prepared,
             maps[precision] = [label_map(o.astype(np.float16).astype(np.float32), tags, space)
                                for o, (_, tags) in zip(outputs, prepared)]
             print(f"CAMs {precision} {grad_mode:7s}: {seconds:.3f} s/img  {1 / seconds:.2f} img/s")
+            if profile_rows:
+                image, tags = prepared[0]
+                profile_phases(lambda: generator(image.tensor, tags, image.orig_size), generator,
+                               ("trunk", "grad_cams", "_tag_gradients"), profile_rows,
+                               f"{precision} {grad_mode}, {len(tags)} tags", clip.device.type == "cuda")
             cams_first = cams_first or outputs
     if {"fp32", "bf16"} <= maps.keys():
         same = sum((a == b).sum() for a, b in zip(maps["fp32"], maps["bf16"]))
@@ -111,6 +118,9 @@ def main() -> None:
     p.add_argument("--skip-crf", action="store_true")
     p.add_argument("--crf-copies", type=int, default=2, help="CRF jobs = 8 images x this")
     p.add_argument("--skip-cams", action="store_true", help="CRF only (CAMs of the fp32 loop mode are still computed once)")
+    p.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                   help="after each timing, profile one image: time per phase, host-device round trips and "
+                        "the ROWS costliest operations")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     retain_freed_memory()  # as the tools do
@@ -132,7 +142,7 @@ def main() -> None:
             crf_cams = [generator(image.tensor, tags, image.orig_size) for image, tags in prepared]
         else:
             crf_cams = bench_cams(clip, text, len(names), prepared, space, args.repeats, args.precisions,
-                                args.grad_modes)
+                                  args.grad_modes, args.profile)
 
         if args.skip_crf:
             return

@@ -12,7 +12,8 @@ images of any sizes, padded and masked), batched as ``tools/gen_tags.py`` does.
 Also prints how many CWR crops each image needed: their number follows the scores, hence the
 precision. Runs with denormal floats flushed on a CPU, as the tools do.
 Usage: ``python benchmarks/bench_tags.py [--device cuda] [--precisions fp32 bf16 fp16]
-[--attentions exact fused] [--voc] [--batching single grid mixed] [--batch-size 8] [--tiny]``.
+[--attentions exact fused] [--voc] [--batching single grid mixed] [--batch-size 8] [--tiny]
+[--profile ROWS]``.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from profiling import profile_phases
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory
 from tagclip_cls.runtime.denormals import flush_denormals
 from tagclip_cls.core.models import load_clip
@@ -81,6 +83,9 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="the test suite's tiny CLIP instead of ViT-B/16")
     parser.add_argument("--attentions", nargs="+", default=["exact"], choices=["exact", "fused"],
                         help="attention modes to time (fused: the CWR crops through scaled_dot_product_attention)")
+    parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                        help="after each timing, profile one pass of the first batching mode: time per "
+                             "phase, host-device round trips and the ROWS costliest operations")
     args = parser.parse_args()
     with flush_denormals(args.device == "cpu"):  # as the tools run on a CPU
         run(args)
@@ -138,7 +143,14 @@ def run(args: argparse.Namespace) -> None:
                   f"{peak_memory_mb(device):.0f} MiB, tags equal to {args.precisions[0]} {args.batching[0]} on "
                   f"{100 * agree:.0f}% of images, max score difference {diff:.1e}, "
                   f"CWR crops per image {crops_of[mode] / (len(images) * len(times[mode])):.1f}")
+        if args.profile:
+            batch = next(iter(plans.values()))[0]
+            profile_phases(lambda: tagger.score([images[i] for i in batch]), tagger, PHASES, args.profile,
+                           f"{precision} {attention}, {len(batch)} images", device.type == "cuda")
 
+
+
+PHASES = ("dense_forward", "dense_forward_mixed", "refine", "cwr_crops", "masked_class_probs")
 
 def count_crops(tagger: TagCLIP) -> list[int]:
     """A counter of the CWR crops ``tagger`` computes (their number varies with the precision)."""

@@ -9,10 +9,12 @@
 #    and starts two builds in the background:
 #    pydensecrf2 (needed by the CRF tests and benchmarks) and mmcv 2.1.0 with its CPU ops (niced:
 #    only checked to build and import, nothing below uses it);
-# 2. runs (f, c, d, a, b, e by default), each with its own time limit inside one overall budget (a step that no
-#    longer fits is skipped): (a) tests/test_crf_torch.py, (b) bench_crf, (c) bench_pipeline
-#    fp32 and bf16, (d) bench_tags, (e) bench_masks, (f) bench_attention (explicit vs fused
-#    attention at 714 and 720 tokens: why stage 1 ran slower in bf16 than fp32), all on cuda;
+# 2. runs (f, c, d, a, b, e by default), each with its own time limit inside one overall budget
+#    (a step that no longer fits is skipped): (a) tests/test_crf_torch.py, (b) bench_crf,
+#    (c) bench_pipeline fp32 and bf16, (d) bench_tags, (e) bench_masks, (f) bench_attention
+#    (explicit vs fused attention at 714 and 720 tokens: why stage 1 ran slower in bf16 than
+#    fp32), all on cuda; d and e also profile one pass per mode (time per phase, host-device
+#    round trips, costliest kernels);
 # 3. writes everything under $OUT (at most 8 files come back): summary.md (machine, build and
 #    step results, the end of each step's output; also printed last), session.log (every step's
 #    full output), builds.log, pipeline_fp32.json, pipeline_bf16.json.
@@ -148,13 +150,13 @@ if [ "$DRY" = 1 ]; then
     PIPELINE_ARGS=(--device cpu --tiny --images 4 --batch-size 2 --ceiling-seconds 1)
     TAGS_ARGS=(--device cpu --tiny)
     ATTENTION_ARGS=(--device cpu --batch 2 --precisions fp32 bf16 --seconds 0.2)
-    MASKS_ARGS=(--device cpu --precisions fp32 --grad-modes loop --repeats 1 --skip-crf)
+    MASKS_ARGS=(--device cpu --precisions fp32 --grad-modes loop --repeats 1 --skip-crf --profile 5)
 else
     CRF_ARGS=(--device cuda)
     PIPELINE_ARGS=(--device cuda)
     TAGS_ARGS=(--device cuda)
     ATTENTION_ARGS=(--device cuda)
-    MASKS_ARGS=(--device cuda --workers 16)
+    MASKS_ARGS=(--device cuda --workers 16 --profile 15)
 fi
 for id in $STEPS; do
     case $id in
@@ -167,7 +169,7 @@ for id in $STEPS; do
                    --precision "$precision" --json "$OUT/pipeline_$precision.json"
            done ;;
         d) step d 120 "$PY" benchmarks/bench_tags.py "${TAGS_ARGS[@]}" --voc --batching grid mixed \
-               --precisions fp32 bf16 --attentions exact fused ;;
+               --precisions fp32 bf16 --attentions exact fused --profile 15 ;;
         f) step f 60 "$PY" benchmarks/bench_attention.py "${ATTENTION_ARGS[@]}" ;;
         e) wait_build pydensecrf "$CRF_PID" 240
            step e 120 "$PY" benchmarks/bench_masks.py "${MASKS_ARGS[@]}" ;;
