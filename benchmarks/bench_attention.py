@@ -5,7 +5,7 @@ Stage 1 reads every layer's attention probabilities, so it runs the explicit pro
 (``tagclip_cls.core.vit.attention``) where a plain forward would use fused attention. This times
 that explicit layer beside the fused one (``fused=True``: ``scaled_dot_product_attention``) at
 VOC's most common token count, 714 (a 23 x 31 grid and the class token), and at 720, the next
-multiple of 8 (tensor-core kernels want aligned sizes), in fp32, bf16 and fp16 autocast: is the
+multiple of 8 (tensor-core kernels want aligned sizes), in fp32, tf32, and bf16 and fp16 autocast: is the
 explicit path the reason a GPU ran stage 1 slower in bf16 than in fp32, and would padding the
 tokens to a multiple of 8 help? Random weights; milliseconds per layer call and per image.
 
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=32, help="images per call (default 32; try 2 on a CPU)")
     parser.add_argument("--tokens", type=int, nargs="+", default=[714, 720])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "fp16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "tf32", "bf16", "fp16"])
     parser.add_argument("--seconds", type=float, default=1.0, help="time each case for at least this long")
     args = parser.parse_args()
     device = torch.device(args.device)

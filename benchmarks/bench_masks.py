@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Stage 2 speed: CAM generation (fp32, bf16) and the dense CRF per worker count. Prints figures.
+"""Stage 2 speed: CAM generation (fp32 and bf16 by default, any precision) and the dense CRF per worker count.
 
 ViT-B/16 shapes with random weights (or --pretrained PATH), 8 synthetic images of 230-640 px with
 1-3 VOC tags each; times the CAM call on prepared tensors (decoding excluded), best of --repeats.
-Also reports how often bf16 label maps equal fp32 ones. Not a test.
+Also reports how often each other precision's label maps equal fp32 ones. Not a test.
 
     python benchmarks/bench_masks.py [--device cpu|cuda] [--threads N] [--workers 1 2] [--profile ROWS]
 """
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from profiling import profile_phases  # noqa: E402
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory  # noqa: E402
+from tagclip_cls.runtime.precision import PRECISIONS  # noqa: E402
 from tagclip_cls.core.models import LoadedClip, load_clip  # noqa: E402
 from tagclip_cls.core.images import prepare_image  # noqa: E402
 from tagclip_cls.core.presets import load_preset  # noqa: E402
@@ -99,10 +100,10 @@ def bench_cams(clip: LoadedClip, text: torch.Tensor, num_classes: int, prepared,
                                ("trunk", "grad_cams", "_tag_gradients"), profile_rows,
                                f"{precision} {grad_mode}, {len(tags)} tags", clip.device.type == "cuda")
             cams_first = cams_first or outputs
-    if {"fp32", "bf16"} <= maps.keys():
-        same = sum((a == b).sum() for a, b in zip(maps["fp32"], maps["bf16"]))
+    for precision in [p for p in maps if p != "fp32" and "fp32" in maps]:
+        same = sum((a == b).sum() for a, b in zip(maps["fp32"], maps[precision]))
         total = sum(a.size for a in maps["fp32"])
-        print(f"bf16 label maps equal to fp32: {100 * same / total:.2f}% of pixels")
+        print(f"{precision} label maps equal to fp32: {100 * same / total:.2f}% of pixels")
     return cams_first
 
 
@@ -112,7 +113,7 @@ def main() -> None:
     p.add_argument("--pretrained", help="an OpenAI-layout checkpoint instead of fresh random ViT-B/16 weights")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=PRECISIONS)
     p.add_argument("--grad-modes", nargs="+", default=["loop", "batched"], choices=["loop", "batched"])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--skip-crf", action="store_true")

@@ -25,7 +25,7 @@ batch ``--batch-size``, in ``--precision``.
 Prints a markdown table and writes the same as JSON with ``--json PATH``. Not a test. A CPU
 needs small runs (ViT-B/16 takes seconds per image there):
 
-    python benchmarks/bench_pipeline.py [--device cuda] [--images 256] [--precision fp32|bf16|fp16]
+    python benchmarks/bench_pipeline.py [--device cuda] [--images 256] [--precision fp32|tf32|bf16|fp16]
         [--batch-size 32] [--batching grid|mixed] [--json PATH]
     python benchmarks/bench_pipeline.py --images 8 --batch-size 2 [--tiny]     # CPU smoke run
 """
@@ -56,7 +56,7 @@ from tagclip_cls.core.random_weights import save_random_openai_checkpoint  # noq
 from tagclip_cls.core.vit import class_token_features  # noqa: E402
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory  # noqa: E402
 from tagclip_cls.runtime.denormals import flush_denormals  # noqa: E402
-from tagclip_cls.runtime.precision import precision_autocast  # noqa: E402
+from tagclip_cls.runtime.precision import PRECISIONS, precision_autocast  # noqa: E402
 from tagclip_cls.tagging import BATCHINGS  # noqa: E402
 from tagclip_cls.tagging.run import default_batching  # noqa: E402
 
@@ -330,7 +330,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--images", type=int, default=256)
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--batch-size", type=int, default=32, help="stage 1's batch and the ceiling's")
     p.add_argument("--batching", choices=BATCHINGS,
                    help="stage 1's --batching (default: the tool's for --device: mixed on a GPU, grid on a CPU)")

@@ -11,16 +11,17 @@
 #    only checked to build and import, nothing below uses it);
 # 2. runs (f, c, d, a, b, e by default), each with its own time limit inside one overall budget
 #    (a step that no longer fits is skipped): (a) tests/test_crf_torch.py, (b) bench_crf,
-#    (c) bench_pipeline fp32 and bf16, (d) bench_tags, (e) bench_masks, (f) bench_attention
+#    (c) bench_pipeline tf32 and bf16, (d) bench_tags, (e) bench_masks, (f) bench_attention
 #    (explicit vs fused attention at 714 and 720 tokens: why stage 1 ran slower in bf16 than
 #    fp32), all on cuda; d and e also profile one pass per mode (time per phase, host-device
 #    round trips, costliest kernels);
 # 3. writes everything under $OUT (at most 8 files come back): summary.md (machine, build and
 #    step results, the end of each step's output; also printed last), session.log (every step's
-#    full output), builds.log, pipeline_fp32.json, pipeline_bf16.json.
+#    full output), builds.log, pipeline_tf32.json, pipeline_bf16.json.
 #
 # Environment: GPU_SESSION_BUDGET seconds for the whole script (default 540, inside the tool's
 # 600 s limit), GPU_SESSION_STEPS (default "f c d a b e": a rerun can name fewer),
+# GPU_SESSION_PIPELINE_PRECISIONS (step c's, default "tf32 bf16"),
 # GPU_SESSION_DRY=1 for a rehearsal on a CPU machine with the project's .venv: every step on the
 # CPU with tiny sizes, no wheel install (its wheels are for Python 3.12; the .venv has them) and
 # no mmcv build (hours on 2 cores); pydensecrf is still built and used from the site folder.
@@ -151,12 +152,15 @@ if [ "$DRY" = 1 ]; then
     TAGS_ARGS=(--device cpu --tiny)
     ATTENTION_ARGS=(--device cpu --batch 2 --precisions fp32 bf16 --seconds 0.2)
     MASKS_ARGS=(--device cpu --precisions fp32 --grad-modes loop --repeats 1 --skip-crf --profile 5)
+    PIPELINE_PRECISIONS=${GPU_SESSION_PIPELINE_PRECISIONS:-"fp32"}  # the tools refuse tf32 on a CPU
 else
     CRF_ARGS=(--device cuda)
     PIPELINE_ARGS=(--device cuda)
     TAGS_ARGS=(--device cuda)
     ATTENTION_ARGS=(--device cuda)
-    MASKS_ARGS=(--device cuda --workers 16 --profile 15)
+    MASKS_ARGS=(--device cuda --workers 16 --precisions fp32 tf32 bf16 --profile 15)
+    # step c: tf32 is the "fp32, TF32 allowed"; d and e time strict fp32 too
+    PIPELINE_PRECISIONS=${GPU_SESSION_PIPELINE_PRECISIONS:-"tf32 bf16"}
 fi
 for id in $STEPS; do
     case $id in
@@ -164,12 +168,12 @@ for id in $STEPS; do
            step a 150 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_crf_torch.py ;;
         b) wait_build pydensecrf "$CRF_PID" 240
            step b 150 "$PY" benchmarks/bench_crf.py "${CRF_ARGS[@]}" ;;
-        c) for precision in fp32 bf16; do
+        c) for precision in $PIPELINE_PRECISIONS; do
                step "c-$precision" 200 "$PY" benchmarks/bench_pipeline.py "${PIPELINE_ARGS[@]}" \
                    --precision "$precision" --json "$OUT/pipeline_$precision.json"
            done ;;
         d) step d 120 "$PY" benchmarks/bench_tags.py "${TAGS_ARGS[@]}" --voc --batching grid mixed \
-               --precisions fp32 bf16 --attentions exact fused --profile 15 ;;
+               --precisions fp32 tf32 bf16 --attentions exact fused --profile 15 ;;
         f) step f 60 "$PY" benchmarks/bench_attention.py "${ATTENTION_ARGS[@]}" ;;
         e) wait_build pydensecrf "$CRF_PID" 240
            step e 120 "$PY" benchmarks/bench_masks.py "${MASKS_ARGS[@]}" ;;

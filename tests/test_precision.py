@@ -1,9 +1,13 @@
-"""16-bit precisions on CPUs: refused without native support, a bf16 warning without AMX, fine on a GPU."""
+"""16-bit precisions on CPUs: refused without native support, a bf16 warning without AMX, fine on a GPU;
+tf32 on a GPU only."""
 import logging
 
 import pytest
+import torch
+
 from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.runtime.precision import autocast_dtype_name, bf16_is_slow, check_precision, resolve_attention
+from tagclip_cls.runtime.precision import (autocast_dtype_name, bf16_is_slow, check_precision, precision_autocast,
+                                           resolve_attention)
 
 AVX512_BF16 = frozenset({"avx512f", "avx512_bf16"})
 AVX2_ONLY = frozenset({"avx", "avx2", "fma"})  # the AMD EPYC kind
@@ -46,9 +50,31 @@ def test_fp16_needs_native_half_on_a_cpu():
 
 
 def test_every_stage_reads_precision_alike():
-    assert [autocast_dtype_name(p) for p in ("fp32", "bf16", "fp16")] == [None, "bfloat16", "float16"]
-    with pytest.raises(UserError, match="choose one of fp32, bf16, fp16"):
+    assert [autocast_dtype_name(p) for p in ("fp32", "tf32", "bf16", "fp16")] == [None, None, "bfloat16", "float16"]
+    with pytest.raises(UserError, match="choose one of fp32, tf32, bf16, fp16"):
         check_precision("half", CPU, AMX)
+
+
+def test_tf32_is_float32_with_tf32_products_on_a_gpu_only():
+    with pytest.raises(UserError, match="tf32: TensorFloat-32 is a GPU's") as exc:
+        check_precision("tf32", CPU, SAPPHIRE_RAPIDS)
+    assert "\n" not in str(exc.value)
+    check_precision("tf32", "cuda", AVX2_ONLY)
+    assert torch.get_float32_matmul_precision() == "highest"
+    with precision_autocast("tf32", "cuda"):
+        assert torch.get_float32_matmul_precision() == "high"  # TF32 for CUDA's float32 products
+        assert not torch.is_autocast_enabled("cuda")  # and no cast: float32 tensors stay float32
+    assert torch.get_float32_matmul_precision() == "highest"  # the caller's setting again
+    torch.set_float32_matmul_precision("medium")
+    try:
+        with precision_autocast("tf32", "cuda"):
+            pass
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    with precision_autocast("tf32", "cpu"):  # nothing changes for a CPU's products
+        assert torch.get_float32_matmul_precision() == "highest"
+        assert not torch.is_autocast_enabled("cpu")
 
 
 def test_fused_attention_is_the_default_on_gpus_only():

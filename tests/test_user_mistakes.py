@@ -42,6 +42,7 @@ def stage_args(stage: int, images: Path, tags: Path) -> tuple[str, list]:
     ("out is a file", [], "--out names an existing file"),
     ("device gpu", ["--device", "gpu"], "--device 'gpu'"),
     ("device cuda", ["--device", "cuda"], "GPU here; use --device cpu"),
+    ("tf32 on a cpu", ["--precision", "tf32"], "--precision tf32: TensorFloat-32 is a GPU's"),
     ("bom and crlf", [], None),
 ])
 def test_one_line_errors(inputs, monkeypatch, capsys, stage, mistake, extra, message):

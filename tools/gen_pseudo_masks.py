@@ -3,7 +3,7 @@
 
     python tools/gen_pseudo_masks.py --img-root DIR --tags STAGE1_DIR|FILE (--dataset NAME | --classes FILE
         [--background FILE]) [--pretrained openai|PATH] --out OUT_DIR [--crf] [--device cpu|cuda]
-        [--crf-backend torch|pydensecrf] [--crf-workers N] [--precision fp32|bf16|fp16]
+        [--crf-backend torch|pydensecrf] [--crf-workers N] [--precision fp32|tf32|bf16|fp16]
 
 --tags is stage 1's output folder (its tags.txt is read) or any file of 'ID label label ...' lines
 (e.g. ground-truth labels).

@@ -3,7 +3,7 @@
 
     python tools/gen_tags.py --img-root DIR [--split FILE] (--dataset NAME | --classes FILE
         [--background FILE]) [--model ViT-B-16] [--pretrained openai|PATH] --out OUT_DIR
-        [--device cpu|cuda] [--batch-size N] [--batching grid|mixed] [--precision fp32|bf16|fp16]
+        [--device cpu|cuda] [--batch-size N] [--batching grid|mixed] [--precision fp32|tf32|bf16|fp16]
 
 Shard across processes or machines with ``torchrun --nproc-per-node N tools/gen_tags.py ...``.
 """

@@ -98,8 +98,9 @@ def add_device_arguments(parser: argparse.ArgumentParser, what: str = "the CLIP 
     parser.add_argument("--device", default="cpu",
                         help=f"cpu, cuda or cuda:N for {what} (under torchrun: each rank its LOCAL_RANK GPU)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32 reproduces the published numbers; bf16/fp16 run the model under autocast "
-                             "to that type (refused on a CPU without native support)")
+                        help="fp32 reproduces the published numbers; tf32: float32 with a GPU's TensorFloat-32 "
+                             "matrix products; bf16/fp16 run the model under autocast to that type (refused on a "
+                             "CPU without native support)")
     parser.add_argument("--attention", choices=ATTENTION_MODES, default=argparse.SUPPRESS,
                         help="exact: explicit softmax in every layer, as published; fused: "
                              "scaled_dot_product_attention in the layers whose attention weights nobody reads "

@@ -1,21 +1,24 @@
 """The ``--precision`` and ``--attention`` choices every stage shares, and whether one can pay off on a device.
 
-``fp32`` computes in float32 (the published numbers); ``bf16`` and ``fp16`` run the model under
-autocast to bfloat16 or float16, on a GPU and on a CPU alike. Nothing here imports torch, so a
-tool checks the choice before torch loads.
+``fp32`` computes in float32 (the published numbers); ``tf32`` too, but lets a GPU's float32
+matrix products run on its tensor cores in TensorFloat-32 (inputs rounded to 10 mantissa bits,
+as fp16's, with float32's range; NVIDIA Ampere and later, a GPU only); ``bf16`` and ``fp16`` run
+the model under autocast to bfloat16 or float16, on a GPU and on a CPU alike. Nothing here
+imports torch at module level, so a tool checks the choice before torch loads.
 """
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 from tagclip_cls.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 # attention where nobody reads its weights: "exact" (explicit softmax, the published arithmetic)
 # or "fused" (scaled_dot_product_attention: flash/memory-efficient kernels, other rounding)
 ATTENTION_MODES = ("exact", "fused")
@@ -50,17 +53,34 @@ def autocast_dtype_name(precision: str) -> str | None:
     """The torch dtype name autocast uses for ``precision`` (None: no autocast)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}[precision]
+    return {"fp32": None, "tf32": None, "bf16": "bfloat16", "fp16": "float16"}[precision]
 
 
 def precision_autocast(precision: str, device_type: str) -> AbstractContextManager:
-    """The autocast context both stages run their model under (nothing for ``fp32``)."""
+    """The context both stages run their model under: autocast for ``bf16``/``fp16``, TF32
+    matrix products on a GPU for ``tf32`` (float32 on a CPU), nothing for ``fp32``."""
+    if precision == "tf32":
+        return tf32_matmuls() if device_type == "cuda" else nullcontext()
     dtype_name = autocast_dtype_name(precision)
     if dtype_name is None:
         return nullcontext()
     import torch  # here, so that choosing a precision does not load torch
 
     return torch.autocast(device_type, dtype=getattr(torch, dtype_name))
+
+
+@contextmanager
+def tf32_matmuls() -> Iterator[None]:
+    """float32 matrix products in TensorFloat-32 on CUDA (``torch.set_float32_matmul_precision("high")``)
+    inside the block; the caller's setting afterwards."""
+    import torch
+
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def bf16_is_slow(device_type: str, flags: frozenset[str] | None = None) -> bool:
@@ -71,13 +91,16 @@ def bf16_is_slow(device_type: str, flags: frozenset[str] | None = None) -> bool:
 
 
 def check_precision(precision: str, device_type: str, flags: frozenset[str] | None = None) -> None:
-    """Refuse an unknown precision, and a 16-bit one on a CPU that only emulates it (bf16 ran
-    about 10x slower than fp32 on an AVX2-only AMD EPYC); warn where bf16 is native but slower
-    than fp32 (no AMX)."""
+    """Refuse an unknown precision, ``tf32`` on a CPU (it would silently be fp32), and a 16-bit
+    one on a CPU that only emulates it (bf16 ran about 10x slower than fp32 on an AVX2-only AMD
+    EPYC); warn where bf16 is native but slower than fp32 (no AMX)."""
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision == "fp32" or device_type != "cpu":
         return
+    if precision == "tf32":
+        raise UserError("--precision tf32: TensorFloat-32 is a GPU's (NVIDIA Ampere or later); "
+                        "on a CPU use fp32, or bf16 where the CPU has AMX")
     flags = cpu_flags() if flags is None else flags
     if flags and not NATIVE_FLAGS[precision] & flags:
         raise UserError(f"--precision {precision}: this CPU has no native {precision} "
