@@ -10,7 +10,8 @@
 #    pydensecrf2 (needed by the CRF tests and benchmarks) and mmcv 2.1.0 with its CPU ops (niced:
 #    only checked to build and import, nothing below uses it);
 # 2. runs (f, c, d, a, b, e by default), each with its own time limit inside one overall budget
-#    (a step that no longer fits is skipped): (a) tests/test_crf_torch.py, (b) bench_crf,
+#    (a step that no longer fits is skipped): (a) the CUDA cases of tests/test_crf_torch.py and
+#    tests/test_parity.py (stages 1 and 2 against the published fixtures), (b) bench_crf,
 #    (c) bench_pipeline tf32 and bf16, (d) bench_tags, (e) bench_masks, (f) bench_attention
 #    (explicit vs fused attention at 714 and 720 tokens: why stage 1 ran slower in bf16 than
 #    fp32), all on cuda; d and e also profile one pass per mode (time per phase, host-device
@@ -153,6 +154,7 @@ if [ "$DRY" = 1 ]; then
     ATTENTION_ARGS=(--device cpu --batch 2 --precisions fp32 bf16 --seconds 0.2)
     MASKS_ARGS=(--device cpu --precisions fp32 --grad-modes loop --repeats 1 --skip-crf --profile 5)
     PIPELINE_PRECISIONS=${GPU_SESSION_PIPELINE_PRECISIONS:-"fp32"}  # the tools refuse tf32 on a CPU
+    TEST_DEVICE=cpu
 else
     CRF_ARGS=(--device cuda)
     PIPELINE_ARGS=(--device cuda)
@@ -161,11 +163,12 @@ else
     MASKS_ARGS=(--device cuda --workers 16 --precisions fp32 tf32 bf16 --profile 15)
     # step c: tf32 is the issue's "fp32, TF32 allowed"; d and e time strict fp32 too
     PIPELINE_PRECISIONS=${GPU_SESSION_PIPELINE_PRECISIONS:-"tf32 bf16"}
+    TEST_DEVICE=cuda  # step a: only the tests' CUDA cases (CI runs the rest)
 fi
 for id in $STEPS; do
     case $id in
         a) wait_build pydensecrf "$CRF_PID" 240
-           step a 150 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_crf_torch.py ;;
+           step a 150 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_crf_torch.py tests/test_parity.py -k "$TEST_DEVICE" ;;
         b) wait_build pydensecrf "$CRF_PID" 240
            step b 150 "$PY" benchmarks/bench_crf.py "${CRF_ARGS[@]}" ;;
         c) for precision in $PIPELINE_PRECISIONS; do

@@ -66,7 +66,11 @@ def resize_bilinear(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``F.interpolate(mode="bilinear", align_corners=False)`` for a ``C x H x W`` tensor, written
     with gathers and element-wise arithmetic only, so that its bits do not depend on the number
     of CPU threads (torch's kernel does), which keeps sharded runs identical to one process.
+    Elsewhere (a GPU) torch's own kernel: one launch instead of about twenty, and deterministic.
     """
+    if image.device.type != "cpu":
+        return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+
     def taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # torch's kernel takes a float32 scale and rounds ``scale * (i + 0.5) - 0.5`` once (a fused
         # multiply-add): float64 arithmetic gives that exactly, plain float32 rounds the product
@@ -158,31 +162,41 @@ class TagCLIP:
         it only when it had to be resized."""
         return self.config.round_fp16_pos and tuple(grid) != tuple(self.clip.visual.grid_size)
 
-    def _encode(self, x: torch.Tensor, mask: torch.Tensor | None, spans: list[tuple[slice, int]]
-                ) -> tuple[torch.Tensor, list[torch.Tensor] | None, list[torch.Tensor] | None]:
+    def _encode(self, x: torch.Tensor, mask: torch.Tensor | None, lengths: list[int] | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """The blocks on embedded tokens ``x`` (``mask``: additive key mask or ``None``): patch
-        probabilities ``B x (T-1) x C`` and, for each span ``(rows, n)`` (batch rows whose first
-        ``n`` patch tokens are real), the attention votes and averaged map over those tokens only,
-        so that padding never enters a layer's mean, a vote or the average.
+        probabilities ``B x (T-1) x C``, attention votes ``B x (T-1) x (T-1)`` and the averaged
+        map (votes and map ``None`` without DMAR).
+
+        ``lengths``: the number of real patch tokens of each row (padding after them), or ``None``
+        when all are real. A layer's mean is then taken over each image's own ``n x n`` block,
+        for all images in a few batched operations, and votes outside that block are 0, so that
+        padding never enters a mean or a vote (nor the average, which callers slice).
         """
         blocks = self.clip.visual.transformer.resblocks
-        votes: list = [None] * len(spans)
-        avg: list = [None] * len(spans)
+        votes = avg = None
+        if self.config.dmar and lengths is not None:
+            real = torch.arange(x.shape[1] - 1, device=x.device) < torch.tensor(lengths, device=x.device)[:, None]
+            real = real[:, :, None] & real[:, None, :]
+            cells = torch.tensor([n * n for n in lengths], dtype=torch.float32, device=x.device)
         with self._autocast():
             for index, block in enumerate(blocks):
                 x, attn = block_forward(block, x, mask, self_only=index == len(blocks) - 1)
                 if not self.config.dmar:
                     continue
-                for s, (rows, n) in enumerate(spans):
-                    layer = attn[rows, 1:n + 1, 1:n + 1].float()
+                layer = attn[:, 1:, 1:].float()
+                if lengths is None:
                     above = layer > layer.mean(dim=(1, 2), keepdim=True)
-                    votes[s] = above.to(torch.int16) if votes[s] is None else votes[s] + above
-                    if index in self.avg_layers:
-                        avg[s] = layer if avg[s] is None else avg[s] + layer
+                else:
+                    mean = torch.where(real, layer, 0).sum(dim=(1, 2)) / cells
+                    above = (layer > mean[:, None, None]) & real
+                votes = above.to(torch.int16) if votes is None else votes + above
+                if index in self.avg_layers:
+                    avg = layer if avg is None else avg + layer
             tokens = project_tokens(self.clip.visual, x)[:, 1:]
         if not self.config.dmar:
             return self._class_probs(tokens), None, None
-        return self._class_probs(tokens), votes, [a / len(self.avg_layers) for a in avg]
+        return self._class_probs(tokens), votes, avg / len(self.avg_layers)
 
     @torch.inference_mode()
     def dense_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -195,10 +209,7 @@ class TagCLIP:
         grid = (images.shape[2] // self.clip.patch_size, images.shape[3] // self.clip.patch_size)
         with self._autocast():
             x = embed(self.clip.visual, images, self._round_pos(grid))
-        probs, votes, avg = self._encode(x, None, [(slice(None), x.shape[1] - 1)])
-        if votes is None:
-            return probs, None, None
-        return probs, votes[0], avg[0]
+        return self._encode(x, None, None)
 
     @torch.inference_mode()
     def dense_forward_mixed(self, images: Sequence[torch.Tensor]
@@ -217,11 +228,11 @@ class TagCLIP:
                          for image in images]
         x, mask = pad_tokens(sequences, getattr(torch, autocast_dtype_name(self.config.precision) or "float32"))
         lengths = [seq.shape[1] - 1 for seq in sequences]
-        probs, votes, avg = self._encode(x, mask, [(slice(b, b + 1), n) for b, n in enumerate(lengths)])
+        probs, votes, avg = self._encode(x, mask, lengths if mask is not None else None)
         per_image = [probs[b, :n] for b, n in enumerate(lengths)]
         if votes is None:
             return per_image, None, None
-        return per_image, [v[0] for v in votes], [a[0] for a in avg]
+        return per_image, [votes[b, :n, :n] for b, n in enumerate(lengths)], [avg[b, :n, :n] for b, n in enumerate(lengths)]
 
     def refine(self, probs: torch.Tensor, votes: torch.Tensor, avg: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """DMAR for one image: attention voting mask, then class-wise box masks (``N x C``).
