@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import tagclip_cls.tagging.runner as runner
 from tagclip_cls.runtime.distributed import RankInfo
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.tagging.run import TagRunOptions, run_stage1
+from tagclip_cls.tagging.runner import PartFile
 
 import parity_inputs
 from conftest import write_image
@@ -227,10 +229,20 @@ def test_progress_bar_can_be_turned_off(tmp_path, image_folder, classes_file, ti
     assert ("tagging:" in capsys.readouterr().err) is progress
 
 
-def test_reader_threads_give_the_same_results(tmp_path, image_folder, classes_file, tiny_checkpoint, cache_dir):
+def test_reader_threads_give_the_same_results(tmp_path, image_folder, classes_file, tiny_checkpoint, cache_dir,
+                                             monkeypatch):
+    """With reader threads the part file is appended off the main thread (its fsync no longer
+    stalls the model); the outputs are the same."""
     outputs = []
+    appended_by = []
+    real_append = PartFile.append
+    monkeypatch.setattr(PartFile, "append", lambda part, records: appended_by.append(threading.current_thread())
+                        or real_append(part, records))
     for threads in (0, 2):
         out = tmp_path / f"out{threads}"
+        appended_by.clear()
         run_stage1(options(image_folder, classes_file, out, tiny_checkpoint, cache_dir, loader_threads=threads))
         outputs.append((out / "tags.jsonl").read_text())
+        main = [thread is threading.main_thread() for thread in appended_by]
+        assert main and all(main) == (threads == 0) and any(main) == (threads == 0), (threads, main)
     assert outputs[0] == outputs[1] and outputs[0]

@@ -22,7 +22,7 @@ from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.setup import check_run_config
 from tagclip_cls.runtime.atomic_io import write_json_atomic
 from tagclip_cls.tagging.metrics import classification_metrics, format_summary
-from tagclip_cls.runtime.overlap import read_ahead
+from tagclip_cls.runtime.overlap import BackgroundWriter, read_ahead
 from tagclip_cls.core.images import (PreparedImage, find_image, list_images, model_input_size,
                          read_image_size)
 from tagclip_cls.formats.splits import read_split
@@ -140,7 +140,8 @@ def tag_images(tagger: Tagger, entries: Sequence[ImageEntry], out_dir: str | os.
                rank: RankInfo = RankInfo(), loader_threads: int = 0, progress: bool = True,
                batching: str = "grid") -> dict | None:
     """Tag ``entries`` into ``out_dir``; returns the metrics (when labels are known) on rank 0.
-    ``loader_threads`` decode the next batches while the model runs (worth it next to a GPU);
+    ``loader_threads`` decode the next batches while the model runs (worth it next to a GPU), and
+    then the finished batches are appended to the part file in the background;
     ``batching="mixed"`` lets images of different sizes share a batch (see :func:`plan_batches`).
 
     ``run_config`` describes what produces the scores (model, classes, method, ...): resuming
@@ -164,10 +165,11 @@ def tag_images(tagger: Tagger, entries: Sequence[ImageEntry], out_dir: str | os.
     todo = [b for b in shard(batches, rank) if not all(e.image_id in done for e in b.entries)]
     log.info("rank %d/%d: %d batches to run, %d images already done", rank.rank, rank.world_size,
              len(todo), len(done))
+    # with reader threads (a GPU) the part file's appends and fsyncs run in the background too
     with tqdm(total=sum(len(b.entries) for b in todo), desc="tagging", unit="img",
-              disable=not (progress and rank.is_main)) as bar:
+              disable=not (progress and rank.is_main)) as bar, BackgroundWriter(inline=loader_threads == 0) as writer:
         for images, errors in read_ahead(lambda batch: load_batch(tagger, batch, strict), todo, loader_threads):
-            own_part.append(tag_records(tagger, images) + errors)
+            writer.submit(own_part.append, tag_records(tagger, images) + errors)
             bar.update(len(images) + len(errors))
     wait_for_all(rank)
     if not rank.is_main:
