@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from tagclip_cls.core.text import encode_prompts
 from tagclip_cls.core.vit import embed
-from wsss.masks.cams import CAM_TEMPLATE, CamConfig, ClipES, minmax, refine_with_affinity, sinkhorn_transition
+from wsss.masks.cams import CAM_TEMPLATE, CamConfig, ClipES, grad_cam, grad_cam_on_device, minmax, refine_with_affinity, sinkhorn_transition
 from wsss.masks.label_maps import LabelSpace, label_map
 from tagclip_cls.core.presets import load_preset
 
@@ -93,6 +93,21 @@ def _reference_grad_cam(clip, class_text, bg_text, image, tags, tag):
         cam = cam - cam.min()
         cam = cam / (1e-7 + cam.max())
     return cam
+
+
+def test_grad_cam_on_device_equals_the_published_numpy_computation():
+    """The GPU's path (one product for all tags, run here on CPU tensors) against the numpy
+    computation of pytorch-grad-cam that the CPU keeps."""
+    g = torch.Generator().manual_seed(4)
+    grid = (4, 6)
+    acts = torch.randn(24, 16, generator=g)
+    grads = torch.randn(3, 24, 16, generator=g)
+    grads[1] = -grads[1].abs()  # a tag whose weighted sum is mostly negative: the ReLU matters
+    expected = grad_cam(acts, grads, grid)
+    got = grad_cam_on_device(acts, grads, grid)
+    assert got.shape == expected.shape == (3, 4, 6) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert (expected == 0).any() and expected.max() > 0.99
 
 
 @pytest.mark.parametrize("grad_mode", ["loop", "batched"])

@@ -69,9 +69,12 @@ def grad_cam(acts: torch.Tensor, grads: torch.Tensor, grid: tuple[int, int]) -> 
     ``K x N x D``: channel weight = mean gradient, ReLU of the weighted channel sum, min-max.
 
     Computed in numpy on ``1 x D x gh x gw`` views, as pytorch-grad-cam does (same rounding); the
-    min-max is applied twice, as there (per layer, then after averaging its single layer).
+    min-max is applied twice, as there (per layer, then after averaging its single layer). Tensors
+    on a GPU take :func:`grad_cam_on_device`.
     """
     gh, gw = grid
+    if acts.device.type != "cpu":
+        return grad_cam_on_device(acts, grads, grid)
 
     def channels_first(t: torch.Tensor) -> np.ndarray:
         return t.detach().float().cpu().reshape(1, gh, gw, -1).permute(0, 3, 1, 2).numpy()
@@ -83,6 +86,15 @@ def grad_cam(acts: torch.Tensor, grads: torch.Tensor, grid: tuple[int, int]) -> 
         cam = np.maximum((weights[:, :, None, None] * act).sum(axis=1), 0).astype(np.float32)
         cams.append(minmax(minmax(cam))[0])
     return np.stack(cams)
+
+
+def grad_cam_on_device(acts: torch.Tensor, grads: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
+    """:func:`grad_cam` with the channel weights and sums computed where the tensors are, in one
+    product for all tags, so that a GPU sends ``K x N`` values to the host instead of ``1 + K``
+    activation-sized arrays (other roundings than numpy's)."""
+    weights = grads.detach().float().mean(dim=1)  # K x D
+    cams = torch.relu(weights @ acts.detach().float().T).reshape(-1, 1, *grid).cpu().numpy()
+    return np.stack([minmax(minmax(cam))[0] for cam in cams])
 
 
 def sinkhorn_transition(affinity: torch.Tensor, rounds: int = 3) -> torch.Tensor:
