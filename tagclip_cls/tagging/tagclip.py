@@ -96,10 +96,6 @@ def same_size_batch(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tens
     return torch.stack(list(images)) if len({image.shape for image in images}) == 1 else None
 
 
-def minmax(x: torch.Tensor) -> torch.Tensor:
-    return (x - x.min()) / (x.max() - x.min())
-
-
 def class_box_keys(refined: torch.Tensor, grid: tuple[int, int]) -> tuple[list[int], torch.Tensor]:
     """DMAR's box masks: the classes with a positive column in ``refined`` (``N x C``) and their
     masks (``N x len(classes)`` float32). Each column is min-max scaled and boxed
@@ -251,29 +247,34 @@ class TagCLIP:
     def cwr_crops(self, image: torch.Tensor, refined: torch.Tensor, local: torch.Tensor,
                   grid: tuple[int, int]) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]]:
         """Classes to re-identify with their crops (``3 x S x S``, on the image's device) and token
-        masks (``g x g``, on the device of ``refined``: the host, in :meth:`score`).
+        masks (``g x g``, on the host); ``refined`` and ``local`` are host tensors (:meth:`score`
+        passes its copy).
 
         Candidates are the target classes whose local score is above the relative threshold of
-        the whole refined matrix; the list stops at the first class whose box is empty.
+        the whole refined matrix; the list stops at the first class whose box is empty. The
+        choices are made in numpy, in float32 as the published torch code makes them (same bits),
+        at a fraction of the per-call cost of small torch operations.
         """
-        lo, hi = refined.min(), refined.max()
-        threshold = lo + self.config.cwr_ratio * (hi - lo)
+        values, local = refined.numpy(), local.numpy()
+        lo, hi = values.min(), values.max()
+        threshold = lo + self.config.cwr_ratio * (hi - lo)  # float32, as with torch scalars
         patch = self.clip.patch_size
         side = self.clip.visual.grid_size[0]
         classes, crops, masks = [], [], []
-        for c in torch.nonzero(local[:self.num_targets] > threshold).flatten().tolist():
-            cells = (minmax(refined[:, c]) > 0.5).reshape(grid)
-            rows = torch.nonzero(cells.any(dim=1)).flatten()
-            cols = torch.nonzero(cells.any(dim=0)).flatten()
-            if rows.numel() == 0:
+        for c in np.flatnonzero(local[:self.num_targets] > threshold).tolist():
+            column = values[:, c]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cells = ((column - column.min()) / (column.max() - column.min()) > 0.5).reshape(grid)
+            rows, cols = np.flatnonzero(cells.any(axis=1)), np.flatnonzero(cells.any(axis=0))
+            if rows.size == 0:
                 break  # a constant column has no cell above 0.5: treated as an empty box
-            y1, y2 = int(rows.min()), min(int(rows.max()) + 1, grid[0] - 1)
-            x1, x2 = int(cols.min()), min(int(cols.max()) + 1, grid[1] - 1)
+            y1, y2 = int(rows[0]), min(int(rows[-1]) + 1, grid[0] - 1)
+            x1, x2 = int(cols[0]), min(int(cols[-1]) + 1, grid[1] - 1)
             if y2 <= y1 or x2 <= x1:
                 break  # published behaviour: an empty box ends CWR for this image
             crop = image[:, y1 * patch:y2 * patch, x1 * patch:x2 * patch]
             crops.append(resize_bilinear(crop, (side * patch, side * patch)))
-            cell_mask = cells[y1:y2, x1:x2].float()[None, None]
+            cell_mask = torch.from_numpy(cells[y1:y2, x1:x2].astype(np.float32))[None, None]
             masks.append(F.interpolate(cell_mask, size=(side, side), mode="nearest")[0, 0])
             classes.append(c)
         return classes, crops, masks
