@@ -115,6 +115,18 @@ def test_attention_choice_reaches_both_stages(tiny_clip, cache):
     assert MaskGenerator.from_tagger(tagger, preset="voc2012").model.config.attention == "exact"
 
 
+def test_cams_batch_equals_cams_one_by_one(tiny_clip, cache):
+    generator = MaskGenerator.from_tagger(Tagger(tiny_clip, make_preset("voc2007"), cache_dir=cache), preset="voc2012")
+    rng = np.random.default_rng(0)
+    images = [generator.prepare(rng.integers(0, 255, (40, 52, 3), dtype=np.uint8)) for _ in range(3)]
+    tags = [[0, 14], [6], []]
+    together = generator.cams_batch(images, tags)
+    for image, image_tags, cams in zip(images, tags, together):
+        np.testing.assert_allclose(cams, generator.cams(image, image_tags), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="one input size"):
+        generator.cams_batch([images[0], generator.prepare(np.zeros((60, 52, 3), np.uint8))], [[0], [0]])
+
+
 def readme_snippet() -> str:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]

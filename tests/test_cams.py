@@ -116,11 +116,28 @@ def test_one_forward_for_all_tags_equals_one_forward_per_tag(tiny_clip, texts, g
     image = torch.randn(3, 48, 80)
     tags = [0, 2, 3]
     gen = ClipES(tiny_clip, *texts, CamConfig(grad_mode=grad_mode))
-    x, _ = gen.trunk(image)
-    cams, _ = gen.grad_cams(x, tags, (3, 5))
+    x, _ = gen.trunk(image[None])
+    (cams,), _ = gen.grad_cams(x, [tags], (3, 5))
     for k, tag in enumerate(tags):
         ref = _reference_grad_cam(tiny_clip, *texts, image, tags, tag).reshape(3, 5)
         np.testing.assert_allclose(cams[k], ref.numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("grad_mode", ["loop", "batched"])
+def test_a_batch_of_images_equals_each_image_alone(tiny_clip, texts, grad_mode):
+    """One trunk pass and one backward pass per tag rank for several images of one size, with
+    different numbers of tags (none too): each image's CAMs as when it runs alone."""
+    torch.manual_seed(2)
+    images = torch.randn(4, 3, 48, 80)
+    tags = [[0, 2, 3], [], [1], [3, 0]]
+    sizes = [(40, 70), (45, 75), (48, 80), (30, 50)]
+    gen = ClipES(tiny_clip, *texts, CamConfig(grad_mode=grad_mode))
+    together = gen.batch(images, tags, sizes)
+    for b in range(len(images)):
+        alone = gen(images[b], tags[b], sizes[b])
+        assert together[b].shape == alone.shape == (len(tags[b]), *sizes[b])
+        np.testing.assert_allclose(together[b], alone, atol=1e-4, rtol=0, err_msg=f"image {b}")  # as the parity tests
+        assert len(tags[b]) == 0 or alone.max() > 0.5  # real maps, not all zeros
 
 
 def test_refined_cams_shape_range_and_layers(tiny_clip, texts):

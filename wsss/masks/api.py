@@ -144,6 +144,15 @@ class MaskGenerator:
         """Refined CAMs ``K x H x W`` (float32 in [0, 1], original size) of a prepared image."""
         return self.model(image.tensor, list(tags), image.orig_size)
 
+    def cams_batch(self, images: Sequence[PreparedImage], tags: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """:meth:`cams` for prepared images of one input size in one pass (:meth:`ClipES.batch`), the
+        form a GPU runs fastest; the CAMs equal one-by-one ones up to float rounding (1e-4)."""
+        if len({image.tensor.shape for image in images}) > 1:
+            raise ValueError("cams_batch needs images of one input size (prepare them with the same max_side "
+                             "and group them by tensor shape)")
+        return self.model.batch(torch.stack([image.tensor for image in images]), [list(t) for t in tags],
+                                [image.orig_size for image in images])
+
     def label_map(self, stored_cams: np.ndarray, tags: Sequence[int]) -> np.ndarray:
         """The label map of float16-stored CAMs, as ``masks/ID.png`` holds it."""
         return label_map(stored_cams.astype(np.float32), list(tags), self.space)

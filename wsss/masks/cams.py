@@ -155,28 +155,30 @@ class ClipES:
         return precision_autocast(self.config.precision, self.clip.device.type)
 
     @torch.no_grad()
-    def trunk(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Layers ``0..L-2`` on one ``3 x H' x W'`` image: tokens ``1 x T x D`` and the head-averaged
-        attention (``N x N``, class token dropped) of those among the affinity layers."""
+    def trunk(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Layers ``0..L-2`` on ``B x 3 x H' x W'`` images of one size: tokens ``B x T x D`` and the
+        head-averaged attention (``B x N x N``, class token dropped) of those among the affinity
+        layers."""
         visual = self.clip.visual
         blocks = visual.transformer.resblocks
         with self._autocast():
-            x = embed(visual, image[None].to(self.clip.device), self.config.round_fp16_pos)
+            x = embed(visual, images.to(self.clip.device), self.config.round_fp16_pos)
             maps = []
             for index, block in enumerate(blocks[:-1]):
                 keep = index in self.affinity_layers
                 x, probs = block_forward(block, x, need_probs=keep, fused=self.config.attention == "fused")
                 if keep:
-                    maps.append(probs[0, 1:, 1:].float())
+                    maps.append(probs[:, 1:, 1:].float())
         return x, maps
 
-    def grad_cams(self, x: torch.Tensor, tags: Sequence[int], grid: tuple[int, int]) -> tuple[np.ndarray, torch.Tensor]:
-        """Grad-CAMs ``K x gh x gw`` in [0, 1] of the tags' softmax scores, from the last block
-        run on ``x`` (the trunk's tokens), and that block's head-averaged attention (``N x N``)."""
+    def grad_cams(self, x: torch.Tensor, tags: Sequence[Sequence[int]], grid: tuple[int, int]
+                  ) -> tuple[list[np.ndarray], torch.Tensor]:
+        """Per image, the Grad-CAMs ``K x gh x gw`` in [0, 1] of its tags' softmax scores, from the
+        last block run on ``x`` (the trunk's tokens, ``B x T x D``), and that block's
+        head-averaged attention (``B x N x N``). Each image's scores depend on its own tokens
+        only, so one backward pass gives the k-th tag's gradient of every image."""
         visual = self.clip.visual
         block = visual.transformer.resblocks[-1]
-        text = torch.cat([self.class_text[list(tags)], self.background_text])
-        text = text / text.norm(dim=1, keepdim=True)
         with torch.enable_grad(), self._autocast():
             acts = block.ln_1(x).detach().requires_grad_(True)
             out, probs = attention(block.attn, acts)
@@ -186,33 +188,63 @@ class ClipES:
             with torch.autocast(self.clip.device.type, enabled=False):
                 pooled = pooled.float()
                 feature = pooled / pooled.norm(dim=1, keepdim=True)
-                scores = (self.logit_scale * feature @ text.T).softmax(dim=-1)[0]
+                scores = []
+                for b, image_tags in enumerate(tags):
+                    text = torch.cat([self.class_text[list(image_tags)], self.background_text])
+                    text = text / text.norm(dim=1, keepdim=True)
+                    scores.append((self.logit_scale * feature[b:b + 1] @ text.T).softmax(dim=-1)[0])
             with _threads_at_least_two():
-                grads = self._tag_gradients(scores, acts, len(tags))  # K x T x D
-        return grad_cam(acts[0, 1:], grads[:, 1:], grid), probs[0, 1:, 1:].detach().float()
+                grads = self._tag_gradients(scores, acts, [len(t) for t in tags])  # per image K x T x D
+        cams = [grad_cam(acts[b, 1:], g[:, 1:], grid) for b, g in enumerate(grads)]
+        return cams, probs[:, 1:, 1:].detach().float()
 
-    def _tag_gradients(self, scores: torch.Tensor, acts: torch.Tensor, num_tags: int) -> torch.Tensor:
+    def _tag_gradients(self, scores: list[torch.Tensor], acts: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+        """Per image ``b``, the gradients (``K_b x T x D``) of its first ``counts[b]`` scores."""
+        most = max(counts)
         if self.config.grad_mode == "batched":
-            one_hot = torch.eye(num_tags, scores.shape[0], dtype=scores.dtype, device=scores.device)
-            (grads,) = torch.autograd.grad(scores, acts, grad_outputs=one_hot, is_grads_batched=True)
-            return grads[:, 0]
-        return torch.stack([torch.autograd.grad(scores[k], acts, retain_graph=k < num_tags - 1)[0][0]
-                            for k in range(num_tags)])
+            flat = torch.cat(scores)
+            one_hot = torch.zeros(most, flat.shape[0], dtype=flat.dtype, device=flat.device)
+            start = 0
+            for image_scores, count in zip(scores, counts):
+                one_hot[torch.arange(count), start + torch.arange(count)] = 1
+                start += image_scores.shape[0]
+            (grads,) = torch.autograd.grad(flat, acts, grad_outputs=one_hot, is_grads_batched=True)
+            return [grads[:count, b] for b, count in enumerate(counts)]
+        per_tag = []
+        for k in range(most):
+            terms = [image_scores[k] for image_scores, count in zip(scores, counts) if count > k]
+            target = terms[0] if len(terms) == 1 else torch.stack(terms).sum()
+            per_tag.append(torch.autograd.grad(target, acts, retain_graph=k < most - 1)[0])
+        return [torch.stack([g[b] for g in per_tag[:count]]) for b, count in enumerate(counts)]
 
     def __call__(self, image: torch.Tensor, tags: Sequence[int], orig_size: tuple[int, int]) -> np.ndarray:
         """Refined CAMs ``K x H x W`` (float32, [0, 1], original image size) for ``tags``, in order."""
-        height, width = orig_size
-        if not tags:
-            return np.zeros((0, height, width), dtype=np.float32)
+        return self.batch(image[None], [tags], [orig_size])[0]
+
+    def batch(self, images: torch.Tensor, tags: Sequence[Sequence[int]],
+              orig_sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """:meth:`__call__` for ``B x 3 x H' x W'`` images of one input size: the trunk, the last
+        block and each tag's backward pass run once for all of them (a GPU sees a few large
+        operations instead of many small ones); the affinity refinement is per image."""
+        outputs: list = [np.zeros((0, height, width), dtype=np.float32) for height, width in orig_sizes]
+        chosen = [b for b, image_tags in enumerate(tags) if image_tags]
+        if not chosen:
+            return outputs
+        if len(chosen) < len(tags):
+            images, tags, sizes = images[chosen], [tags[b] for b in chosen], [orig_sizes[b] for b in chosen]
+        else:
+            sizes = list(orig_sizes)
         patch = self.clip.patch_size
-        grid = (image.shape[1] // patch, image.shape[2] // patch)
-        x, maps = self.trunk(image)
+        grid = (images.shape[2] // patch, images.shape[3] // patch)
+        x, maps = self.trunk(images)
         cams, last_attn = self.grad_cams(x, tags, grid)
         if self.clip.num_layers - 1 in self.affinity_layers:
             maps.append(last_attn)
-        trans = sinkhorn_transition(torch.stack(maps).mean(dim=0))
-        masks = torch.from_numpy(score_map_box_masks(cams, self.config.box_threshold)).to(trans.device)
-        cams_t = torch.from_numpy(cams).to(trans.device)
-        refined = refine_with_affinity(trans, cams_t.flatten(1), masks.flatten(1)).reshape(cams.shape)
-        refined = np.stack([minmax(m) for m in refined.cpu().numpy()])
-        return resize_maps(refined, orig_size)
+        for i, b in enumerate(chosen):
+            trans = sinkhorn_transition(torch.stack([m[i] for m in maps]).mean(dim=0))
+            masks = torch.from_numpy(score_map_box_masks(cams[i], self.config.box_threshold)).to(trans.device)
+            cams_t = torch.from_numpy(cams[i]).to(trans.device)
+            refined = refine_with_affinity(trans, cams_t.flatten(1), masks.flatten(1)).reshape(cams[i].shape)
+            refined = np.stack([minmax(m) for m in refined.cpu().numpy()])
+            outputs[b] = resize_maps(refined, sizes[i])
+        return outputs
