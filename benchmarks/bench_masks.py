@@ -5,7 +5,7 @@ ViT-B/16 shapes with random weights (or --pretrained PATH), 8 synthetic images o
 1-3 VOC tags each; times the CAM call on prepared tensors (decoding excluded), best of --repeats.
 Also reports how often each other precision's label maps equal fp32 ones. Not a test.
 
-    python benchmarks/bench_masks.py [--device cpu|cuda] [--threads N] [--workers 1 2] [--profile ROWS]
+    python benchmarks/bench_masks.py [--device cpu|cuda] [--threads N] [--workers 1 2] [--batch N] [--profile ROWS]
 """
 from __future__ import annotations
 
@@ -80,8 +80,26 @@ def time_cams(generator: ClipES, prepared, repeats: int) -> tuple[float, list[np
     return best, outputs
 
 
+def time_cam_batches(generator: ClipES, prepared, batch: int, repeats: int) -> float:
+    """Best-of-``repeats`` seconds per image when each image runs as ``batch`` copies of itself in
+    one :meth:`ClipES.batch` call (images of one size, as a GPU would group them)."""
+    calls = [(image.tensor[None].expand(batch, -1, -1, -1), [tags] * batch, [image.orig_size] * batch)
+             for image, tags in prepared]
+    generator.batch(*calls[0])  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for call in calls:
+            generator.batch(*call)
+        if generator.clip.device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - start) / (len(calls) * batch))
+    return best
+
+
 def bench_cams(clip: LoadedClip, text: torch.Tensor, num_classes: int, prepared, space: LabelSpace,
-               repeats: int, precisions: list[str], grad_modes: list[str], profile_rows: int = 0) -> list[np.ndarray]:
+               repeats: int, precisions: list[str], grad_modes: list[str], profile_rows: int = 0,
+               batch: int = 0) -> list[np.ndarray]:
     """Print the speed of each precision and gradient mode, and the bf16/fp32 label-map agreement
     (and, with ``profile_rows``, a profile of one image's CAMs); return the CAMs of the first
     combination."""
@@ -94,6 +112,9 @@ def bench_cams(clip: LoadedClip, text: torch.Tensor, num_classes: int, prepared,
             maps[precision] = [label_map(o.astype(np.float16).astype(np.float32), tags, space)
                                for o, (_, tags) in zip(outputs, prepared)]
             print(f"CAMs {precision} {grad_mode:7s}: {seconds:.3f} s/img  {1 / seconds:.2f} img/s")
+            if batch:
+                seconds = time_cam_batches(generator, prepared, batch, repeats)
+                print(f"CAMs {precision} {grad_mode:7s}, batches of {batch}: {seconds:.3f} s/img  {1 / seconds:.2f} img/s")
             if profile_rows:
                 image, tags = prepared[0]
                 profile_phases(lambda: generator(image.tensor, tags, image.orig_size), generator,
@@ -119,6 +140,8 @@ def main() -> None:
     p.add_argument("--skip-crf", action="store_true")
     p.add_argument("--crf-copies", type=int, default=2, help="CRF jobs = 8 images x this")
     p.add_argument("--skip-cams", action="store_true", help="CRF only (CAMs of the fp32 loop mode are still computed once)")
+    p.add_argument("--batch", type=int, default=0, metavar="N",
+                   help="also time CAMs in batches of N images of one size (N copies of each image)")
     p.add_argument("--profile", type=int, default=0, metavar="ROWS",
                    help="after each timing, profile one image: time per phase, host-device round trips and "
                         "the ROWS costliest operations")
@@ -143,7 +166,7 @@ def main() -> None:
             crf_cams = [generator(image.tensor, tags, image.orig_size) for image, tags in prepared]
         else:
             crf_cams = bench_cams(clip, text, len(names), prepared, space, args.repeats, args.precisions,
-                                  args.grad_modes, args.profile)
+                                  args.grad_modes, args.profile, args.batch)
 
         if args.skip_crf:
             return

@@ -15,7 +15,7 @@
 #    (c) bench_pipeline tf32 and bf16, (d) bench_tags, (e) bench_masks, (f) bench_attention
 #    (explicit vs fused attention at 714 and 720 tokens: why stage 1 ran slower in bf16 than
 #    fp32), all on cuda; d and e also profile one pass per mode (time per phase, host-device
-#    round trips, costliest kernels);
+#    round trips, costliest kernels), e also times stage 2's CAMs in batches of 16 of one size;
 # 3. writes everything under $OUT (at most 8 files come back): summary.md (machine, build and
 #    step results, the end of each step's output; also printed last), session.log (every step's
 #    full output), builds.log, pipeline_tf32.json, pipeline_bf16.json.
@@ -152,7 +152,7 @@ if [ "$DRY" = 1 ]; then
     PIPELINE_ARGS=(--device cpu --tiny --images 4 --batch-size 2 --ceiling-seconds 1)
     TAGS_ARGS=(--device cpu --tiny)
     ATTENTION_ARGS=(--device cpu --batch 2 --precisions fp32 bf16 --seconds 0.2)
-    MASKS_ARGS=(--device cpu --precisions fp32 --grad-modes loop --repeats 1 --skip-crf --profile 5)
+    MASKS_ARGS=(--device cpu --precisions fp32 --grad-modes loop --repeats 1 --skip-crf --profile 5 --batch 2)
     PIPELINE_PRECISIONS=${GPU_SESSION_PIPELINE_PRECISIONS:-"fp32"}  # the tools refuse tf32 on a CPU
     TEST_DEVICE=cpu
 else
@@ -160,7 +160,7 @@ else
     PIPELINE_ARGS=(--device cuda)
     TAGS_ARGS=(--device cuda)
     ATTENTION_ARGS=(--device cuda)
-    MASKS_ARGS=(--device cuda --workers 16 --precisions fp32 tf32 bf16 --profile 15)
+    MASKS_ARGS=(--device cuda --workers 16 --precisions fp32 tf32 bf16 --profile 15 --batch 16)
     # step c: tf32 is the issue's "fp32, TF32 allowed"; d and e time strict fp32 too
     PIPELINE_PRECISIONS=${GPU_SESSION_PIPELINE_PRECISIONS:-"tf32 bf16"}
     TEST_DEVICE=cuda  # step a: only the tests' CUDA cases (CI runs the rest)
