@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Stage 1's torch operations per image, by phase: what a GPU would launch (views aside). Prints figures.
 
-Counts every operation dispatched to a kernel (``TorchDispatchMode``) while TagCLIP scores 8
-synthetic VOC-sized images, one per pass and in one mixed pass, with the test suite's tiny
-12-layer CLIP (the count does not depend on the width) and the VOC preset's 45 text classes.
-``--gpu-branches`` takes, on the CPU, the branches a GPU takes (torch's resize kernel for the CWR
-crops, one product for DMAR's boxed columns), so a CPU-only machine can count what a GPU would run.
+Counts every operation dispatched to a kernel (``TorchDispatchMode``) while TagCLIP scores
+``bench_tags.py``'s 16 synthetic VOC-sized images, one per pass and in one mixed pass, with the
+test suite's tiny 12-layer CLIP (the count does not depend on the width) and the VOC preset's 45
+text classes. ``--gpu-branches`` takes, on the CPU, the branches a GPU takes (torch's resize
+kernel for the CWR crops, one product for DMAR's boxed columns), so a CPU-only machine can count
+what a GPU would run.
 
     python benchmarks/count_ops.py [--gpu-branches]
 """
@@ -14,35 +15,41 @@ from __future__ import annotations
 import argparse
 import collections
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import tagclip_cls.tagging.tagclip as tagclip_module
+from bench_tags import PHASES, TINY, VOC_SIZES, make_images
+from profiling import labelled_phases
 from tagclip_cls.core.images import prepare_image
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.core.random_weights import save_random_openai_checkpoint
 from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig
 
-SIZES = [(375, 500), (500, 375), (333, 500), (375, 500), (281, 500), (366, 500), (500, 500), (400, 500)]
-TINY = dict(vision_width=64, vision_layers=12, text_width=64, text_layers=2, embed_dim=32)
-PHASES = ("dense_forward", "dense_forward_mixed", "refine", "cwr_crops", "masked_class_probs")
-
 
 class OpCounter(TorchDispatchMode):
-    """Counts dispatched operations under the innermost phase name pushed on :attr:`phase`."""
+    """Counts dispatched operations under the innermost phase entered with :meth:`phase`."""
 
     def __init__(self) -> None:
         super().__init__()
         self.counts: collections.Counter = collections.Counter()
-        self.phase = ["other"]
+        self.phases = ["other"]
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.phases.append(name)
+        try:
+            yield
+        finally:
+            self.phases.pop()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[self.phase[-1]] += 1
+        self.counts[self.phases[-1]] += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -65,28 +72,15 @@ def main() -> None:
         torch.manual_seed(0)
         save_random_openai_checkpoint(checkpoint, **TINY)
         clip = load_clip(None, str(checkpoint), "cpu")
+        images = [prepare_image(path, clip.patch_size).tensor for path in make_images(Path(work), VOC_SIZES)]
     text = F.normalize(torch.randn(45, TINY["embed_dim"], generator=torch.Generator().manual_seed(0)), dim=-1)
     tagger = TagCLIP(clip, text, 20, TagConfig())
-    rng = np.random.default_rng(0)
-    images = []
-    for h, w in SIZES:
-        cells = rng.integers(0, 255, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
-        pixels = np.kron(cells, np.ones((8, 8, 1), dtype=np.uint8))[:h, :w]
-        images.append(prepare_image(Image.fromarray(pixels), clip.patch_size).tensor)
     counter = OpCounter()
-    for name in PHASES:
-        def phase(*a, _method=getattr(tagger, name), _name=name, **k):
-            counter.phase.append(_name)
-            try:
-                return _method(*a, **k)
-            finally:
-                counter.phase.pop()
-        setattr(tagger, name, phase)
     print(f"{'GPU' if args.gpu_branches else 'CPU'} branches, {len(images)} images, 45 text classes")
     for label, batches in [("one image per pass", [[i] for i in range(len(images))]),
                            (f"one mixed pass of {len(images)}", [list(range(len(images)))])]:
         counter.counts.clear()
-        with counter:
+        with labelled_phases(tagger, PHASES, counter.phase), counter:
             for batch in batches:
                 tagger.score([images[i] for i in batch])
         per_image = {phase: round(n / len(images)) for phase, n in counter.counts.items()}
