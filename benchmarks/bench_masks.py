@@ -65,36 +65,22 @@ def random_vitb16(device: str) -> LoadedClip:
     return LoadedClip(model=model, tokenizer=open_clip.get_tokenizer("ViT-B-16"), name="random ViT-B/16")
 
 
-def time_cams(generator: ClipES, prepared, repeats: int) -> tuple[float, list[np.ndarray]]:
-    """Best-of-``repeats`` seconds per image over the set, and the last run's CAMs."""
-    generator(prepared[0][0].tensor, prepared[0][1], prepared[0][0].orig_size)  # warm-up
-    best, outputs = float("inf"), []
-    for _ in range(repeats):
-        outputs = []
-        start = time.perf_counter()
-        for image, tags in prepared:
-            outputs.append(generator(image.tensor, tags, image.orig_size))
-        if generator.clip.device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - start) / len(prepared))
-    return best, outputs
-
-
-def time_cam_batches(generator: ClipES, prepared, batch: int, repeats: int) -> float:
-    """Best-of-``repeats`` seconds per image when each image runs as ``batch`` copies of itself in
-    one :meth:`ClipES.batch` call (images of one size, as a GPU would group them)."""
+def time_cams(generator: ClipES, prepared, repeats: int, batch: int = 1) -> tuple[float, list[np.ndarray]]:
+    """Best-of-``repeats`` seconds per image over the set, and the last run's CAMs (of each
+    image's first copy). Each image runs as ``batch`` copies of itself in one :meth:`ClipES.batch`
+    call: 1 is one image per call, as the tool runs; more is images of one size, as a GPU would
+    group them."""
     calls = [(image.tensor[None].expand(batch, -1, -1, -1), [tags] * batch, [image.orig_size] * batch)
              for image, tags in prepared]
     generator.batch(*calls[0])  # warm-up
-    best = float("inf")
+    best, outputs = float("inf"), []
     for _ in range(repeats):
         start = time.perf_counter()
-        for call in calls:
-            generator.batch(*call)
+        outputs = [generator.batch(*call)[0] for call in calls]
         if generator.clip.device.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, (time.perf_counter() - start) / (len(calls) * batch))
-    return best
+    return best, outputs
 
 
 def bench_cams(clip: LoadedClip, text: torch.Tensor, num_classes: int, prepared, space: LabelSpace,
@@ -113,7 +99,7 @@ def bench_cams(clip: LoadedClip, text: torch.Tensor, num_classes: int, prepared,
                                for o, (_, tags) in zip(outputs, prepared)]
             print(f"CAMs {precision} {grad_mode:7s}: {seconds:.3f} s/img  {1 / seconds:.2f} img/s")
             if batch:
-                seconds = time_cam_batches(generator, prepared, batch, repeats)
+                seconds, _ = time_cams(generator, prepared, repeats, batch)
                 print(f"CAMs {precision} {grad_mode:7s}, batches of {batch}: {seconds:.3f} s/img  {1 / seconds:.2f} img/s")
             if profile_rows:
                 image, tags = prepared[0]
