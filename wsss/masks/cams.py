@@ -230,10 +230,7 @@ class ClipES:
         chosen = [b for b, image_tags in enumerate(tags) if image_tags]
         if not chosen:
             return outputs
-        if len(chosen) < len(tags):
-            images, tags, sizes = images[chosen], [tags[b] for b in chosen], [orig_sizes[b] for b in chosen]
-        else:
-            sizes = list(orig_sizes)
+        images, tags, sizes = images[chosen], [tags[b] for b in chosen], [orig_sizes[b] for b in chosen]
         patch = self.clip.patch_size
         grid = (images.shape[2] // patch, images.shape[3] // patch)
         x, maps = self.trunk(images)
