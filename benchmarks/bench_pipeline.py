@@ -57,8 +57,7 @@ from tagclip_cls.core.vit import class_token_features  # noqa: E402
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory  # noqa: E402
 from tagclip_cls.runtime.denormals import flush_denormals  # noqa: E402
 from tagclip_cls.runtime.precision import PRECISIONS, precision_autocast  # noqa: E402
-from tagclip_cls.tagging import BATCHINGS  # noqa: E402
-from tagclip_cls.tagging.run import default_batching  # noqa: E402
+from tagclip_cls.core.batches import BATCHINGS, default_batching  # noqa: E402
 
 # (height, width) and share of the images; the rest are drawn from OTHER_SIDES
 VOC_MIX = [((375, 500), 0.40), ((500, 375), 0.15), ((333, 500), 0.10), ((500, 333), 0.05)]

@@ -34,7 +34,7 @@ from tagclip_cls.core.models import load_clip
 from tagclip_cls.core.presets import load_preset
 from tagclip_cls.core.images import prepare_image
 from tagclip_cls.core.random_weights import save_random_openai_checkpoint
-from tagclip_cls.tagging.runner import ImageEntry, plan_batches
+from tagclip_cls.core.batches import ImageEntry, plan_batches
 from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig
 from tagclip_cls.core.text import load_templates, text_embeddings
 

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
 from tagclip_cls.runtime.cli import (ToolParser, add_class_arguments, add_console_arguments,  # noqa: E402
                                      add_device_arguments, add_weight_arguments, options_from_args, run_cli)
-from tagclip_cls.tagging import BATCHINGS, METHODS  # noqa: E402
+from tagclip_cls.core.batches import BATCHINGS  # noqa: E402
+from tagclip_cls.tagging import METHODS  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

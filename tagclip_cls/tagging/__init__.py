@@ -3,5 +3,3 @@
 :mod:`.metrics` (mAP, F1)."""
 
 METHODS = ("tagclip", "dmar", "coarse", "global")  # the full method and the paper's ablations
-# how stage 1 groups images into forward passes: by exact input grid, or any sizes padded and masked
-BATCHINGS = ("grid", "mixed")

@@ -6,16 +6,15 @@ from dataclasses import asdict, dataclass
 
 
 from tagclip_cls.runtime.distributed import device_for_rank, rank_info
-from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.runtime.denormals import flush_denormals
 from tagclip_cls.runtime.overlap import read_threads
 from tagclip_cls.runtime.precision import resolve_attention
 from tagclip_cls.runtime.setup import check_device_and_output, check_run_config, share_cpu_threads
+from tagclip_cls.core.batches import check_batching, default_batching
 from tagclip_cls.core.presets import make_preset
 from tagclip_cls.core.images import DEFAULT_MAX_SIDE
 from tagclip_cls.formats.tags import TagFolder
-from tagclip_cls.tagging import BATCHINGS
 from tagclip_cls.tagging.api import Tagger, tag_config
 from tagclip_cls.tagging.runner import collect_entries, tag_images
 
@@ -46,20 +45,10 @@ class TagRunOptions:
     progress: bool = True
 
 
-def default_batching(device: str) -> str:
-    """``mixed`` on a GPU, where fuller batches pay; ``grid`` on a CPU, where the padding of a
-    mixed batch is paid in full (ViT-B/16 on the 2-core Xeon: 0.38 images/s mixed against 0.45
-    grid, batch 8, VOC sizes)."""
-    return "grid" if device.split(":")[0] == "cpu" else "mixed"
-
-
 def run_stage1(opts: TagRunOptions) -> dict | None:
     """Tag the images of ``opts``; returns the metrics on rank 0 when the split has labels."""
-    if opts.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
     batching = opts.batching or default_batching(opts.device)
-    if batching not in BATCHINGS:
-        raise UserError(f"--batching must be one of {', '.join(BATCHINGS)}, not {batching!r}")
+    check_batching(opts.batch_size, batching)
     rank = rank_info()
     check_device_and_output(opts.device, opts.precision, opts.out)
     if rank.world_size > 1 and not opts.device.startswith("cuda"):

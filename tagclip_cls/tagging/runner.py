@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -23,61 +22,13 @@ from tagclip_cls.runtime.setup import check_run_config
 from tagclip_cls.runtime.atomic_io import write_json_atomic
 from tagclip_cls.tagging.metrics import classification_metrics, format_summary
 from tagclip_cls.runtime.overlap import BackgroundWriter, read_ahead
-from tagclip_cls.core.images import (PreparedImage, find_image, list_images, model_input_size,
-                         read_image_size)
+from tagclip_cls.core.batches import Batch, ImageEntry, plan_batches
+from tagclip_cls.core.images import PreparedImage, find_image, list_images
 from tagclip_cls.formats.splits import read_split
 from tagclip_cls.formats.tags import TagFolder, tag_record
 from tagclip_cls.tagging.api import Tagger
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ImageEntry:
-    image_id: str
-    path: Path
-    labels: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Images computed together: of one model input size, or of several with ``mixed`` batching."""
-
-    entries: tuple[ImageEntry, ...]
-
-
-def plan_batches(entries: Sequence[ImageEntry], patch: int, max_side: int | None, batch_size: int,
-                 strict: bool, batching: str = "grid") -> tuple[list[Batch], dict[str, str]]:
-    """Split the images into batches; only file headers are read.
-
-    ``grid`` (default): each batch holds images of one model input size (input order within a
-    size). ``mixed``: any sizes share a batch (one padded, masked pass, see
-    :meth:`TagCLIP.dense_forward_mixed`); images are sorted by token count (then grid, then input
-    order) so that the padding stays small and images of one grid stay together. Returns the
-    batches and, for unreadable files, the reasons they are skipped (raises instead when
-    ``strict``).
-    """
-    sized: list[tuple[tuple[int, int], ImageEntry]] = []
-    skipped: dict[str, str] = {}
-    for entry in entries:
-        try:
-            height, width = read_image_size(entry.path)
-        except UserError as err:
-            if strict:
-                raise
-            skipped[entry.image_id] = str(err)
-            continue
-        sized.append((model_input_size(height, width, patch, max_side), entry))
-    if batching == "mixed":
-        ordered = [entry for _, entry in sorted(sized, key=lambda item: (item[0][0] * item[0][1], item[0]))]
-        groups = [ordered]
-    else:
-        by_size: dict[tuple[int, int], list[ImageEntry]] = {}
-        for size, entry in sized:
-            by_size.setdefault(size, []).append(entry)
-        groups = list(by_size.values())
-    batches = [Batch(tuple(group[i:i + batch_size])) for group in groups for i in range(0, len(group), batch_size)]
-    return batches, skipped
 
 
 class PartFile:
@@ -142,7 +93,8 @@ def tag_images(tagger: Tagger, entries: Sequence[ImageEntry], out_dir: str | os.
     """Tag ``entries`` into ``out_dir``; returns the metrics (when labels are known) on rank 0.
     ``loader_threads`` decode the next batches while the model runs (worth it next to a GPU), and
     then the finished batches are appended to the part file in the background;
-    ``batching="mixed"`` lets images of different sizes share a batch (see :func:`plan_batches`).
+    ``batching="mixed"`` lets images of different sizes share a batch (see
+    :func:`~tagclip_cls.core.batches.plan_batches`).
 
     ``run_config`` describes what produces the scores (model, classes, method, ...): resuming
     into a folder written with a different one is refused.
