@@ -116,8 +116,8 @@ def test_one_forward_for_all_tags_equals_one_forward_per_tag(tiny_clip, texts, g
     image = torch.randn(3, 48, 80)
     tags = [0, 2, 3]
     gen = ClipES(tiny_clip, *texts, CamConfig(grad_mode=grad_mode))
-    x, _ = gen.trunk(image[None])
-    (cams,), _ = gen.grad_cams(x, [tags], (3, 5))
+    x, _, _ = gen.trunk(image[None])
+    (cams,), _ = gen.grad_cams(x, [tags], [(3, 5)])
     for k, tag in enumerate(tags):
         ref = _reference_grad_cam(tiny_clip, *texts, image, tags, tag).reshape(3, 5)
         np.testing.assert_allclose(cams[k], ref.numpy(), atol=1e-5, rtol=0)
@@ -161,3 +161,23 @@ def test_bf16_close_to_fp32(tiny_clip, texts):
     low = ClipES(tiny_clip, *texts, CamConfig(precision="bf16"))(image, [0, 1], (64, 64))
     assert low.dtype == np.float32 and np.isfinite(low).all()
     assert np.abs(low - ref).mean() < 0.1
+
+
+@pytest.mark.parametrize("grad_mode", ["loop", "batched"])
+@pytest.mark.parametrize("attention", ["exact", "fused"])
+def test_a_batch_of_several_sizes_equals_each_image_alone(tiny_clip, texts, grad_mode, attention):
+    """Images of different grids (the widest, the tallest and the longest sequence are three
+    different images, and two grids have one token count) in one padded, masked pass: each
+    image's CAMs as when it runs alone; padding enters no attention, mean, affinity or Grad-CAM."""
+    g = torch.Generator().manual_seed(6)
+    grids = [(3, 5), (6, 2), (2, 7), (4, 4), (5, 3), (3, 5)]
+    images = [torch.randn(3, gh * 16, gw * 16, generator=g) for gh, gw in grids]
+    tags = [[0, 2], [1], [3, 0, 2], [], [2], [1, 3]]
+    sizes = [(gh * 16 - 3, gw * 16 + 5) for gh, gw in grids]
+    gen = ClipES(tiny_clip, *texts, CamConfig(grad_mode=grad_mode, attention=attention))
+    together = gen.batch(images, tags, sizes)
+    for b, image in enumerate(images):
+        alone = gen(image, tags[b], sizes[b])
+        assert together[b].shape == alone.shape == (len(tags[b]), *sizes[b])
+        np.testing.assert_allclose(together[b], alone, atol=1e-4, rtol=0, err_msg=f"image {b}")
+        assert len(tags[b]) == 0 or alone.max() > 0.5

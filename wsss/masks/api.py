@@ -145,12 +145,10 @@ class MaskGenerator:
         return self.model(image.tensor, list(tags), image.orig_size)
 
     def cams_batch(self, images: Sequence[PreparedImage], tags: Sequence[Sequence[int]]) -> list[np.ndarray]:
-        """:meth:`cams` for prepared images of one input size in one pass (:meth:`ClipES.batch`), the
-        form a GPU runs fastest; the CAMs equal one-by-one ones up to float rounding (1e-4)."""
-        if len({image.tensor.shape for image in images}) > 1:
-            raise ValueError("cams_batch needs images of one input size (prepare them with the same max_side "
-                             "and group them by tensor shape)")
-        return self.model.batch(torch.stack([image.tensor for image in images]), [list(t) for t in tags],
+        """:meth:`cams` for several prepared images in one pass (:meth:`ClipES.batch`), the form a
+        GPU runs fastest. Images of different sizes are padded to the longest and masked; the
+        CAMs equal one-by-one ones up to float rounding (1e-4)."""
+        return self.model.batch([image.tensor for image in images], [list(t) for t in tags],
                                 [image.orig_size for image in images])
 
     def label_map(self, stored_cams: np.ndarray, tags: Sequence[int]) -> np.ndarray:

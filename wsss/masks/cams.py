@@ -5,7 +5,9 @@ the affinity layers; the last block runs separately and differentiably from the 
 ``ln_1`` (the Grad-CAM layer). The scores are the softmax over [the image's tags; background
 words] of the logits of the mean patch token. The gradients of all tags' scores come from the
 same forward (one small backward per tag on the last block, or one batched backward), so an
-image costs one pass through the network whatever its number of tags.
+image costs one pass through the network whatever its number of tags. Several images share
+that pass (:meth:`ClipES.batch`); images of different sizes are padded to the longest token
+sequence, with a key mask that keeps the padding out of every real token's attention.
 
 Refinement (CLIP-ES, step 3): the mean attention of the affinity layers is
 Sinkhorn-normalised (columns then rows, three rounds), symmetrised and squared once per image;
@@ -30,8 +32,8 @@ import torch
 
 from tagclip_cls.core.boxes import score_map_box_masks
 from tagclip_cls.core.models import LoadedClip
-from tagclip_cls.core.vit import attention, block_forward, embed
-from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS, precision_autocast
+from tagclip_cls.core.vit import attention, block_forward, embed, pad_tokens
+from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS, autocast_dtype_name, precision_autocast
 from wsss.masks import GRAD_MODES
 
 CAM_TEMPLATE = "a clean origami {}."
@@ -56,6 +58,20 @@ class CamConfig:
             raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {self.attention!r}")
         if self.grad_mode not in GRAD_MODES:
             raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {self.grad_mode!r}")
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Where the real tokens of a batch are: ``mask`` (additive, on the keys) and ``lengths``
+    (real patch tokens per image, padding after them) for a padded batch of several sizes;
+    ``None`` both when every token is real."""
+
+    mask: torch.Tensor | None = None
+    lengths: list[int] | None = None
+
+    def counts(self, batch: int, patches: int) -> list[int]:
+        """The real patch tokens of each of the ``batch`` images (``patches`` each when unpadded)."""
+        return self.lengths if self.lengths is not None else [patches] * batch
 
 
 def minmax(x: np.ndarray) -> np.ndarray:
@@ -155,36 +171,48 @@ class ClipES:
         return precision_autocast(self.config.precision, self.clip.device.type)
 
     @torch.no_grad()
-    def trunk(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Layers ``0..L-2`` on ``B x 3 x H' x W'`` images of one size: tokens ``B x T x D`` and the
-        head-averaged attention (``B x N x N``, class token dropped) of those among the affinity
-        layers."""
+    def trunk(self, images: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], Tokens]:
+        """Layers ``0..L-2`` on ``B x 3 x H' x W'`` images of one size, or on ``3 x H' x W'``
+        images of several (one padded pass: :func:`~tagclip_cls.core.vit.pad_tokens`, each image
+        embedded with its own grid's positional table): tokens ``B x T x D``, the head-averaged
+        attention (``B x N x N``, class token dropped) of those among the affinity layers, and
+        where each image's real tokens are."""
         visual = self.clip.visual
         blocks = visual.transformer.resblocks
         with self._autocast():
-            x = embed(visual, images.to(self.clip.device), self.config.round_fp16_pos)
+            if isinstance(images, torch.Tensor):
+                x, tokens = embed(visual, images.to(self.clip.device), self.config.round_fp16_pos), Tokens()
+            else:
+                sequences = [embed(visual, image[None].to(self.clip.device), self.config.round_fp16_pos)
+                             for image in images]
+                x, mask = pad_tokens(sequences, getattr(torch, autocast_dtype_name(self.config.precision) or "float32"))
+                tokens = Tokens(mask, [seq.shape[1] - 1 for seq in sequences] if mask is not None else None)
             maps = []
             for index, block in enumerate(blocks[:-1]):
                 keep = index in self.affinity_layers
-                x, probs = block_forward(block, x, need_probs=keep, fused=self.config.attention == "fused")
+                x, probs = block_forward(block, x, tokens.mask, need_probs=keep, fused=self.config.attention == "fused")
                 if keep:
                     maps.append(probs[:, 1:, 1:].float())
-        return x, maps
+        return x, maps, tokens
 
-    def grad_cams(self, x: torch.Tensor, tags: Sequence[Sequence[int]], grid: tuple[int, int]
-                  ) -> tuple[list[np.ndarray], torch.Tensor]:
+    def grad_cams(self, x: torch.Tensor, tags: Sequence[Sequence[int]], grids: Sequence[tuple[int, int]],
+                  tokens: Tokens = Tokens()) -> tuple[list[np.ndarray], torch.Tensor]:
         """Per image, the Grad-CAMs ``K x gh x gw`` in [0, 1] of its tags' softmax scores, from the
-        last block run on ``x`` (the trunk's tokens, ``B x T x D``), and that block's
-        head-averaged attention (``B x N x N``). Each image's scores depend on its own tokens
-        only, so one backward pass gives the k-th tag's gradient of every image."""
+        last block run on ``x`` (the trunk's tokens, ``B x T x D``, laid out as ``tokens`` says),
+        and that block's head-averaged attention (``B x N x N``). Each image's scores depend on
+        its own tokens only, so one backward pass gives the k-th tag's gradient of every image."""
         visual = self.clip.visual
         block = visual.transformer.resblocks[-1]
         with torch.enable_grad(), self._autocast():
             acts = block.ln_1(x).detach().requires_grad_(True)
-            out, probs = attention(block.attn, acts)
+            out, probs = attention(block.attn, acts, tokens.mask)
             y = x + block.ls_1(out)
             y = y + block.ls_2(block.mlp(block.ln_2(y)))
-            pooled = visual.ln_post(y)[:, 1:].mean(dim=1) @ visual.proj
+            patches = visual.ln_post(y)[:, 1:]
+            if tokens.lengths is None:
+                pooled = patches.mean(dim=1) @ visual.proj
+            else:  # each image's mean over its own patches, the padding left out
+                pooled = torch.stack([patches[b, :n].mean(dim=0) for b, n in enumerate(tokens.lengths)]) @ visual.proj
             with torch.autocast(self.clip.device.type, enabled=False):
                 pooled = pooled.float()
                 feature = pooled / pooled.norm(dim=1, keepdim=True)
@@ -195,7 +223,8 @@ class ClipES:
                     scores.append((self.logit_scale * feature[b:b + 1] @ text.T).softmax(dim=-1)[0])
             with _threads_at_least_two():
                 grads = self._tag_gradients(scores, acts, [len(t) for t in tags])  # per image K x T x D
-        cams = [grad_cam(acts[b, 1:], g[:, 1:], grid) for b, g in enumerate(grads)]
+        cams = [grad_cam(acts[b, 1:1 + n], g[:, 1:1 + n], grid)
+                for b, (g, grid, n) in enumerate(zip(grads, grids, tokens.counts(len(grads), acts.shape[1] - 1)))]
         return cams, probs[:, 1:, 1:].detach().float()
 
     def _tag_gradients(self, scores: list[torch.Tensor], acts: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
@@ -221,24 +250,27 @@ class ClipES:
         """Refined CAMs ``K x H x W`` (float32, [0, 1], original image size) for ``tags``, in order."""
         return self.batch(image[None], [tags], [orig_size])[0]
 
-    def batch(self, images: torch.Tensor, tags: Sequence[Sequence[int]],
+    def batch(self, images: torch.Tensor | Sequence[torch.Tensor], tags: Sequence[Sequence[int]],
               orig_sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        """:meth:`__call__` for ``B x 3 x H' x W'`` images of one input size: the trunk, the last
-        block and each tag's backward pass run once for all of them (a GPU sees a few large
-        operations instead of many small ones); the affinity refinement is per image."""
+        """:meth:`__call__` for several images in one pass: the trunk, the last block and each tag's
+        backward pass run once for all of them (a GPU sees a few large operations instead of
+        many small ones); the affinity refinement is per image. ``images``: ``B x 3 x H' x W'``,
+        or ``3 x H' x W'`` tensors whose sizes may differ (padded and masked, see :meth:`trunk`;
+        tensors of one size are stacked as they are)."""
         outputs: list = [np.zeros((0, height, width), dtype=np.float32) for height, width in orig_sizes]
         chosen = [b for b, image_tags in enumerate(tags) if image_tags]
         if not chosen:
             return outputs
-        images, tags, sizes = images[chosen], [tags[b] for b in chosen], [orig_sizes[b] for b in chosen]
+        images = [images[b] for b in chosen]
+        tags, sizes = [tags[b] for b in chosen], [orig_sizes[b] for b in chosen]
         patch = self.clip.patch_size
-        grid = (images.shape[2] // patch, images.shape[3] // patch)
-        x, maps = self.trunk(images)
-        cams, last_attn = self.grad_cams(x, tags, grid)
+        grids = [(image.shape[1] // patch, image.shape[2] // patch) for image in images]
+        x, maps, tokens = self.trunk(torch.stack(images) if len(set(grids)) == 1 else images)
+        cams, last_attn = self.grad_cams(x, tags, grids, tokens)
         if self.clip.num_layers - 1 in self.affinity_layers:
             maps.append(last_attn)
-        for i, b in enumerate(chosen):
-            trans = sinkhorn_transition(torch.stack([m[i] for m in maps]).mean(dim=0))
+        for i, (b, n) in enumerate(zip(chosen, tokens.counts(len(chosen), x.shape[1] - 1))):
+            trans = sinkhorn_transition(torch.stack([m[i, :n, :n] for m in maps]).mean(dim=0))
             masks = torch.from_numpy(score_map_box_masks(cams[i], self.config.box_threshold)).to(trans.device)
             cams_t = torch.from_numpy(cams[i]).to(trans.device)
             refined = refine_with_affinity(trans, cams_t.flatten(1), masks.flatten(1)).reshape(cams[i].shape)
