@@ -8,7 +8,7 @@ folder, then runs as subprocesses, as a user would:
 
 * stage 1: ``tools/gen_tags.py --dataset voc2007``;
 * stage 2: ``tools/gen_pseudo_masks.py --dataset voc2012``, without and with ``--crf``
-  (``--crf-backend``, default torch: the CRF then runs straight after each image's CAMs). Its
+  (``--crf-backend``, default torch: the CRF then runs straight after each batch's CAMs). Its
   tags are 1-3 random VOC classes per image, not stage 1's: tags from random weights mean
   nothing, and their number sets stage 2's cost.
 
@@ -20,7 +20,7 @@ tools (2 images) fill ``--cache-dir`` first, and each timed run's log is checked
 hit. Last, the ceiling: the plain ViT-B/16 image forward (patch embedding with the positional
 table resized as the tools do, the transformer blocks with scaled-dot-product attention, pooled
 projection; no attention maps, no gradients; checked against open_clip's own forward) at 384x512,
-batch ``--batch-size``, in ``--precision``.
+batch ``--batch-size``, in ``--precision``. Both tools get ``--batch-size`` and ``--batching``.
 
 Prints a markdown table and writes the same as JSON with ``--json PATH``. Not a test. A CPU
 needs small runs (ViT-B/16 takes seconds per image there):
@@ -202,8 +202,8 @@ def common_flags(args: argparse.Namespace, checkpoint: Path, cache: Path) -> lis
             "--precision", args.precision, "--no-progress"]
 
 
-def tag_flags(args: argparse.Namespace) -> list[str]:
-    """Stage 1's batching flags (the warm-up uses them too: its run_config then matches)."""
+def batch_flags(args: argparse.Namespace) -> list[str]:
+    """Both stages' batching flags (the warm-up uses them too: its recorded settings then match)."""
     return ["--batch-size", str(args.batch_size), "--batching", args.batching]
 
 
@@ -214,7 +214,7 @@ def run_stage1(args: argparse.Namespace, work: Path, flags: list[str], images: i
     start = time.time()
     with PartFilePoller(out / "parts" / "rank-0-of-1.jsonl") as poller:
         total = run_tool(["tools/gen_tags.py", "--img-root", str(work / "images"), "--dataset", "voc2007",
-                          "--out", str(out), *flags, *tag_flags(args)], log)
+                          "--out", str(out), *flags, *batch_flags(args)], log)
     return stage_result(f"stage 1 tags, batch {args.batch_size} {args.batching}", start, total, poller.events,
                         images, log)
 
@@ -226,11 +226,12 @@ def run_stage2(args: argparse.Namespace, work: Path, flags: list[str], ids: list
     crf_flags = ["--crf", "--crf-backend", args.crf_backend, "--crf-workers", str(args.crf_workers)] if crf else []
     start = time.time()
     total = run_tool(["tools/gen_pseudo_masks.py", "--img-root", str(work / "images"), "--tags", str(work / "tags.txt"),
-                      "--dataset", "voc2012", "--out", str(out), *flags, *crf_flags], log)
+                      "--dataset", "voc2012", "--out", str(out), *flags, *batch_flags(args), *crf_flags], log)
     # each image's last file: the label PNG, or with --crf the CRF mask (written atomically: mtime = done)
     final = out / ("masks_crf" if crf else "masks")
     events = [(p.stat().st_mtime, 1) for p in final.glob("*.png")]
-    label = f"stage 2 masks + CRF ({args.crf_backend})" if crf else "stage 2 masks (CAMs, no CRF)"
+    batches = f"batch {args.batch_size} {args.batching}"
+    label = f"stage 2 masks + CRF ({args.crf_backend}), {batches}" if crf else f"stage 2 masks (CAMs, no CRF), {batches}"
     return stage_result(label, start, total, events, len(ids), log)
 
 
@@ -241,10 +242,11 @@ def warm_up(args: argparse.Namespace, work: Path, flags: list[str], ids: list[st
     (work / "warmup_tags.txt").write_text(
         "".join(line + "\n" for line in (work / "tags.txt").read_text().splitlines()[:WARMUP_IMAGES]))
     run_tool(["tools/gen_tags.py", "--img-root", str(work / "images"), "--split", str(work / "warmup_split.txt"),
-              "--dataset", "voc2007", "--out", str(work / "warmup1"), *flags, *tag_flags(args)],
+              "--dataset", "voc2007", "--out", str(work / "warmup1"), *flags, *batch_flags(args)],
              work / "warmup1.log")
     run_tool(["tools/gen_pseudo_masks.py", "--img-root", str(work / "images"), "--tags",
-              str(work / "warmup_tags.txt"), "--dataset", "voc2012", "--out", str(work / "warmup2"), *flags],
+              str(work / "warmup_tags.txt"), "--dataset", "voc2012", "--out", str(work / "warmup2"), *flags,
+              *batch_flags(args)],
              work / "warmup2.log")
 
 
@@ -330,9 +332,9 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--batch-size", type=int, default=32, help="stage 1's batch and the ceiling's")
+    p.add_argument("--batch-size", type=int, default=32, help="both stages' --batch-size, and the ceiling's batch")
     p.add_argument("--batching", choices=BATCHINGS,
-                   help="stage 1's --batching (default: the tool's for --device: mixed on a GPU, grid on a CPU)")
+                   help="both stages' --batching (default: the tools' for --device: mixed on a GPU, grid on a CPU)")
     p.add_argument("--crf-backend", choices=["torch", "pydensecrf"], default="torch",
                    help="stage 2's CRF (pydensecrf runs after all CAMs: its start-up then includes them)")
     p.add_argument("--crf-workers", type=int, default=1, help="pydensecrf processes")

@@ -4,6 +4,7 @@
     python tools/gen_pseudo_masks.py --img-root DIR --tags STAGE1_DIR|FILE (--dataset NAME | --classes FILE
         [--background FILE]) [--pretrained openai|PATH] --out OUT_DIR [--crf] [--device cpu|cuda]
         [--crf-backend torch|pydensecrf] [--crf-workers N] [--precision fp32|tf32|bf16|fp16]
+        [--batch-size N] [--batching grid|mixed]
 
 --tags is stage 1's output folder (its tags.txt is read) or any file of 'ID label label ...' lines
 (e.g. ground-truth labels).
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.formats.tags import tags_split_file  # noqa: E402
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import (ToolParser, add_class_arguments, add_console_arguments,  # noqa: E402
+from tagclip_cls.runtime.cli import (ToolParser, add_batch_arguments, add_class_arguments, add_console_arguments,  # noqa: E402
                                      add_device_arguments, add_weight_arguments, options_from_args, run_cli)
 from wsss.crf import CRF_BACKENDS  # noqa: E402
 from wsss.masks import CRF_IMAGE_MODES, GRAD_MODES  # noqa: E402
@@ -35,6 +36,7 @@ def parse_args() -> argparse.Namespace:
     add_weight_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
     add_device_arguments(p)
+    add_batch_arguments(p)
     p.add_argument("--grad-mode", choices=GRAD_MODES, default="loop",
                    help="per-tag gradients: one backward per tag on the last block, or one batched backward")
     p.add_argument("--box-threshold", type=float,

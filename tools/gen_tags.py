@@ -16,9 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import (ToolParser, add_class_arguments, add_console_arguments,  # noqa: E402
+from tagclip_cls.runtime.cli import (ToolParser, add_batch_arguments, add_class_arguments, add_console_arguments,  # noqa: E402
                                      add_device_arguments, add_weight_arguments, options_from_args, run_cli)
-from tagclip_cls.core.batches import BATCHINGS  # noqa: E402
 from tagclip_cls.tagging import METHODS  # noqa: E402
 
 
@@ -30,10 +29,7 @@ def parse_args() -> argparse.Namespace:
     add_weight_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
     add_device_arguments(p)
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
-    p.add_argument("--batching", choices=BATCHINGS, default=argparse.SUPPRESS,
-                   help="grid: a pass holds images of one input grid; mixed: any sizes, padded and masked "
-                        "(default: mixed on a GPU, grid on a CPU)")
+    add_batch_arguments(p)
     p.add_argument("--method", choices=METHODS, default="tagclip",
                    help="tagclip (DMAR+CWR), dmar (no CWR), coarse (neither), global (plain CLIP)")
     p.add_argument("--max-side", type=int, default=argparse.SUPPRESS,

@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import (ToolParser, add_cfg_options_argument, add_class_arguments,  # noqa: E402
-                                     add_console_arguments, add_device_arguments, add_weight_arguments,
-                                     cfg_options_dict, options_from_args, run_cli)
+from tagclip_cls.runtime.cli import (ToolParser, add_batch_arguments, add_cfg_options_argument,  # noqa: E402
+                                     add_class_arguments, add_console_arguments, add_device_arguments,
+                                     add_weight_arguments, cfg_options_dict, options_from_args, run_cli)
 from tagclip_cls.tagging import METHODS  # noqa: E402
 from wsss.crf import CRF_BACKENDS  # noqa: E402
 from wsss.masks import CRF_IMAGE_MODES  # noqa: E402
@@ -36,7 +36,7 @@ def parse_args() -> argparse.Namespace:
     add_weight_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
     add_device_arguments(p, what="stages 1 and 2")
-    p.add_argument("--batch-size", type=int, default=1, help="stage 1 batch size")
+    add_batch_arguments(p)
     p.add_argument("--method", choices=METHODS, default="tagclip",
                    help="stage 1: tagclip (DMAR+CWR), dmar (no CWR), coarse (neither), global (plain CLIP)")
     p.add_argument("--no-crf", action="store_true", help="no dense CRF; stage 3 trains on the raw masks")

@@ -14,6 +14,7 @@ from typing import Any, Callable, NoReturn, TypeVar
 
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory
 from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.core.batches import BATCHINGS
 from tagclip_cls.core.presets import available_presets
 from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS
 
@@ -105,6 +106,14 @@ def add_device_arguments(parser: argparse.ArgumentParser, what: str = "the CLIP 
                         help="exact: explicit softmax in every layer, as published; fused: "
                              "scaled_dot_product_attention in the layers whose attention weights nobody reads "
                              "(default: fused on a GPU, exact on a CPU)")
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--batch-size`` and ``--batching``, meaning the same in both CLIP stages."""
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    parser.add_argument("--batching", choices=BATCHINGS, default=argparse.SUPPRESS,
+                        help="grid: a pass holds images of one input grid; mixed: any sizes, padded and masked "
+                             "(default: mixed on a GPU, grid on a CPU)")
 
 
 def add_console_arguments(parser: argparse.ArgumentParser) -> None:

@@ -53,7 +53,8 @@ class PipelineOptions:
     device: str = "cpu"
     precision: str = "fp32"
     attention: str | None = None  # None: see runtime.precision.resolve_attention
-    batch_size: int = 1
+    batch_size: int = 1  # both CLIP stages
+    batching: str | None = None  # both CLIP stages; None: core.batches.default_batching
     method: str = "tagclip"
     crf: bool = True
     crf_image: str = "published"
@@ -142,7 +143,7 @@ def _stage1(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> St
                              classes=opts.classes, background=opts.background, split=opts.split,
                              model=opts.model, pretrained=opts.pretrained, device=opts.device,
                              precision=opts.precision, attention=opts.attention, batch_size=opts.batch_size,
-                             method=opts.method,
+                             batching=opts.batching, method=opts.method,
                              cache_dir=opts.cache_dir, strict=opts.strict, overwrite=opts.overwrite,
                              progress=opts.progress))
     return StageStatus("stage1", True, f"{len(missing)} of {len(expected)} images had no tags yet")
@@ -154,7 +155,8 @@ def _stage2(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> St
     summary = run_stage2(MaskRunOptions(
         img_root=opts.img_root, tags=str(layout.stage1.txt), out=str(layout.stage2.root), dataset=opts.dataset,
         classes=opts.classes, background=opts.background, model=opts.model, pretrained=opts.pretrained,
-        device=opts.device, precision=opts.precision, attention=opts.attention, crf=opts.crf, crf_image=opts.crf_image,
+        device=opts.device, precision=opts.precision, attention=opts.attention, batch_size=opts.batch_size,
+        batching=opts.batching, crf=opts.crf, crf_image=opts.crf_image,
         ignore_below=opts.ignore_below, crf_backend=opts.crf_backend, crf_workers=opts.crf_workers,
         cache_dir=opts.cache_dir,
         strict=opts.strict, overwrite=opts.overwrite, progress=opts.progress))

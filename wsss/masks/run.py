@@ -8,8 +8,11 @@ Output layout under ``out``::
     config.json       the settings the files were made with (a resumed run must match)
 
 Every file is written atomically, each image's files are independent, and images whose outputs
-exist are skipped, so a killed run is resumed by running it again and ``torchrun`` ranks (rank
-``r`` of ``W`` takes images ``r, r + W, ...``) need no merging.
+exist are skipped, so a killed run is resumed by running it again and ``torchrun`` ranks need no
+merging. Images are computed in batches (``batch_size``, ``batching``) planned from the whole
+list before it is shared out (rank ``r`` of ``W`` takes batches ``r, r + W, ...``), and a batch
+with an image to compute is computed whole: every image keeps the company, and so the bits, of
+one uninterrupted process.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tagclip_cls.core.batches import Batch, ImageEntry, check_batching, default_batching, plan_batches
 from tagclip_cls.core.images import DEFAULT_MAX_SIDE, PreparedImage, as_pil, find_image, load_rgb
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.core.presets import Preset, make_preset
@@ -55,6 +59,8 @@ class MaskRunOptions:
     model: str | None = None
     pretrained: str = "openai"
     device: str = "cpu"
+    batch_size: int = 1
+    batching: str | None = None  # None: core.batches.default_batching (mixed on a GPU, grid on a CPU)
     precision: str = "fp32"
     attention: str | None = None  # None: see runtime.precision.resolve_attention
     grad_mode: str = "loop"
@@ -130,16 +136,20 @@ def _check_options(opts: MaskRunOptions) -> None:
 
 def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
     """Generate CAMs and label maps for this rank's share of the images in ``opts.tags``."""
+    batching = opts.batching or default_batching(opts.device)
+    check_batching(opts.batch_size, batching)
     _check_options(opts)
     rank = rank_info()
     share_cpu_threads(opts.threads)
     preset = make_preset(opts.dataset, opts.classes, opts.background)
     LabelSpace.from_preset(preset)  # a label space that fits 8-bit PNGs, checked before anything loads
-    entries = shard(read_split(opts.tags, preset.classes), rank)
+    entries = read_split(opts.tags, preset.classes)
     layout = MaskFolder(opts.out)
     settings = {"classes": list(preset.classes), "cam_names": list(preset.clip_es.cam_names),
                 "background_words": list(preset.clip_es.background_words), "max_side": opts.max_side,
                 "crf_image": opts.crf_image, "ignore_below": opts.ignore_below}
+    if opts.batch_size > 1:  # batched products round differently; one-image batches are plain one-by-one runs
+        settings["batches"] = {"size": opts.batch_size, "batching": batching}
     check_run_config(layout.config, settings, write=False, overwrite=opts.overwrite, known_before_loading=True)
     generator = build_generator(preset, opts, device_for_rank(opts.device, rank))
     check_run_config(layout.config, {
@@ -147,73 +157,109 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
         "cam": asdict(generator.model.config)}, rank.is_main, opts.overwrite)
 
     summary = MaskRunSummary()
-    found = _locate_images(entries, opts, summary)
-    compute: list[tuple[str, list[int], Path]] = []
-    relabel: list[tuple[str, list[int], Path]] = []  # CAMs kept but the label PNG lost: redo it from them
-    for item in found:
-        # a missing or unreadable CAM file, or one made for other tags, is computed (again)
-        if opts.overwrite or read_cam_keys(layout.cam(item[0])) != item[1]:
-            compute.append(item)
-        elif not layout.mask(item[0]).is_file():
-            relabel.append(item)
-        else:
-            summary.existing += 1
+    batches = _plan(entries, generator.clip.patch_size, opts, batching, rank, summary)
+    mine = sum(len(batch.entries) for batch in batches) + len(summary.failed)  # this rank's share
+    work = _check_existing(batches, layout, generator, opts, summary)
     threads = read_threads(opts.loader_threads, generator.clip.device.type)
     crf = CRFSettings(space=generator.space, mode=opts.crf_image, threshold=opts.ignore_below,
                       backend=opts.crf_backend or default_backend(opts.device), device=str(generator.clip.device))
     crf_inline = opts.crf and crf.backend == "torch"  # on the CAMs in memory and the image decoded once
-    with BackgroundWriter(inline=threads == 0) as writer:
-        for item in tqdm(relabel, desc="label maps", unit="img", disable=not (opts.progress and relabel)):
-            try:
-                keys, cams = read_cams(layout.cam(item[0]))
-            except UserError:
-                compute.append(item)  # damaged beyond its keys: computed again
-                continue
-            writer.submit(write_label_png, layout.mask(item[0]), generator.label_map(cams, keys))
-            summary.existing += 1
-        loaded = read_ahead(lambda item: _load(generator, item[2], crf_inline), compute, threads)
+    with BackgroundWriter(inline=threads == 0) as writer, \
+            tqdm(total=sum(len(todo) for _, todo in work), desc="cams", unit="img", disable=not opts.progress) as bar:
+        loaded = read_ahead(lambda item: [_load(generator, e.path, crf_inline) for e in item[0].entries], work, threads)
         with closing(loaded):
-            for (image_id, tags, _), loaded_image in tqdm(zip(compute, loaded), total=len(compute), desc="cams",
-                                                          unit="img", disable=not opts.progress):
-                if isinstance(loaded_image, UserError):
-                    _record_failure(image_id, loaded_image, opts, summary)
-                    continue
-                image, rgb = loaded_image
-                try:
-                    cams = generator.cams(image, tags).astype(np.float16)
-                    crf_labels = None if rgb is None else crf_label_map(
-                        rgb, cams, tags, crf.space, crf.mode, crf.threshold, crf.params, crf.backend, crf.device)
-                except (RuntimeError, MemoryError) as exc:
-                    if not is_out_of_memory(exc):
-                        raise
-                    _free_device_memory(generator)
-                    _record_failure(image_id, UserError(f"{image_id}: out of memory at {image.tensor.shape[2]}x"
-                                                        f"{image.tensor.shape[1]} (lower --max-side)"), opts, summary)
-                    continue
-                writer.submit(_write_outputs, generator, layout, image_id, tags, cams, crf_labels)
-                summary.computed += 1
-                summary.crf_written += crf_labels is not None
-    if entries and len(summary.failed) == len(entries):
-        raise UserError(f"none of the {len(entries)} images could be processed (first: "
+            for (batch, todo), images in zip(work, loaded):
+                _compute_batch(generator, layout, writer, batch, todo, images, crf, opts, summary)
+                bar.update(len(todo))
+    if mine and len(summary.failed) == mine:
+        raise UserError(f"none of the {mine} images could be processed (first: "
                         f"{next(iter(summary.failed.values()))})")
     if opts.crf:  # the images whose CRF mask is still missing (all of them, unless computed inline)
-        jobs = [CRFJob(str(path), str(layout.cam(i)), str(layout.crf(i)))
-                for i, _, path in found if i not in summary.failed]
+        jobs = [CRFJob(str(e.path), str(layout.cam(e.image_id)), str(layout.crf(e.image_id)))
+                for batch in batches for e in batch.entries if e.image_id not in summary.failed]
         overwrite = opts.overwrite and not crf_inline  # inline masks are this run's
         summary.crf_written += run_crf_batch(jobs, crf, opts.crf_workers, overwrite, opts.progress).written
     return summary
 
 
-def _locate_images(entries: Sequence[SplitEntry], opts: MaskRunOptions,
-                   summary: MaskRunSummary) -> list[tuple[str, list[int], Path]]:
-    """``(id, tags, image path)`` of the entries whose image file exists; the others are failures."""
-    found = []
+def _plan(entries: Sequence[SplitEntry], patch: int, opts: MaskRunOptions, batching: str, rank: RankInfo,
+          summary: MaskRunSummary) -> list[Batch]:
+    """This rank's batches. Every rank plans all the images the same way, then takes its share of
+    the batches, so that each image is computed in the same company as in one process. Missing
+    and unreadable images are failures of the rank whose share of the entries holds them."""
+    found, failures = [], []
     for entry in entries:
         try:
-            found.append((entry.image_id, list(entry.labels or ()), find_image(opts.img_root, entry.image_id)))
+            found.append(ImageEntry(entry.image_id, find_image(opts.img_root, entry.image_id),
+                                    tuple(entry.labels or ())))
         except UserError as exc:
-            _record_failure(entry.image_id, exc, opts, summary)
-    return found
+            failures.append((entry.image_id, exc))
+    batches, unreadable = plan_batches(found, patch, opts.max_side, opts.batch_size, opts.strict, batching)
+    failures += [(image_id, UserError(reason)) for image_id, reason in unreadable.items()]
+    order = {entry.image_id: index for index, entry in enumerate(entries)}
+    for image_id, exc in failures:
+        if order[image_id] % rank.world_size == rank.rank:
+            _record_failure(image_id, exc, opts, summary)
+    return shard(batches, rank)
+
+
+def _check_existing(batches: Sequence[Batch], layout: MaskFolder, generator: MaskGenerator, opts: MaskRunOptions,
+                    summary: MaskRunSummary) -> list[tuple[Batch, set[str]]]:
+    """The batches with images to compute, and those images' ids. An image is done when its CAM
+    file holds its tags (its label PNG is rebuilt from them when lost); a missing, unreadable or
+    damaged CAM file, or one made for other tags, is computed (again)."""
+    work = []
+    for batch in tqdm(batches, desc="checking", unit="batch", disable=not opts.progress):
+        todo = set()
+        for entry in batch.entries:
+            cam = layout.cam(entry.image_id)
+            if opts.overwrite or read_cam_keys(cam) != list(entry.labels):
+                todo.add(entry.image_id)
+                continue
+            if not layout.mask(entry.image_id).is_file():
+                try:
+                    keys, cams = read_cams(cam)
+                except UserError:
+                    todo.add(entry.image_id)
+                    continue
+                write_label_png(layout.mask(entry.image_id), generator.label_map(cams, keys))
+            summary.existing += 1
+        if todo:
+            work.append((batch, todo))
+    return work
+
+
+def _compute_batch(generator: MaskGenerator, layout: MaskFolder, writer: BackgroundWriter, batch: Batch,
+                   todo: set[str], images: list, crf: CRFSettings, opts: MaskRunOptions,
+                   summary: MaskRunSummary) -> None:
+    """CAMs of a batch's readable images in one pass (all of them: the planned company), then
+    (``crf.backend == "torch"``) the CRF of those in ``todo``, whose outputs are written; out of
+    memory fails those images, not the run."""
+    ready = [(entry, *image) for entry, image in zip(batch.entries, images) if not isinstance(image, UserError)]
+    for entry, image in zip(batch.entries, images):
+        if isinstance(image, UserError) and entry.image_id in todo:
+            _record_failure(entry.image_id, image, opts, summary)
+    try:
+        cams = generator.cams_batch([image for _, image, _ in ready], [list(entry.labels) for entry, _, _ in ready])
+        cams = [c.astype(np.float16) for c in cams]
+        crf_labels = [None if rgb is None or entry.image_id not in todo else crf_label_map(
+            rgb, c, list(entry.labels), crf.space, crf.mode, crf.threshold, crf.params, crf.backend, crf.device)
+            for (entry, _, rgb), c in zip(ready, cams)]
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        _free_device_memory(generator)
+        for entry, image, _ in ready:
+            if entry.image_id in todo:
+                _record_failure(entry.image_id, UserError(
+                    f"{entry.image_id}: out of memory at {image.tensor.shape[2]}x{image.tensor.shape[1]} in a batch "
+                    f"of {len(ready)} (lower --batch-size or --max-side)"), opts, summary)
+        return
+    for (entry, _, _), c, labels in zip(ready, cams, crf_labels):
+        if entry.image_id in todo:
+            writer.submit(_write_outputs, generator, layout, entry.image_id, list(entry.labels), c, labels)
+            summary.computed += 1
+            summary.crf_written += labels is not None
 
 
 def _record_failure(image_id: str, error: UserError, opts: MaskRunOptions, summary: MaskRunSummary) -> None:
