@@ -1,8 +1,9 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 
-from tagclip_cls.core.boxes import score_map_box_masks
+from tagclip_cls.core.boxes import boxed_columns, score_map_box_masks
 
 
 def reference_box_mask(score_map: np.ndarray, threshold: float) -> np.ndarray:
@@ -122,3 +123,16 @@ def test_many_maps_at_once_equal_the_published_one_map_boxes(kind):
             np.testing.assert_array_equal(masks[i], reference_box_mask(maps[i], t), err_msg=f"trial {trial}, map {i}")
             compared += 1
     assert compared > 2000
+
+
+def test_boxed_columns_one_product_has_the_same_sums():
+    g = torch.Generator().manual_seed(5)
+    n, k = 40, 6
+    attn, probs = torch.rand(n, n, generator=g), torch.rand(n, k, generator=g)
+    keys = (torch.rand(n, k, generator=g) > 0.5).float()
+    expected = torch.stack([(attn * keys[:, j][None, :]) @ probs[:, j] for j in range(k)], dim=1)
+    for one_product in (False, True):
+        out = boxed_columns(attn, probs, keys, one_product=one_product)
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(boxed_columns(attn, probs, keys, one_product=False), expected)
+    assert boxed_columns(attn, probs[:, :0], keys[:, :0], one_product=False).shape == (n, 0)

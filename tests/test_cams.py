@@ -39,9 +39,9 @@ def test_refinement_squares_and_masks_columns():
     # (T @ T) = T; masking column 1 leaves [[.5, 0], [.5, 0]] @ [1, .2] = [.5, .5]
     torch.testing.assert_close(refine_with_affinity(trans, cams, masks), torch.tensor([[0.5, 0.5]]))
     gen = torch.Generator().manual_seed(0)
-    t, c, m = torch.rand(6, 6, generator=gen), torch.rand(3, 6, generator=gen), (torch.rand(3, 6, generator=gen) > 0.5).float()
+    t, c, m = torch.rand(300, 300, generator=gen), torch.rand(3, 300, generator=gen), (torch.rand(3, 300, generator=gen) > 0.5).float()
     expected = torch.stack([((t @ t) * m[k][None, :]) @ c[k] for k in range(3)])
-    torch.testing.assert_close(refine_with_affinity(t, c, m), expected)
+    assert torch.equal(refine_with_affinity(t, c, m), expected)  # on a CPU one tag at a time: the published bits
 
 
 def test_minmax_uses_published_epsilon():

@@ -144,19 +144,6 @@ def test_class_box_keys_are_the_published_column_by_column_masks(grid, monkeypat
         assert 0 < keys.sum() < keys.numel()  # boxes that cut something away
 
 
-def test_boxed_columns_one_product_has_the_same_sums():
-    g = torch.Generator().manual_seed(5)
-    n, k = 40, 6
-    attn, probs = torch.rand(n, n, generator=g), torch.rand(n, k, generator=g)
-    keys = (torch.rand(n, k, generator=g) > 0.5).float()
-    expected = torch.stack([(attn * keys[:, j][None, :]) @ probs[:, j] for j in range(k)], dim=1)
-    for one_product in (False, True):
-        out = tagclip_module.boxed_columns(attn, probs, keys, one_product=one_product)
-        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
-    assert torch.equal(tagclip_module.boxed_columns(attn, probs, keys, one_product=False), expected)
-    assert tagclip_module.boxed_columns(attn, probs[:, :0], keys[:, :0], one_product=False).shape == (n, 0)
-
-
 def test_select_tags_threshold_and_fallback():
     assert select_tags(np.array([0.1, 0.6, 0.35, 0.9]), 0.5) == [1, 3]
     assert select_tags(np.array([0.2, 0.2, 0.2]), 0.5) == [0]  # nothing strictly above: arg-max

@@ -1,8 +1,10 @@
-"""Box masks around the high parts of score maps (the published ``scoremap2bbox``, then the boxes filled)."""
+"""Box masks around the high parts of score maps (the published ``scoremap2bbox``, then the boxes
+filled), and the box-masked propagation both stages apply with them."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 
 
 def score_map_box_masks(score_maps: np.ndarray, thresholds: float | np.floating | np.ndarray) -> np.ndarray:
@@ -41,3 +43,20 @@ def score_map_box_masks(score_maps: np.ndarray, thresholds: float | np.floating 
     for i, left, top, right, bottom in zip(*(a[keep].tolist() for a in (index, x0, y0, x1, y1))):
         masks[i, top:bottom, left:right] = 1
     return masks
+
+
+def boxed_columns(attn: torch.Tensor, probs: torch.Tensor, keys: torch.Tensor, one_product: bool) -> torch.Tensor:
+    """``(A * m_c[None, :]) @ P[:, c]`` for every column ``c`` of ``probs`` and ``keys`` (``N x K``):
+    the propagation of each score map by an affinity ``A`` restricted to the keys inside its boxes
+    (stage 1's DMAR, stage 2's CLIP-ES refinement).
+
+    One column at a time, as both published codes compute it, unless ``one_product``: then
+    ``A @ (M * P)``, the same sums in one matrix product but with other roundings, which the
+    box thresholds of float32 checkpoints turn into score differences of up to 1e-3. Both
+    stages take the one product on a GPU, where a few kernel launches per column would bound
+    the throughput and the roundings differ from the published CPU bits anyway.
+    """
+    if one_product:
+        return attn @ (keys * probs)
+    columns = [(attn * keys[None, :, j]) @ probs[:, j:j + 1] for j in range(keys.shape[1])]
+    return torch.cat(columns, dim=1) if columns else probs.clone()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tagclip_cls.core.boxes import score_map_box_masks
+from tagclip_cls.core.boxes import boxed_columns, score_map_box_masks
 from tagclip_cls.core.models import LoadedClip
 from tagclip_cls.core.vit import block_forward, class_token_features, embed, pad_tokens, project_tokens
 from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS, autocast_dtype_name, precision_autocast
@@ -111,21 +111,6 @@ def class_box_keys(refined: torch.Tensor, grid: tuple[int, int]) -> tuple[list[i
     rows = (rows - lo) / (hi - lo)
     masks = score_map_box_masks(rows.reshape(len(rows), *grid).numpy(), rows.mean(dim=1).numpy())
     return torch.nonzero(positive).flatten().tolist(), torch.from_numpy(masks.reshape(len(rows), refined.shape[0]).T)
-
-
-def boxed_columns(attn: torch.Tensor, probs: torch.Tensor, keys: torch.Tensor, one_product: bool) -> torch.Tensor:
-    """``(A * m_c[None, :]) @ P[:, c]`` for every column ``c`` of ``probs`` and ``keys`` (``N x K``).
-
-    One class at a time, as the published code computes it, unless ``one_product``: then
-    ``A @ (M * P)``, the same sums in one matrix product but with other roundings, which the
-    box thresholds of float32 checkpoints turn into score differences of up to 1e-3.
-    :meth:`TagCLIP.refine` takes the one product on a GPU, where a few kernel launches per class
-    would bound the throughput and the roundings differ from the published CPU bits anyway.
-    """
-    if one_product:
-        return attn @ (keys * probs)
-    columns = [(attn * keys[None, :, j]) @ probs[:, j:j + 1] for j in range(keys.shape[1])]
-    return torch.cat(columns, dim=1) if columns else probs.clone()
 
 
 class TagCLIP:

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import torch
 
-from tagclip_cls.core.boxes import score_map_box_masks
+from tagclip_cls.core.boxes import boxed_columns, score_map_box_masks
 from tagclip_cls.core.models import LoadedClip
 from tagclip_cls.core.vit import attention, block_forward, embed, pad_tokens
 from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS, autocast_dtype_name, precision_autocast
@@ -123,9 +123,10 @@ def sinkhorn_transition(affinity: torch.Tensor, rounds: int = 3) -> torch.Tensor
 
 
 def refine_with_affinity(trans: torch.Tensor, cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """``((trans @ trans) * mask[None, :]) @ cam`` for every tag (``cams``, ``masks``: ``K x N``)."""
-    squared = trans @ trans
-    return torch.stack([((squared * mask.view(1, -1)) @ cam.view(-1, 1))[:, 0] for cam, mask in zip(cams, masks)])
+    """``((trans @ trans) * mask[None, :]) @ cam`` for every tag (``cams``, ``masks``: ``K x N``):
+    :func:`~tagclip_cls.core.boxes.boxed_columns` with the tags as columns, one tag at a time on a
+    CPU (the published bits), in one product elsewhere."""
+    return boxed_columns(trans @ trans, cams.T, masks.T, one_product=trans.device.type != "cpu").T
 
 
 def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
