@@ -265,13 +265,13 @@ def test_reader_and_writer_threads_write_the_same_files(setup, monkeypatch, caps
     tags.write_text("a_grey cat dog\nd_broken cat\nb_rgba person\nc_rgb\n")
     base = [*base[:2], "--tags", str(tags), *base[4:]]
     outputs = {}
-    for threads in ("0", "2"):
+    for threads in ("0", "2", "4"):  # 4: two writer threads
         out = tmp_path / f"out{threads}"
         code, text = run_tool([*base, "--out", str(out), "--loader-threads", threads], monkeypatch, capsys)
         assert code == 0, text
         assert "3 images computed, 0 already done, 1 failed (d_broken)" in text
         outputs[threads] = _files(out)
-    assert outputs["0"] == outputs["2"] and "masks/c_rgb.png" in outputs["2"]
+    assert outputs["0"] == outputs["2"] == outputs["4"] and "masks/c_rgb.png" in outputs["2"]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "wrong shape"])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tagclip_cls.core.presets import load_preset
-from wsss.masks.label_maps import LabelSpace, label_map, probability_stack, rows_to_labels
+from wsss.masks.label_maps import LabelSpace, first_argmax, label_map, probability_stack, rows_to_labels
 
 VOC = LabelSpace.from_preset(load_preset("voc2012"))
 STUFF = LabelSpace.from_preset(load_preset("cocostuff"))
@@ -69,3 +69,21 @@ def test_more_classes_than_uint8_labels_are_refused():
     assert LabelSpace.from_preset(make_preset(classes=[f"c{i}" for i in range(254)])).num_labels == 255
     with pytest.raises(UserError, match="at most 254 classes"):
         LabelSpace.from_preset(make_preset(classes=[f"c{i}" for i in range(255)]))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 7, 255])
+def test_first_argmax_equals_numpy_argmax(rows):
+    """Against numpy's own arg-max: random values, many ties (small integers), NaNs, float16."""
+    rng = np.random.default_rng(rows)
+    cases = [rng.random((rows, 37, 23), dtype=np.float32),
+             rng.integers(0, 3, (rows, 37, 23)).astype(np.float32),  # ties everywhere: the first row wins
+             rng.random((rows, 5, 4)).astype(np.float16)]
+    with_nan = rng.random((rows, 37, 23), dtype=np.float32)
+    with_nan[rng.random(with_nan.shape) < 0.05] = np.nan
+    cases.append(with_nan)
+    for stack in cases:
+        got = first_argmax(stack)
+        assert got.dtype == np.uint8 and np.array_equal(got, stack.argmax(axis=0))
+    assert first_argmax(np.zeros((rows, 0, 3), np.float32)).shape == (0, 3)
+    with pytest.raises(ValueError, match="uint8"):
+        first_argmax(np.zeros((256, 2, 2), np.float32))

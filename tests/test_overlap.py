@@ -1,4 +1,5 @@
 """Read-ahead keeps order and surfaces errors in place; the background writer runs every job."""
+import os
 import threading
 import time
 
@@ -111,7 +112,21 @@ def test_inline_writer_runs_each_job_at_once_on_the_calling_thread():
         assert seen == [threading.get_ident()]
 
 
-def test_reader_threads_only_next_to_a_gpu():
+def test_reader_threads_only_next_to_a_gpu(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert read_threads(None, "cpu") == 0
-    assert read_threads(None, "cuda") == 2
+    assert read_threads(None, "cuda") == 8  # half of 16 cores
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert read_threads(None, "cuda") == 2  # half of this rank's 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert read_threads(None, "cuda") == 2  # at least 2
     assert read_threads(3, "cpu") == 3 and read_threads(-1, "cuda") == 0
+
+
+def test_background_writer_threads_run_jobs_side_by_side():
+    """Two jobs that each wait for the other finish only when two threads run them at once."""
+    meet = threading.Barrier(2, timeout=5)
+    with BackgroundWriter(threads=2) as writer:
+        writer.submit(meet.wait)
+        writer.submit(meet.wait)

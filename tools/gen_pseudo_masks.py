@@ -59,8 +59,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--crf-workers", type=int, default=1, help="pydensecrf processes (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: cores / local ranks)")
     p.add_argument("--loader-threads", type=int,
-                   help="threads decoding the next images; above 0 outputs are also written in the background "
-                        "(default: 2 on a GPU, 0 on a CPU)")
+                   help="threads decoding the next images; above 0 half as many write the outputs in the "
+                        "background (default: half the cores, at least 2, on a GPU; 0 on a CPU)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of skipping it")
     p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
     add_console_arguments(p)

@@ -37,7 +37,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-fp16-pos", action="store_true",
                    help="don't round the positional table to fp16 (the published code does)")
     p.add_argument("--loader-threads", type=int,
-                   help="threads decoding the next images (default: 2 on a GPU, 0 on a CPU)")
+                   help="threads decoding the next images (default: half the cores, at least 2, on a GPU; "
+                        "0 on a CPU)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     add_console_arguments(p)

@@ -1,7 +1,8 @@
 """Keep the model busy: read the next images in threads and write results in the background.
 
-Decoding and resizing an image (~25 ms) and encoding its outputs (~40 ms) are several times a
-GPU forward pass; they release the GIL in PIL, numpy and zlib, so threads are enough. On a CPU
+Reading an image (decode, resize, normalise: 7-14 ms on one core of the 2-core Xeon) and writing
+stage 2's outputs (6-8 ms) each take longer than a GPU's share of the image; they release the
+GIL in PIL, numpy and zlib, so threads are enough (``benchmarks/bench_host.py`` times both). On a CPU
 the model already uses every core and extra threads slow its parallel regions down (measured on
 2 cores: stage 1 took 2.33-2.52 s per image with 2 reader threads against 1.94-2.23 s without),
 so there everything stays on the calling thread by default.
@@ -9,6 +10,7 @@ so there everything stays on the calling thread by default.
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -16,15 +18,22 @@ from typing import Callable, Iterator, Sequence, TypeVar
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
-GPU_READ_THREADS = 2
+
+
+def cores_per_rank() -> int:
+    """This process's share of the CPUs it may run on among the ``torchrun`` ranks of this node."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
 
 
 def read_threads(requested: int | None, device_type: str) -> int:
     """Reader threads for a model on ``device_type``: ``requested`` (negative counts as 0) or, for
-    ``None``, ``GPU_READ_THREADS`` on a GPU and 0 on a CPU."""
+    ``None``, half of this rank's cores on a GPU (at least 2; 8 on a 16-core machine) and 0 on a
+    CPU. An image takes 7-14 ms to read on one core of the 2-core Xeon (``bench_host.py``), so
+    500 images/s need 4 to 7 readers."""
     if requested is not None:
         return max(0, requested)
-    return 0 if device_type == "cpu" else GPU_READ_THREADS
+    return 0 if device_type == "cpu" else max(2, cores_per_rank() // 2)
 
 
 def read_ahead(load: Callable[[T], R], items: Sequence[T], threads: int) -> Iterator[R]:
@@ -47,18 +56,19 @@ def read_ahead(load: Callable[[T], R], items: Sequence[T], threads: int) -> Iter
 
 
 class BackgroundWriter:
-    """Run write jobs in one thread, in submission order, with at most ``backlog`` waiting
-    (``inline``: run each job inside :meth:`submit` instead, as on a CPU).
+    """Run write jobs in ``threads`` threads, started in submission order, with at most
+    ``backlog`` (default: 4 per thread) waiting or running (``inline``: run each job inside
+    :meth:`submit` instead, as on a CPU). With one thread the jobs also finish in that order;
+    give several only to jobs that don't depend on one another.
 
     Leaving the ``with`` block waits for every submitted job (finished images stay written). A
     failed job's exception is raised by a later :meth:`submit` once the jobs before it are done,
     or on leaving the block; write errors behind another exception are logged, not lost.
     """
 
-    def __init__(self, backlog: int = 4, inline: bool = False):
-        self.backlog = backlog
-        self.inline = inline
-        self._pool = None if inline else ThreadPoolExecutor(1)
+    def __init__(self, backlog: int | None = None, inline: bool = False, threads: int = 1):
+        self.backlog = backlog if backlog is not None else 4 * threads
+        self._pool = None if inline else ThreadPoolExecutor(threads)
         self._pending: deque[Future] = deque()
 
     def submit(self, job: Callable[..., object], *args: object) -> None:

@@ -10,6 +10,7 @@ import torch
 from tagclip_cls.runtime.atomic_io import write_json_atomic
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.arguments import check_device, check_out_folder
+from tagclip_cls.runtime.overlap import cores_per_rank
 
 
 def check_device_and_output(device: str, precision: str, out: str | os.PathLike) -> None:
@@ -23,11 +24,7 @@ def check_device_and_output(device: str, precision: str, out: str | os.PathLike)
 
 def share_cpu_threads(threads: int | None = None) -> None:
     """``threads`` torch threads, or this process's share of the CPUs among the ranks of this node."""
-    if threads is not None:
-        torch.set_num_threads(max(1, threads))
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    torch.set_num_threads(max(1, threads) if threads is not None else cores_per_rank())
 
 
 def check_run_config(path: Path, config: dict, write: bool, overwrite: bool = False,

@@ -39,7 +39,7 @@ class TagRunOptions:
     max_side: int | None = DEFAULT_MAX_SIDE
     no_fp16_pos: bool = False
     cache_dir: str | None = None
-    loader_threads: int | None = None  # None: 2 on a GPU, 0 on a CPU (see overlap.py)
+    loader_threads: int | None = None  # None: see overlap.read_threads (0 on a CPU)
     strict: bool = False
     overwrite: bool = False
     progress: bool = True

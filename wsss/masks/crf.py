@@ -38,7 +38,7 @@ from tagclip_cls.formats.mask_folder import read_cams
 from tagclip_cls.runtime.errors import UserError
 
 from wsss.masks import CRF_IMAGE_MODES
-from wsss.masks.label_maps import LabelSpace, check_cams, probability_stack, rows_to_labels
+from wsss.masks.label_maps import LabelSpace, check_cams, first_argmax, probability_stack, rows_to_labels
 from tagclip_cls.formats.mask_png import IGNORE, write_label_png
 from wsss.crf import CRF_BACKENDS, CRFParams, dense_crf
 
@@ -70,7 +70,7 @@ def crf_rows(rgb: np.ndarray, prob: np.ndarray, mode: str = "published", thresho
     if prob.shape[0] == 1:  # a single label: nothing to decide, Q is 1 everywhere
         return np.zeros(prob.shape[1:], dtype=np.uint8)
     q = dense_crf(crf_image(rgb, mode), prob, params, backend=backend, device=device)
-    rows = q.argmax(axis=0).astype(np.uint8)
+    rows = first_argmax(q)
     if threshold is not None:
         rows[q.max(axis=0) < threshold] = IGNORE
     return rows

@@ -89,6 +89,25 @@ def rows_to_labels(rows: np.ndarray, keys: Sequence[int], space: LabelSpace) -> 
     return lut[rows.astype(np.uint8)]
 
 
+def first_argmax(rows: np.ndarray) -> np.ndarray:
+    """``rows.argmax(axis=0)`` as uint8 for an ``R x H x W`` stack of at most 255 rows: the first
+    maximum wins, and the first NaN as in numpy. A running comparison over the rows, because
+    numpy's arg-max along the first axis goes pixel by pixel (6.6 ms for 3 x 375 x 500 on the
+    2-core Xeon, against 1.5 ms here) and it ran for every label PNG and CRF mask."""
+    rows = np.asarray(rows)
+    if rows.shape[0] > IGNORE:
+        raise ValueError(f"{rows.shape[0]} rows do not fit a uint8 index")
+    if np.isnan(rows).any():  # rare (only a damaged CAM file has them): numpy's own rule
+        return rows.argmax(axis=0).astype(np.uint8)
+    index = np.zeros(rows.shape[1:], dtype=np.uint8)
+    best = rows[0].copy()
+    for r in range(1, rows.shape[0]):
+        better = np.greater(rows[r], best)
+        index += better.view(np.uint8) * (np.uint8(r) - index)  # r where better (uint8 wraps back)
+        np.maximum(best, rows[r], out=best)
+    return index
+
+
 def label_map(cams: np.ndarray, keys: Sequence[int], space: LabelSpace) -> np.ndarray:
     """Per-pixel arg-max label map (uint8, ``H x W``); ties go to the earlier row (background first).
 
@@ -98,4 +117,4 @@ def label_map(cams: np.ndarray, keys: Sequence[int], space: LabelSpace) -> np.nd
     prob = probability_stack(cams, space)
     if prob.shape[0] == 0:
         return np.full(cams.shape[1:], IGNORE, dtype=np.uint8)
-    return rows_to_labels(prob.argmax(axis=0), keys, space)
+    return rows_to_labels(first_argmax(prob), keys, space)

@@ -41,7 +41,7 @@ from tagclip_cls.runtime.setup import check_device_and_output, check_run_config,
 from wsss.masks.api import MaskGenerator, cam_config
 from wsss.crf import CRF_BACKENDS, default_backend
 from wsss.masks.crf import CRF_IMAGE_MODES, CRFJob, CRFSettings, crf_label_map, run_crf_batch
-from wsss.masks.label_maps import LabelSpace
+from wsss.masks.label_maps import LabelSpace, label_map
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class MaskRunOptions:
     crf_backend: str | None = None  # None: torch with a GPU, pydensecrf on a CPU
     crf_workers: int = 1
     threads: int | None = None
-    loader_threads: int | None = None  # readers (> 0: writes in the background too); None: 2 on GPU, 0 on CPU
+    loader_threads: int | None = None  # readers (> 0: half as many writers too); None: see overlap.read_threads
     cache_dir: str | None = None
     strict: bool = False
     overwrite: bool = False
@@ -164,7 +164,8 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
     crf = CRFSettings(space=generator.space, mode=opts.crf_image, threshold=opts.ignore_below,
                       backend=opts.crf_backend or default_backend(opts.device), device=str(generator.clip.device))
     crf_inline = opts.crf and crf.backend == "torch"  # on the CAMs in memory and the image decoded once
-    with BackgroundWriter(inline=threads == 0) as writer, \
+    # each image's files are its own: half as many writers as readers (a write takes about half a read)
+    with BackgroundWriter(inline=threads == 0, threads=max(1, threads // 2)) as writer, \
             tqdm(total=sum(len(todo) for _, todo in work), desc="cams", unit="img", disable=not opts.progress) as bar:
         loaded = read_ahead(lambda item: [_load(generator, e.path, crf_inline) for e in item[0].entries], work, threads)
         with closing(loaded):
@@ -257,7 +258,7 @@ def _compute_batch(generator: MaskGenerator, layout: MaskFolder, writer: Backgro
         return
     for (entry, _, _), c, labels in zip(ready, cams, crf_labels):
         if entry.image_id in todo:
-            writer.submit(_write_outputs, generator, layout, entry.image_id, list(entry.labels), c, labels)
+            writer.submit(write_image_outputs, generator.space, layout, entry.image_id, list(entry.labels), c, labels)
             summary.computed += 1
             summary.crf_written += labels is not None
 
@@ -287,12 +288,13 @@ def _load(generator: MaskGenerator, path: Path,
         return exc
 
 
-def _write_outputs(generator: MaskGenerator, layout: MaskFolder, image_id: str, tags: list[int],
-                   cams: np.ndarray, crf_labels: np.ndarray | None) -> None:
-    """The CAM file, then the label PNG (resuming trusts an image whose two files exist), then
-    the CRF mask when it was computed with them; a CRF mask of earlier CAMs is stale and goes."""
+def write_image_outputs(space: LabelSpace, layout: MaskFolder, image_id: str, tags: list[int], cams: np.ndarray,
+                        crf_labels: np.ndarray | None) -> None:
+    """One image's files: the CAM file, then the label PNG of its float16 CAMs (resuming trusts an
+    image whose two files exist), then the CRF mask when it was computed with them; a CRF mask of
+    earlier CAMs is stale and goes. The writer threads' whole job, label map included."""
     write_cams(layout.cam(image_id), tags, cams)
-    write_label_png(layout.mask(image_id), generator.label_map(cams, tags))
+    write_label_png(layout.mask(image_id), label_map(cams.astype(np.float32), tags, space))
     if crf_labels is None:
         layout.crf(image_id).unlink(missing_ok=True)
     else:
