@@ -1,14 +1,16 @@
 #!/usr/bin/env python
-"""Stage 1's torch operations per image, by phase: what a GPU would launch (views aside). Prints figures.
+"""Torch operations per image of stage 1 or 2, by phase: what a GPU would launch (views aside). Prints figures.
 
-Counts every operation dispatched to a kernel (``TorchDispatchMode``) while TagCLIP scores
-``bench_tags.py``'s 16 synthetic VOC-sized images, one per pass and in one mixed pass, with the
-test suite's tiny 12-layer CLIP (the count does not depend on the width) and the VOC preset's 45
-text classes. ``--gpu-branches`` takes, on the CPU, the branches a GPU takes (torch's resize
-kernel for the CWR crops, one product for DMAR's boxed columns), so a CPU-only machine can count
+Counts every operation dispatched to a kernel (``TorchDispatchMode``) on ``bench_tags.py``'s 16
+synthetic VOC-sized images, one per pass and in one mixed pass, with the test suite's tiny
+12-layer CLIP (the count does not depend on the width). Stage 1: TagCLIP scores them against the
+VOC preset's 45 text classes. Stage 2: CLIP-ES makes the CAMs of 1-3 random tags per image (20
+classes, 2 background words). ``--gpu-branches`` takes, on the CPU, the branches a GPU takes
+(stage 1: torch's resize kernel for the CWR crops, one product for DMAR's boxed columns; stage 2:
+Grad-CAM on the device, one product for the boxed affinity), so a CPU-only machine can count
 what a GPU would run.
 
-    python benchmarks/count_ops.py [--gpu-branches]
+    python benchmarks/count_ops.py [--stage 1|2] [--gpu-branches]
 """
 from __future__ import annotations
 
@@ -17,19 +19,21 @@ import collections
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import tagclip_cls.tagging.tagclip as tagclip_module
+import wsss.masks.cams as cams_module
 from bench_tags import PHASES, TINY, VOC_SIZES, make_images
 from profiling import labelled_phases
 from tagclip_cls.core.images import prepare_image
-from tagclip_cls.core.models import load_clip
+from tagclip_cls.core.models import LoadedClip, load_clip
 from tagclip_cls.core.random_weights import save_random_openai_checkpoint
 from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig
+from wsss.masks.cams import ClipES
 
 
 class OpCounter(TorchDispatchMode):
@@ -54,15 +58,39 @@ class OpCounter(TorchDispatchMode):
 
 
 def take_gpu_branches() -> None:
-    """Make TagCLIP take, on the CPU, the branches it takes on a GPU."""
+    """Make TagCLIP and CLIP-ES take, on the CPU, the branches they take on a GPU."""
     tagclip_module.resize_bilinear = lambda image, size: F.interpolate(
         image[None], size=size, mode="bilinear", align_corners=False)[0]
     boxed_columns = tagclip_module.boxed_columns
     tagclip_module.boxed_columns = lambda attn, probs, keys, one_product: boxed_columns(attn, probs, keys, True)
+    cams_module.grad_cam = cams_module.grad_cam_on_device
+    cams_module.refine_with_affinity = lambda trans, cams, masks: boxed_columns(trans @ trans, cams.T, masks.T, True).T
+
+
+Pass = Callable[[list[int]], object]  # runs the images of these indices in one pass
+
+
+def stage1(clip: LoadedClip, images: list[torch.Tensor]) -> tuple[object, tuple[str, ...], Pass]:
+    """TagCLIP against 45 random unit text embeddings: the scorer, its phases, one pass."""
+    text = F.normalize(torch.randn(45, TINY["embed_dim"], generator=torch.Generator().manual_seed(0)), dim=-1)
+    tagger = TagCLIP(clip, text, 20, TagConfig())
+    return tagger, PHASES, lambda batch: tagger.score([images[i] for i in batch])
+
+
+def stage2(clip: LoadedClip, images: list[torch.Tensor]) -> tuple[object, tuple[str, ...], Pass]:
+    """CLIP-ES with 20 class and 2 background texts and 1-3 random tags per image: the CAM
+    generator, its phases, one pass (CAMs at the input size)."""
+    g = torch.Generator().manual_seed(0)
+    text = F.normalize(torch.randn(22, TINY["embed_dim"], generator=g), dim=-1)
+    generator = ClipES(clip, text[:20], text[20:])
+    tags = [torch.randperm(20, generator=g)[:int(torch.randint(1, 4, (1,), generator=g))].tolist() for _ in images]
+    return generator, ("trunk", "grad_cams"), lambda batch: generator.batch(
+        [images[i] for i in batch], [tags[i] for i in batch], [tuple(images[i].shape[1:]) for i in batch])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", type=int, choices=(1, 2), default=1)
     parser.add_argument("--gpu-branches", action="store_true")
     args = parser.parse_args()
     if args.gpu_branches:
@@ -73,16 +101,16 @@ def main() -> None:
         save_random_openai_checkpoint(checkpoint, **TINY)
         clip = load_clip(None, str(checkpoint), "cpu")
         images = [prepare_image(path, clip.patch_size).tensor for path in make_images(Path(work), VOC_SIZES)]
-    text = F.normalize(torch.randn(45, TINY["embed_dim"], generator=torch.Generator().manual_seed(0)), dim=-1)
-    tagger = TagCLIP(clip, text, 20, TagConfig())
+    owner, phases, run = (stage1 if args.stage == 1 else stage2)(clip, images)
     counter = OpCounter()
-    print(f"{'GPU' if args.gpu_branches else 'CPU'} branches, {len(images)} images, 45 text classes")
+    what = "45 text classes" if args.stage == 1 else "1-3 tags each"
+    print(f"stage {args.stage}, {'GPU' if args.gpu_branches else 'CPU'} branches, {len(images)} images, {what}")
     for label, batches in [("one image per pass", [[i] for i in range(len(images))]),
                            (f"one mixed pass of {len(images)}", [list(range(len(images)))])]:
         counter.counts.clear()
-        with labelled_phases(tagger, PHASES, counter.phase), counter:
+        with labelled_phases(owner, phases, counter.phase), counter:
             for batch in batches:
-                tagger.score([images[i] for i in batch])
+                run(batch)
         per_image = {phase: round(n / len(images)) for phase, n in counter.counts.items()}
         print(f"{label}: {sum(counter.counts.values()) / len(images):.0f} operations per image; by phase {per_image}")
 
