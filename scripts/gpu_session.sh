@@ -9,19 +9,21 @@
 #    and starts two builds in the background:
 #    pydensecrf2 (needed by the CRF tests and benchmarks) and mmcv 2.1.0 with its CPU ops (niced:
 #    only checked to build and import, nothing below uses it);
-# 2. runs (f, c, d, a, b, e by default), each with its own time limit inside one overall budget
+# 2. runs (f, h, c, d, a, b, e by default), each with its own time limit inside one overall budget
 #    (a step that no longer fits is skipped): (a) the CUDA cases of tests/test_crf_torch.py and
 #    tests/test_parity.py (stages 1 and 2 against the published fixtures), (b) bench_crf,
 #    (c) bench_pipeline tf32 and bf16, (d) bench_tags, (e) bench_masks, (f) bench_attention
 #    (explicit vs fused attention at 714 and 720 tokens: why stage 1 ran slower in bf16 than
 #    fp32), all on cuda; d and e also profile one pass per mode (time per phase, host-device
 #    round trips, costliest kernels), e also times stage 2's CAMs in batches of 16 of one size;
+#    (h) bench_host: the machine's CPU reading and writing images with 1..8 threads (what the
+#    tools' reader and writer threads must keep up with);
 # 3. writes everything under $OUT (at most 8 files come back): summary.md (machine, build and
 #    step results, the end of each step's output; also printed last), session.log (every step's
 #    full output), builds.log, pipeline_tf32.json, pipeline_bf16.json.
 #
 # Environment: GPU_SESSION_BUDGET seconds for the whole script (default 540, inside the tool's
-# 600 s limit), GPU_SESSION_STEPS (default "f c d a b e": a rerun can name fewer),
+# 600 s limit), GPU_SESSION_STEPS (default "f h c d a b e": a rerun can name fewer),
 # GPU_SESSION_PIPELINE_PRECISIONS (step c's, default "tf32 bf16"),
 # GPU_SESSION_DRY=1 for a rehearsal on a CPU machine with the project's .venv: every step on the
 # CPU with tiny sizes, no wheel install (its wheels are for Python 3.12; the .venv has them) and
@@ -31,7 +33,7 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 DRY=${GPU_SESSION_DRY:-0}
 BUDGET=${GPU_SESSION_BUDGET:-540}
-STEPS=${GPU_SESSION_STEPS:-"f c d a b e"}  # f, c and d first: a, b and e wait for the pydensecrf build
+STEPS=${GPU_SESSION_STEPS:-"f h c d a b e"}  # f, h, c and d first: a, b and e wait for the pydensecrf build
 if [ "$DRY" = 1 ]; then
     PY=${PY:-$REPO/.venv/bin/python}
     WORK=$(mktemp -d /tmp/gpu_session_dry.XXXXXX)
@@ -152,6 +154,7 @@ if [ "$DRY" = 1 ]; then
     PIPELINE_ARGS=(--device cpu --tiny --images 4 --batch-size 2 --ceiling-seconds 1)
     TAGS_ARGS=(--device cpu --tiny)
     ATTENTION_ARGS=(--device cpu --batch 2 --precisions fp32 bf16 --seconds 0.2)
+    HOST_ARGS=(--images 8 --threads 2)
     MASKS_ARGS=(--device cpu --precisions fp32 --grad-modes loop --repeats 1 --skip-crf --profile 5 --batch 2)
     PIPELINE_PRECISIONS=${GPU_SESSION_PIPELINE_PRECISIONS:-"fp32"}  # the tools refuse tf32 on a CPU
     TEST_DEVICE=cpu
@@ -160,6 +163,7 @@ else
     PIPELINE_ARGS=(--device cuda)
     TAGS_ARGS=(--device cuda)
     ATTENTION_ARGS=(--device cuda)
+    HOST_ARGS=(--images 64 --threads 8)
     MASKS_ARGS=(--device cuda --workers 16 --precisions fp32 tf32 bf16 --profile 15 --batch 16)
     # step c: tf32 is the issue's "fp32, TF32 allowed"; d and e time strict fp32 too
     PIPELINE_PRECISIONS=${GPU_SESSION_PIPELINE_PRECISIONS:-"tf32 bf16"}
@@ -178,9 +182,10 @@ for id in $STEPS; do
         d) step d 120 "$PY" benchmarks/bench_tags.py "${TAGS_ARGS[@]}" --voc --batching grid mixed \
                --precisions fp32 tf32 bf16 --attentions exact fused --profile 15 ;;
         f) step f 60 "$PY" benchmarks/bench_attention.py "${ATTENTION_ARGS[@]}" ;;
+        h) step h 60 "$PY" benchmarks/bench_host.py "${HOST_ARGS[@]}" ;;
         e) wait_build pydensecrf "$CRF_PID" 240
            step e 120 "$PY" benchmarks/bench_masks.py "${MASKS_ARGS[@]}" ;;
-        *) note "unknown step $id (steps: a b c d e f)" ;;
+        *) note "unknown step $id (steps: a b c d e f h)" ;;
     esac
 done
 if [ -n "${MMCV_PID:-}" ]; then
