@@ -201,14 +201,19 @@ def test_fused_attention_is_recorded_and_used_outside_the_affinity_layers(setup,
         assert (fused == exact).mean() >= 0.99
 
 
-def test_bad_image_skipped_or_fatal(setup, monkeypatch, capsys):
+@pytest.mark.parametrize("batch", [[], ["--batch-size", "3", "--batching", "mixed"]], ids=["alone", "batch3"])
+def test_bad_image_skipped_or_fatal(setup, monkeypatch, capsys, batch):
     tmp_path, root, tags, base = setup
-    (root / "d_bad.jpg").write_bytes(b"not an image")
+    base = [*base, *batch]
+    (root / "d_bad.jpg").write_bytes(b"not an image")  # its header already fails
+    whole = (root / "c_rgb.jpg").read_bytes()
+    (root / "e_cut.jpg").write_bytes(whole[:len(whole) // 2])  # its header reads, its pixels don't
     good = tags.read_text()
-    tags.write_text(good + "d_bad cat\n")
+    tags.write_text(good + "d_bad cat\ne_cut dog\n")
     code, err = run_tool([*base, "--out", str(tmp_path / "out")], monkeypatch, capsys)
-    assert code == 0 and "3 images computed, 0 already done, 1 failed (d_bad)" in err
+    assert code == 0 and "3 images computed, 0 already done, 2 failed (d_bad, e_cut)" in err, err
     assert not (tmp_path / "out" / "cams" / "d_bad.npz").exists()
+    assert not (tmp_path / "out" / "cams" / "e_cut.npz").exists()
     tags.write_text("d_bad cat\n" + good)  # fails first: the strict run stops at once
     code, err = run_tool([*base, "--out", str(tmp_path / "strict"), "--strict"], monkeypatch, capsys)
     assert code == 2 and err.strip().startswith("error: ") and "d_bad.jpg" in err
