@@ -181,3 +181,16 @@ def test_a_batch_of_several_sizes_equals_each_image_alone(tiny_clip, texts, grad
         assert together[b].shape == alone.shape == (len(tags[b]), *sizes[b])
         np.testing.assert_allclose(together[b], alone, atol=1e-4, rtol=0, err_msg=f"image {b}")
         assert len(tags[b]) == 0 or alone.max() > 0.5
+
+
+def test_grids_of_one_token_count_share_a_pass_without_mask(tiny_clip, texts):
+    """3 x 5 and 5 x 3 (as VOC's 24 x 32 and 32 x 24): stacked tokens without padding or mask,
+    each image's Grad-CAM on its own grid."""
+    g = torch.Generator().manual_seed(8)
+    images = [torch.randn(3, 48, 80, generator=g), torch.randn(3, 80, 48, generator=g)]
+    gen = ClipES(tiny_clip, *texts)
+    _, _, tokens = gen.trunk(images)
+    assert tokens.mask is None and tokens.lengths is None
+    together = gen.batch(images, [[0, 1], [2]], [(45, 77), (77, 45)])
+    for image, tags, size, cams in zip(images, [[0, 1], [2]], [(45, 77), (77, 45)], together):
+        np.testing.assert_allclose(cams, gen(image, tags, size), atol=1e-4, rtol=0)
