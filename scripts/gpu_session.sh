@@ -17,7 +17,8 @@
 #    fp32), all on cuda; d and e also profile one pass per mode (time per phase, host-device
 #    round trips, costliest kernels), e also times stage 2's CAMs in batches of 16 of one size;
 #    (h) bench_host: the machine's CPU reading and writing images with 1..8 threads (what the
-#    tools' reader and writer threads must keep up with);
+#    tools' reader and writer threads must keep up with); last, once mmcv is built and if time is
+#    left, (g) bench_train_seg --compare amp: stage 3 in fp32 against --amp;
 # 3. writes everything under $OUT (at most 8 files come back): summary.md (machine, build and
 #    step results, the end of each step's output; also printed last), session.log (every step's
 #    full output), builds.log, pipeline_tf32.json, pipeline_bf16.json.
@@ -192,6 +193,9 @@ if [ -n "${MMCV_PID:-}" ]; then
     wait_build mmcv "$MMCV_PID" "$MMCV_WAIT"
     [ -f "$WORK/mmcv.ok" ] && step mmcv-import 60 "$PY" -c \
         'import mmcv, mmcv.ops, mmseg; print("mmcv", mmcv.__version__, "with ops; mmseg", mmseg.__version__)'
+    # (g) stage 3: DeepLabV2-R101 iterations in fp32 against train_seg.py --amp, if the budget still allows
+    [ -f "$WORK/mmcv.ok" ] && step g 150 "$PY" benchmarks/bench_train_seg.py --compare amp --iters 30 --repeats 1 \
+        --config configs/deeplabv2/deeplabv2_r101-d8_clip-es-20k_voc12aug-321x321.py
 fi
 
 # --- summary

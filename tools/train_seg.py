@@ -21,8 +21,6 @@ from tagclip_cls.runtime.cli import (ToolParser, add_cfg_options_argument, add_l
                                      cfg_options_dict, run_cli)
 from tagclip_cls.runtime.errors import UserError  # noqa: E402
 
-AMP_OPTIONS = {"optim_wrapper.type": "AmpOptimWrapper", "optim_wrapper.dtype": "bfloat16"}
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ToolParser(__doc__)
@@ -45,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from wsss.seg.errors import SegUserError  # mmengine, mmseg, torch: after parsing
-    from wsss.seg.runner import default_launcher, load_config, train, user_message
+    from wsss.seg.runner import AMP_OPTIONS, default_launcher, load_config, train, user_message
 
     cfg_options = {**cfg_options_dict(args.cfg_options), **(AMP_OPTIONS if args.amp else {})}
     try:

@@ -19,6 +19,8 @@ from wsss.seg.compat import prepare_cpu_distributed
 from wsss.seg.errors import MissingFileError, SegUserError
 
 DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
+#: what ``train_seg.py --amp`` sets: bf16 mixed precision through mmengine's AmpOptimWrapper
+AMP_OPTIONS = {"optim_wrapper.type": "AmpOptimWrapper", "optim_wrapper.dtype": "bfloat16"}
 
 
 def default_launcher() -> str:
