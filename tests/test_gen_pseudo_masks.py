@@ -326,7 +326,7 @@ def test_out_of_memory_fails_that_image_only(setup, monkeypatch, capsys):
     monkeypatch.setattr(MaskGenerator, "cams_batch", cams_batch)
     code, err = run_tool([*base, "--out", str(tmp_path / "out")], monkeypatch, capsys)
     assert code == 0 and "2 images computed, 0 already done, 1 failed (b_rgba)" in err, err
-    assert "out of memory" in err and "Traceback" not in err
+    assert "out of memory" in err and "--overwrite" in err and "Traceback" not in err
     assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["a_grey.png", "c_rgb.png"]
 
 
@@ -396,3 +396,29 @@ def test_torchrun_two_ranks_in_batches_byte_identical(five_images):
                           "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
     assert two.returncode == 0, two.stderr
     assert _files(tmp_path / "one") == _files(tmp_path / "two") and len(_files(tmp_path / "one")) == 16
+
+
+def test_a_rank_whose_share_is_one_missing_image_still_succeeds(setup, monkeypatch, capsys):
+    """The batches go to ranks by position, missing images by their line: with one batch of 3 and
+    a missing image on line 2, rank 1's share is that image alone, which is no reason to fail."""
+    tmp_path, _, tags, base = setup
+    tags.write_text("a_grey cat\nzz_missing cat\nb_rgba person\nc_rgb\n")
+    args = [*base, "--out", str(tmp_path / "out"), "--batch-size", "4", "--batching", "mixed"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    code, text = run_tool(args, monkeypatch, capsys)
+    assert code == 0 and "rank 1/2: 0 images computed, 0 already done, 1 failed (zz_missing)" in text, text
+    monkeypatch.setenv("RANK", "0")
+    code, text = run_tool(args, monkeypatch, capsys)
+    assert code == 0 and "rank 0/2: 3 images computed, 0 already done, 0 failed" in text, text
+
+
+@pytest.mark.parametrize("world", ["1", "2"])
+def test_no_image_found_is_one_error_on_every_rank(setup, monkeypatch, capsys, world):
+    tmp_path, _, tags, base = setup
+    tags.write_text("zz_one cat\nzz_two dog\n")
+    monkeypatch.setenv("WORLD_SIZE", world)
+    monkeypatch.setenv("RANK", str(int(world) - 1))
+    code, text = run_tool([*base, "--out", str(tmp_path / "out")], monkeypatch, capsys)
+    assert code == 2 and "error: none of the 2 images could be found or read (first: " in text, text
+    assert text.strip().count("\n") == 0

@@ -158,7 +158,6 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
 
     summary = MaskRunSummary()
     batches = _plan(entries, generator.clip.patch_size, opts, batching, rank, summary)
-    mine = sum(len(batch.entries) for batch in batches) + len(summary.failed)  # this rank's share
     work = _check_existing(batches, layout, generator, opts, summary)
     threads = read_threads(opts.loader_threads, generator.clip.device.type)
     crf = CRFSettings(space=generator.space, mode=opts.crf_image, threshold=opts.ignore_below,
@@ -172,8 +171,8 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
             for (batch, todo), images in zip(work, loaded):
                 _compute_batch(generator, layout, writer, batch, todo, images, crf, opts, summary)
                 bar.update(len(todo))
-    if mine and len(summary.failed) == mine:
-        raise UserError(f"none of the {mine} images could be processed (first: "
+    if rank.world_size == 1 and entries and len(summary.failed) == len(entries):  # (ranks: see _plan)
+        raise UserError(f"none of the {len(entries)} images could be processed (first: "
                         f"{next(iter(summary.failed.values()))})")
     if opts.crf:  # the images whose CRF mask is still missing (all of them, unless computed inline)
         jobs = [CRFJob(str(e.path), str(layout.cam(e.image_id)), str(layout.crf(e.image_id)))
@@ -187,7 +186,9 @@ def _plan(entries: Sequence[SplitEntry], patch: int, opts: MaskRunOptions, batch
           summary: MaskRunSummary) -> list[Batch]:
     """This rank's batches. Every rank plans all the images the same way, then takes its share of
     the batches, so that each image is computed in the same company as in one process. Missing
-    and unreadable images are failures of the rank whose share of the entries holds them."""
+    and unreadable images are failures of the rank whose share of the entries holds them; when
+    no image at all can be found or read, every rank stops with the same one-line error (a rank
+    can't see the others' later failures, so only one process applies that rule to the run's end)."""
     found, failures = [], []
     for entry in entries:
         try:
@@ -198,6 +199,8 @@ def _plan(entries: Sequence[SplitEntry], patch: int, opts: MaskRunOptions, batch
     batches, unreadable = plan_batches(found, patch, opts.max_side, opts.batch_size, opts.strict, batching)
     failures += [(image_id, UserError(reason)) for image_id, reason in unreadable.items()]
     order = {entry.image_id: index for index, entry in enumerate(entries)}
+    if entries and not batches:
+        raise UserError(f"none of the {len(entries)} images could be found or read (first: {failures[0][1]})")
     for image_id, exc in failures:
         if order[image_id] % rank.world_size == rank.rank:
             _record_failure(image_id, exc, opts, summary)
@@ -240,6 +243,8 @@ def _compute_batch(generator: MaskGenerator, layout: MaskFolder, writer: Backgro
     for entry, image in zip(batch.entries, images):
         if isinstance(image, UserError) and entry.image_id in todo:
             _record_failure(entry.image_id, image, opts, summary)
+    if not any(entry.image_id in todo for entry, _, _ in ready):
+        return
     try:
         cams = generator.cams_batch([image for _, image, _ in ready], [list(entry.labels) for entry, _, _ in ready])
         cams = [c.astype(np.float16) for c in cams]
@@ -249,12 +254,17 @@ def _compute_batch(generator: MaskGenerator, layout: MaskFolder, writer: Backgro
     except (RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):
             raise
+        out_of_memory = True
+    else:
+        out_of_memory = False
+    if out_of_memory:  # out of the except block: its traceback no longer holds the batch's tensors
         _free_device_memory(generator)
         for entry, image, _ in ready:
             if entry.image_id in todo:
                 _record_failure(entry.image_id, UserError(
                     f"{entry.image_id}: out of memory at {image.tensor.shape[2]}x{image.tensor.shape[1]} in a batch "
-                    f"of {len(ready)} (lower --batch-size or --max-side)"), opts, summary)
+                    f"of {len(ready)} (rerun with a lower --batch-size or --max-side into another --out, or "
+                    f"with --overwrite: a folder keeps the settings it was made with)"), opts, summary)
         return
     for (entry, _, _), c, labels in zip(ready, cams, crf_labels):
         if entry.image_id in todo:
