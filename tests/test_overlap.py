@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tagclip_cls.runtime.overlap import BackgroundWriter, read_ahead, read_threads
+from tagclip_cls.runtime.overlap import BackgroundWriter, read_ahead, read_batches_ahead, read_threads
 
 
 @pytest.mark.parametrize("threads", [0, 1, 3])
@@ -55,6 +55,34 @@ def test_read_ahead_raises_at_the_failing_item():
         for value in read_ahead(load, list(range(6)), 2):
             got.append(value)
     assert got == [0, 1, 2]
+
+
+@pytest.mark.parametrize("threads", [0, 1, 3])
+def test_read_batches_ahead_keeps_batches_and_order(threads):
+    batches = [[1, 2, 3], [], [4], [5, 6]]
+    got = list(read_batches_ahead(lambda i: i * 10, batches, threads))
+    assert got == [[10, 20, 30], [], [40], [50, 60]]
+
+
+def test_read_batches_ahead_shares_a_batch_among_threads_and_reads_the_next_one():
+    """The two images of the first batch wait for each other: they load only side by side. While
+    the first batch is in use, the second is read."""
+    meet = threading.Barrier(2, timeout=5)
+    started = []
+
+    def load(i):
+        started.append(i)
+        if i < 2:
+            meet.wait()
+        return i
+
+    reader = read_batches_ahead(load, [[0, 1], [2, 3], [4, 5]], threads=2)
+    assert next(reader) == [0, 1]
+    deadline = time.monotonic() + 10
+    while not {2, 3} <= set(started) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert {2, 3} <= set(started)
+    assert list(reader) == [[2, 3], [4, 5]]
 
 
 def test_background_writer_runs_jobs_in_order_off_the_calling_thread():

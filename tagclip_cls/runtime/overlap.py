@@ -36,23 +36,38 @@ def read_threads(requested: int | None, device_type: str) -> int:
     return 0 if device_type == "cpu" else max(2, cores_per_rank() // 2)
 
 
-def read_ahead(load: Callable[[T], R], items: Sequence[T], threads: int) -> Iterator[R]:
-    """``load(item)`` for every item, in order, running up to ``threads + 1`` items ahead in
-    ``threads`` threads (``0``: inline). An exception surfaces when its item is reached; closing
-    the generator early drops the loads not yet started."""
+def read_ahead(load: Callable[[T], R], items: Sequence[T], threads: int, ahead: int | None = None) -> Iterator[R]:
+    """``load(item)`` for every item, in order, running up to ``ahead`` (default ``threads + 1``)
+    items ahead in ``threads`` threads (``0``: inline). An exception surfaces when its item is
+    reached; closing the generator early drops the loads not yet started."""
     if threads <= 0:
         yield from map(load, items)
         return
+    depth = threads + 1 if ahead is None else max(1, ahead)
     pool = ThreadPoolExecutor(threads)
     try:
-        ahead: deque[Future] = deque(pool.submit(load, item) for item in items[:threads + 1])
-        for nxt in range(threads + 1, len(items) + threads + 1):
-            result = ahead.popleft().result()
+        queued: deque[Future] = deque(pool.submit(load, item) for item in items[:depth])
+        for nxt in range(depth, len(items) + depth):
+            result = queued.popleft().result()
             if nxt < len(items):
-                ahead.append(pool.submit(load, items[nxt]))
+                queued.append(pool.submit(load, items[nxt]))
             yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def read_batches_ahead(load: Callable[[T], R], batches: Sequence[Sequence[T]], threads: int) -> Iterator[list[R]]:
+    """:func:`read_ahead` by batch: ``[load(item) for item in batch]`` for every batch, in order,
+    each item a task of its own, so that the threads share a batch (its first images are not
+    waited for one after the other) and the next batch is read while this one is in use."""
+    sizes = [len(batch) for batch in batches]
+    loaded = read_ahead(load, [item for batch in batches for item in batch], threads,
+                        ahead=threads + max(sizes, default=0))
+    try:
+        for size in sizes:
+            yield [next(loaded) for _ in range(size)]
+    finally:
+        loaded.close()
 
 
 class BackgroundWriter:

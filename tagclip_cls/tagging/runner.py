@@ -21,8 +21,8 @@ from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.setup import check_run_config
 from tagclip_cls.runtime.atomic_io import write_json_atomic
 from tagclip_cls.tagging.metrics import classification_metrics, format_summary
-from tagclip_cls.runtime.overlap import BackgroundWriter, read_ahead
-from tagclip_cls.core.batches import Batch, ImageEntry, plan_batches
+from tagclip_cls.runtime.overlap import BackgroundWriter, read_batches_ahead
+from tagclip_cls.core.batches import ImageEntry, plan_batches
 from tagclip_cls.core.images import PreparedImage, find_image, list_images
 from tagclip_cls.formats.splits import read_split
 from tagclip_cls.formats.tags import TagFolder, tag_record
@@ -65,17 +65,14 @@ class PartFile:
             return f.read(1) == b"\n"
 
 
-def load_batch(tagger: Tagger, batch: Batch, strict: bool) -> tuple[list[tuple[str, PreparedImage]], list[dict]]:
-    """The batch's ``(id, image)`` pairs, and error records for the images that can't be read."""
-    images, errors = [], []
-    for entry in batch.entries:
-        try:
-            images.append((entry.image_id, tagger.prepare(entry.path)))
-        except UserError as err:
-            if strict:
-                raise
-            errors.append({"id": entry.image_id, "error": str(err)})
-    return images, errors
+def load_entry(tagger: Tagger, entry: ImageEntry, strict: bool) -> tuple[str, PreparedImage] | dict:
+    """The image's ``(id, image)`` pair, or its error record when it can't be read (raised when ``strict``)."""
+    try:
+        return entry.image_id, tagger.prepare(entry.path)
+    except UserError as err:
+        if strict:
+            raise
+        return {"id": entry.image_id, "error": str(err)}
 
 
 def tag_records(tagger: Tagger, images: list[tuple[str, PreparedImage]]) -> list[dict]:
@@ -120,9 +117,12 @@ def tag_images(tagger: Tagger, entries: Sequence[ImageEntry], out_dir: str | os.
     # with reader threads (a GPU) the part file's appends and fsyncs run in the background too
     with tqdm(total=sum(len(b.entries) for b in todo), desc="tagging", unit="img",
               disable=not (progress and rank.is_main)) as bar, BackgroundWriter(inline=loader_threads == 0) as writer:
-        for images, errors in read_ahead(lambda batch: load_batch(tagger, batch, strict), todo, loader_threads):
+        for loaded in read_batches_ahead(lambda entry: load_entry(tagger, entry, strict),
+                                         [batch.entries for batch in todo], loader_threads):
+            images = [item for item in loaded if isinstance(item, tuple)]
+            errors = [item for item in loaded if isinstance(item, dict)]
             writer.submit(own_part.append, tag_records(tagger, images) + errors)
-            bar.update(len(images) + len(errors))
+            bar.update(len(loaded))
     wait_for_all(rank)
     if not rank.is_main:
         return None

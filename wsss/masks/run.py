@@ -35,7 +35,7 @@ from tagclip_cls.formats.mask_png import write_label_png
 from tagclip_cls.formats.splits import SplitEntry, read_split
 from tagclip_cls.runtime.distributed import RankInfo, device_for_rank, rank_info, shard
 from tagclip_cls.runtime.errors import UserError, is_out_of_memory
-from tagclip_cls.runtime.overlap import BackgroundWriter, read_ahead, read_threads
+from tagclip_cls.runtime.overlap import BackgroundWriter, read_batches_ahead, read_threads
 from tagclip_cls.runtime.precision import resolve_attention
 from tagclip_cls.runtime.setup import check_device_and_output, check_run_config, share_cpu_threads
 from wsss.masks.api import MaskGenerator, cam_config
@@ -166,7 +166,8 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
     # each image's files are its own: half as many writers as readers (a write takes about half a read)
     with BackgroundWriter(inline=threads == 0, threads=max(1, threads // 2)) as writer, \
             tqdm(total=sum(len(todo) for _, todo in work), desc="cams", unit="img", disable=not opts.progress) as bar:
-        loaded = read_ahead(lambda item: [_load(generator, e.path, crf_inline) for e in item[0].entries], work, threads)
+        loaded = read_batches_ahead(lambda entry: _load(generator, entry.path, crf_inline),
+                                    [batch.entries for batch, _ in work], threads)
         with closing(loaded):
             for (batch, todo), images in zip(work, loaded):
                 _compute_batch(generator, layout, writer, batch, todo, images, crf, opts, summary)
