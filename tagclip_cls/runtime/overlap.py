@@ -59,10 +59,10 @@ def read_ahead(load: Callable[[T], R], items: Sequence[T], threads: int, ahead: 
 def read_batches_ahead(load: Callable[[T], R], batches: Sequence[Sequence[T]], threads: int) -> Iterator[list[R]]:
     """:func:`read_ahead` by batch: ``[load(item) for item in batch]`` for every batch, in order,
     each item a task of its own, so that the threads share a batch (its first images are not
-    waited for one after the other) and the next batch is read while this one is in use."""
+    waited for one after the other) and the next two batches are read while this one is in use."""
     sizes = [len(batch) for batch in batches]
     loaded = read_ahead(load, [item for batch in batches for item in batch], threads,
-                        ahead=threads + max(sizes, default=0))
+                        ahead=threads + 2 * max(sizes, default=0))
     try:
         for size in sizes:
             yield [next(loaded) for _ in range(size)]
