@@ -1,16 +1,18 @@
 #!/usr/bin/env python
-"""Torch operations per image of stage 1 or 2, by phase: what a GPU would launch (views aside). Prints figures.
+"""Torch operations per image of stage 1, stage 2 or the torch CRF, by phase: what a GPU would launch (views aside). Prints figures.
 
 Counts every operation dispatched to a kernel (``TorchDispatchMode``) on ``bench_tags.py``'s 16
 synthetic VOC-sized images, one per pass and in one mixed pass, with the test suite's tiny
 12-layer CLIP (the count does not depend on the width). Stage 1: TagCLIP scores them against the
 VOC preset's 45 text classes. Stage 2: CLIP-ES makes the CAMs of 1-3 random tags per image (20
-classes, 2 background words). ``--gpu-branches`` takes, on the CPU, the branches a GPU takes
+classes, 2 background words). CRF: the torch dense CRF of the images with 3-label random
+probability stacks, each image alone against all of them in one lattice, as ``gen_pseudo_masks.py``
+runs a batch's CRF. ``--gpu-branches`` takes, on the CPU, the branches a GPU takes
 (stage 1: torch's resize kernel for the CWR crops, one product for DMAR's boxed columns; stage 2:
 Grad-CAM on the device, one product for the boxed affinity), so a CPU-only machine can count
 what a GPU would run.
 
-    python benchmarks/count_ops.py [--stage 1|2] [--gpu-branches]
+    python benchmarks/count_ops.py [--stage 1|2|crf] [--gpu-branches]
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -29,10 +32,12 @@ import tagclip_cls.tagging.tagclip as tagclip_module
 import wsss.masks.cams as cams_module
 from bench_tags import PHASES, TINY, VOC_SIZES, make_images
 from profiling import labelled_phases
-from tagclip_cls.core.images import prepare_image
+from tagclip_cls.core.images import load_rgb, prepare_image
 from tagclip_cls.core.models import LoadedClip, load_clip
 from tagclip_cls.core.random_weights import save_random_openai_checkpoint
 from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig
+from wsss.crf import CRFParams
+from wsss.crf.permutohedral import dense_crf_torch_batch
 from wsss.masks.cams import ClipES
 
 
@@ -88,9 +93,18 @@ def stage2(clip: LoadedClip, images: list[torch.Tensor]) -> tuple[object, tuple[
         [images[i] for i in batch], [tags[i] for i in batch], [tuple(images[i].shape[1:]) for i in batch])
 
 
+def dense_crf(paths: list[Path]) -> tuple[object, tuple[str, ...], Pass]:
+    """The torch CRF of the images (RGB as read) with random 3-label probability stacks; no phases."""
+    rgbs = [load_rgb(path) for path in paths]
+    rng = np.random.default_rng(0)
+    probs = [rng.dirichlet(np.ones(3), rgb.shape[:2]).transpose(2, 0, 1).astype(np.float32) for rgb in rgbs]
+    return None, (), lambda batch: dense_crf_torch_batch([rgbs[i] for i in batch], [probs[i] for i in batch],
+                                                        CRFParams())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--stage", choices=("1", "2", "crf"), default="1")
     parser.add_argument("--gpu-branches", action="store_true")
     args = parser.parse_args()
     if args.gpu_branches:
@@ -100,13 +114,19 @@ def main() -> None:
         torch.manual_seed(0)
         save_random_openai_checkpoint(checkpoint, **TINY)
         clip = load_clip(None, str(checkpoint), "cpu")
-        images = [prepare_image(path, clip.patch_size).tensor for path in make_images(Path(work), VOC_SIZES)]
-    owner, phases, run = (stage1 if args.stage == 1 else stage2)(clip, images)
+        paths = make_images(Path(work), VOC_SIZES)
+        images = [prepare_image(path, clip.patch_size).tensor for path in paths]
+        if args.stage == "crf":
+            owner, phases, run = dense_crf(paths)
+        else:
+            owner, phases, run = (stage1 if args.stage == "1" else stage2)(clip, images)
     counter = OpCounter()
-    what = "45 text classes" if args.stage == 1 else "1-3 tags each"
-    print(f"stage {args.stage}, {'GPU' if args.gpu_branches else 'CPU'} branches, {len(images)} images, {what}")
+    what = {"1": "45 text classes", "2": "1-3 tags each", "crf": "3 labels"}[args.stage]
+    print(f"{'stage ' * (args.stage != 'crf')}{args.stage}, {'GPU' if args.gpu_branches else 'CPU'} branches, "
+          f"{len(images)} images, {what}")
+    together = "one lattice for" if args.stage == "crf" else "one mixed pass of"
     for label, batches in [("one image per pass", [[i] for i in range(len(images))]),
-                           (f"one mixed pass of {len(images)}", [list(range(len(images)))])]:
+                           (f"{together} {len(images)}", [list(range(len(images)))])]:
         counter.counts.clear()
         with labelled_phases(owner, phases, counter.phase), counter:
             for batch in batches:

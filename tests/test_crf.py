@@ -5,7 +5,8 @@ from PIL import Image
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.core.presets import load_preset
 from tagclip_cls.formats.mask_folder import read_cams
-from wsss.masks.crf import CRFJob, CRFSettings, crf_image, crf_label_map, crf_rows, run_crf_batch
+from wsss.masks.crf import (CRFJob, CRFSettings, crf_image, crf_label_map, crf_label_maps, crf_rows,
+                            crf_rows_batch, run_crf_batch)
 from wsss.masks.label_maps import LabelSpace
 from tagclip_cls.formats.mask_png import read_label_png
 
@@ -69,6 +70,30 @@ def test_crf_label_map_uses_class_plus_one():
     rgb, truth = two_region_image()
     cams = np.where(truth == 1, 0.9, 0.05)[None].astype(np.float32)
     assert (crf_label_map(rgb, cams, [14], VOC, "rgb") == np.where(truth == 1, 15, 0)).all()
+
+
+@pytest.mark.parametrize("backend", ["pydensecrf", "torch"])
+def test_several_images_in_one_call_as_each_alone(backend):
+    """Noisy two-region images of different sizes, a stack of one row and one of none among them:
+    the batched call gives each image's rows and label map as its own call (pydensecrf: the
+    same bits; torch: one lattice, equal here)."""
+    rng = np.random.default_rng(3)
+    rgbs, probs = [], []
+    for h, w, split in [(32, 48, 24), (20, 30, 9), (25, 17, 10)]:
+        rgb, truth = two_region_image(h, w, split)
+        p1 = np.clip(np.where(truth == 1, 0.7, 0.3) + rng.uniform(-0.35, 0.35, truth.shape), 0, 1)
+        rgbs.append(rgb)
+        probs.append(np.stack([1 - p1, p1]).astype(np.float32))
+    rgbs += [np.zeros((6, 7, 3), np.uint8)] * 2
+    probs += [np.full((1, 6, 7), 0.8, np.float32), np.zeros((0, 6, 7), np.float32)]
+    together = crf_rows_batch(rgbs, probs, "rgb", 0.6, backend=backend)
+    for rgb, prob, rows in zip(rgbs, probs, together):
+        assert np.array_equal(rows, crf_rows(rgb, prob, "rgb", 0.6, backend=backend))
+    assert (together[3] == 0).all() and (together[4] == 255).all()
+    cams = [prob[1:] for prob in probs[:3]]
+    maps = crf_label_maps(rgbs[:3], cams, [[14]] * 3, VOC, "rgb", backend=backend)
+    for rgb, c, labels in zip(rgbs, cams, maps):
+        assert np.array_equal(labels, crf_label_map(rgb, c, [14], VOC, "rgb", backend=backend))
 
 
 def _make_jobs(tmp_path, n):

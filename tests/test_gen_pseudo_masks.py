@@ -422,3 +422,30 @@ def test_no_image_found_is_one_error_on_every_rank(setup, monkeypatch, capsys, w
     code, text = run_tool([*base, "--out", str(tmp_path / "out")], monkeypatch, capsys)
     assert code == 2 and "error: none of the 2 images could be found or read (first: " in text, text
     assert text.strip().count("\n") == 0
+
+
+def test_inline_crf_runs_once_per_batch(five_images, monkeypatch, capsys):
+    """With the torch backend the CRF of a batch's images is one call (one lattice); its masks
+    agree with the CRF of each image alone, from the same stored CAMs."""
+    import wsss.masks.run as run_module
+    from tagclip_cls.core.presets import make_preset
+    from wsss.masks.crf import crf_label_map
+    from wsss.masks.label_maps import LabelSpace
+
+    tmp_path, base = five_images
+    calls = []
+    real = run_module.crf_label_maps
+    monkeypatch.setattr(run_module, "crf_label_maps", lambda rgbs, *args: calls.append(len(rgbs)) or real(rgbs, *args))
+    out = tmp_path / "out"
+    code, text = run_tool([*base, "--out", str(out), "--crf", "--crf-backend", "torch", "--batch-size", "2",
+                           "--batching", "grid"], monkeypatch, capsys)
+    assert code == 0 and "5 images computed" in text and "5 CRF masks written" in text, text
+    assert sorted(calls) == [1, 2, 2]  # grid batches: a_grey with d_rgb, b_rgba with e_rgb, c_rgb alone
+    space = LabelSpace.from_preset(make_preset("voc2012"))
+    for path in sorted((out / "cams").glob("*.npz")):
+        with np.load(path) as data:
+            keys, cams = data["keys"].tolist(), data["cams"]
+        rgb = np.asarray(Image.open(next((tmp_path / "images").glob(f"{path.stem}.*"))).convert("RGB"))
+        alone = crf_label_map(rgb, cams, keys, space, backend="torch")
+        written = np.asarray(Image.open(out / "masks_crf" / f"{path.stem}.png"))
+        assert (alone == written).mean() >= 0.995, path.stem

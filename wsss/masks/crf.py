@@ -40,7 +40,7 @@ from tagclip_cls.runtime.errors import UserError
 from wsss.masks import CRF_IMAGE_MODES
 from wsss.masks.label_maps import LabelSpace, check_cams, first_argmax, probability_stack, rows_to_labels
 from tagclip_cls.formats.mask_png import IGNORE, write_label_png
-from wsss.crf import CRF_BACKENDS, CRFParams, dense_crf
+from wsss.crf import CRF_BACKENDS, CRFParams, dense_crf_batch
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PUBLISHED_BGR_MEAN = (104.008, 116.669, 122.675)
@@ -64,15 +64,24 @@ def crf_image(rgb: np.ndarray, mode: str = "published") -> np.ndarray:
 def crf_rows(rgb: np.ndarray, prob: np.ndarray, mode: str = "published", threshold: float | None = None,
              params: CRFParams = CRFParams(), backend: str = "pydensecrf", device: str | None = None) -> np.ndarray:
     """Row index (into ``prob``) per pixel after the CRF, uint8; 255 where ``max Q < threshold``."""
-    prob = np.asarray(prob, dtype=np.float32)
-    if prob.shape[0] == 0:
-        return np.full(prob.shape[1:], IGNORE, dtype=np.uint8)
-    if prob.shape[0] == 1:  # a single label: nothing to decide, Q is 1 everywhere
-        return np.zeros(prob.shape[1:], dtype=np.uint8)
-    q = dense_crf(crf_image(rgb, mode), prob, params, backend=backend, device=device)
-    rows = first_argmax(q)
-    if threshold is not None:
-        rows[q.max(axis=0) < threshold] = IGNORE
+    return crf_rows_batch([rgb], [prob], mode, threshold, params, backend, device)[0]
+
+
+def crf_rows_batch(rgbs: Sequence[np.ndarray], probs: Sequence[np.ndarray], mode: str = "published",
+                   threshold: float | None = None, params: CRFParams = CRFParams(), backend: str = "pydensecrf",
+                   device: str | None = None) -> list[np.ndarray]:
+    """:func:`crf_rows` of several images, the CRF in one :func:`~wsss.crf.dense_crf_batch` call
+    (the torch backend: one lattice, a few large operations instead of many small ones per image).
+    A stack of no rows is all 255, one of a single row all 0 (nothing to decide)."""
+    probs = [np.asarray(prob, dtype=np.float32) for prob in probs]
+    rows = [np.full(prob.shape[1:], IGNORE if prob.shape[0] == 0 else 0, dtype=np.uint8) for prob in probs]
+    chosen = [i for i, prob in enumerate(probs) if prob.shape[0] > 1]
+    qs = dense_crf_batch([crf_image(rgbs[i], mode) for i in chosen], [probs[i] for i in chosen], params,
+                         backend=backend, device=device)
+    for i, q in zip(chosen, qs):
+        rows[i] = first_argmax(q)
+        if threshold is not None:
+            rows[i][q.max(axis=0) < threshold] = IGNORE
     return rows
 
 
@@ -80,8 +89,17 @@ def crf_label_map(rgb: np.ndarray, cams: np.ndarray, keys: Sequence[int], space:
                   mode: str = "published", threshold: float | None = None, params: CRFParams = CRFParams(),
                   backend: str = "pydensecrf", device: str | None = None) -> np.ndarray:
     """CRF-refined label map (uint8 ``H x W``: label values of ``space``, 255 = below threshold)."""
-    prob = probability_stack(check_cams(cams, keys), space)
-    return rows_to_labels(crf_rows(rgb, prob, mode, threshold, params, backend, device), keys, space)
+    return crf_label_maps([rgb], [cams], [keys], space, mode, threshold, params, backend, device)[0]
+
+
+def crf_label_maps(rgbs: Sequence[np.ndarray], cams: Sequence[np.ndarray], keys: Sequence[Sequence[int]],
+                   space: LabelSpace, mode: str = "published", threshold: float | None = None,
+                   params: CRFParams = CRFParams(), backend: str = "pydensecrf", device: str | None = None
+                   ) -> list[np.ndarray]:
+    """:func:`crf_label_map` of several images, the CRF in one call (:func:`crf_rows_batch`)."""
+    probs = [probability_stack(check_cams(c, k), space) for c, k in zip(cams, keys)]
+    rows = crf_rows_batch(rgbs, probs, mode, threshold, params, backend, device)
+    return [rows_to_labels(r, k, space) for r, k in zip(rows, keys)]
 
 
 @dataclass(frozen=True)

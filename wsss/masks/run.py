@@ -40,7 +40,7 @@ from tagclip_cls.runtime.precision import resolve_attention
 from tagclip_cls.runtime.setup import check_device_and_output, check_run_config, share_cpu_threads
 from wsss.masks.api import MaskGenerator, cam_config
 from wsss.crf import CRF_BACKENDS, default_backend
-from wsss.masks.crf import CRF_IMAGE_MODES, CRFJob, CRFSettings, crf_label_map, run_crf_batch
+from wsss.masks.crf import CRF_IMAGE_MODES, CRFJob, CRFSettings, crf_label_maps, run_crf_batch
 from wsss.masks.label_maps import LabelSpace, label_map
 
 log = logging.getLogger(__name__)
@@ -237,9 +237,10 @@ def _check_existing(batches: Sequence[Batch], layout: MaskFolder, generator: Mas
 def _compute_batch(generator: MaskGenerator, layout: MaskFolder, writer: BackgroundWriter, batch: Batch,
                    todo: set[str], images: list, crf: CRFSettings, opts: MaskRunOptions,
                    summary: MaskRunSummary) -> None:
-    """CAMs of a batch's readable images in one pass (all of them: the planned company), then
-    (``crf.backend == "torch"``) the CRF of those in ``todo``, whose outputs are written; out of
-    memory fails those images, not the run."""
+    """CAMs of a batch's readable images in one pass, then (``crf.backend == "torch"``, the images
+    loaded with their RGB pixels) their CRF in one call: all of them, the planned company, so
+    that resumed and sharded runs keep the bits. The outputs of the images in ``todo`` are
+    written; out of memory fails those images, not the run."""
     ready = [(entry, *image) for entry, image in zip(batch.entries, images) if not isinstance(image, UserError)]
     for entry, image in zip(batch.entries, images):
         if isinstance(image, UserError) and entry.image_id in todo:
@@ -249,9 +250,10 @@ def _compute_batch(generator: MaskGenerator, layout: MaskFolder, writer: Backgro
     try:
         cams = generator.cams_batch([image for _, image, _ in ready], [list(entry.labels) for entry, _, _ in ready])
         cams = [c.astype(np.float16) for c in cams]
-        crf_labels = [None if rgb is None or entry.image_id not in todo else crf_label_map(
-            rgb, c, list(entry.labels), crf.space, crf.mode, crf.threshold, crf.params, crf.backend, crf.device)
-            for (entry, _, rgb), c in zip(ready, cams)]
+        crf_labels: list = [None] * len(ready)
+        if ready[0][2] is not None:  # the inline CRF: the batch's images in one call, in the planned company
+            crf_labels = crf_label_maps([rgb for _, _, rgb in ready], cams, [list(e.labels) for e, _, _ in ready],
+                                        crf.space, crf.mode, crf.threshold, crf.params, crf.backend, crf.device)
     except (RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):
             raise
