@@ -154,7 +154,7 @@ class MaskGenerator:
 
     def label_map(self, stored_cams: np.ndarray, tags: Sequence[int]) -> np.ndarray:
         """The label map of float16-stored CAMs, as ``masks/ID.png`` holds it."""
-        return label_map(stored_cams.astype(np.float32), list(tags), self.space)
+        return label_map(stored_cams, list(tags), self.space)
 
     def __call__(self, image: ImageInput, tags: Sequence[int | str]) -> MaskResult:
         """CAMs and label maps of one image for its ``tags`` (class indices or names)."""

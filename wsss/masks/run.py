@@ -307,7 +307,7 @@ def write_image_outputs(space: LabelSpace, layout: MaskFolder, image_id: str, ta
     image whose two files exist), then the CRF mask when it was computed with them; a CRF mask of
     earlier CAMs is stale and goes. The writer threads' whole job, label map included."""
     write_cams(layout.cam(image_id), tags, cams)
-    write_label_png(layout.mask(image_id), label_map(cams.astype(np.float32), tags, space))
+    write_label_png(layout.mask(image_id), label_map(cams, tags, space))  # the stored float16, widened to float32 inside
     if crf_labels is None:
         layout.crf(image_id).unlink(missing_ok=True)
     else:
