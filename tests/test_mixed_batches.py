@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import tagclip_cls.core.vit as vit_module
 import tagclip_cls.tagging.tagclip as tagclip_module
 from tagclip_cls.core.presets import make_preset
 from tagclip_cls.core.vit import pad_tokens
@@ -100,7 +101,7 @@ def test_padding_content_never_reaches_real_tokens(tiny_clip, text, images, monk
         padded = torch.isneginf(mask[:, 0, 0])
         x[padded] = 50 * torch.randn(int(padded.sum()), x.shape[2], generator=torch.Generator().manual_seed(0))
         return x, mask
-    monkeypatch.setattr(tagclip_module, "pad_tokens", noisy_pad)
+    monkeypatch.setattr(vit_module, "pad_tokens", noisy_pad)  # as embed_padded calls it
     for a, b in zip(clean, tagger.score(images)):
         assert a.tags == b.tags and np.abs(a.scores - b.scores).max() < 1e-6
 
@@ -114,7 +115,7 @@ def test_one_size_takes_no_padding_path(tiny_clip, text, images, monkeypatch):
 
     def refuse(*args, **kwargs):
         raise AssertionError("padding path taken")
-    monkeypatch.setattr(tagclip_module, "pad_tokens", refuse)
+    monkeypatch.setattr(tagclip_module, "embed_padded", refuse)
     for image, expected in zip(images, reference):
         got = tagger.score([image])[0]
         assert np.array_equal(got.scores, expected.scores) and np.array_equal(got.refined, expected.refined)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.runtime.precision import (autocast_dtype_name, bf16_is_slow, check_precision, precision_autocast,
+from tagclip_cls.runtime.precision import (activation_dtype, autocast_dtype_name, bf16_is_slow, check_precision, precision_autocast,
                                            resolve_attention)
 
 AVX512_BF16 = frozenset({"avx512f", "avx512_bf16"})
@@ -51,6 +51,8 @@ def test_fp16_needs_native_half_on_a_cpu():
 
 def test_every_stage_reads_precision_alike():
     assert [autocast_dtype_name(p) for p in ("fp32", "tf32", "bf16", "fp16")] == [None, None, "bfloat16", "float16"]
+    assert [activation_dtype(p) for p in ("fp32", "tf32", "bf16", "fp16")] == [
+        torch.float32, torch.float32, torch.bfloat16, torch.float16]
     with pytest.raises(UserError, match="choose one of fp32, tf32, bf16, fp16"):
         check_precision("half", CPU, AMX)
 

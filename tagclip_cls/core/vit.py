@@ -6,7 +6,7 @@ the model's weights and follow the same arithmetic as ``nn.MultiheadAttention``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,26 @@ def pad_tokens(sequences: Sequence[torch.Tensor], mask_dtype: torch.dtype = torc
         x[b, :seq.shape[1]] = seq[0]
         mask[b, :, :, seq.shape[1]:] = float("-inf")
     return x, mask
+
+
+def same_size_batch(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """``images`` as one ``B x 3 x H x W`` tensor when they share a size, else ``None``."""
+    if isinstance(images, torch.Tensor):
+        return images
+    return torch.stack(list(images)) if len({image.shape for image in images}) == 1 else None
+
+
+def embed_padded(visual: nn.Module, images: Sequence[torch.Tensor], round_fp16_pos: Callable[[tuple[int, int]], bool],
+                 mask_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
+    """``3 x H x W`` images of different sizes as one batch: each embedded on its own, with its own
+    grid's positional table (rounded to fp16 where ``round_fp16_pos(grid)``), then
+    :func:`pad_tokens`. Returns the tokens ``B x T x D``, the key mask (``None`` when every
+    sequence has one length) and each image's number of patch tokens."""
+    patch = visual.conv1.kernel_size[0]
+    sequences = [embed(visual, image[None], round_fp16_pos((image.shape[1] // patch, image.shape[2] // patch)))
+                 for image in images]
+    x, mask = pad_tokens(sequences, mask_dtype)
+    return x, mask, [seq.shape[1] - 1 for seq in sequences]
 
 
 def attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None = None,

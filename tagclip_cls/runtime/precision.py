@@ -56,6 +56,14 @@ def autocast_dtype_name(precision: str) -> str | None:
     return {"fp32": None, "tf32": None, "bf16": "bfloat16", "fp16": "float16"}[precision]
 
 
+def activation_dtype(precision: str):
+    """The torch dtype the model's attention logits have under ``precision``: autocast's, else
+    float32 (an additive mask of this dtype leaves the softmax's precision as it is)."""
+    import torch
+
+    return getattr(torch, autocast_dtype_name(precision) or "float32")
+
+
 def precision_autocast(precision: str, device_type: str) -> AbstractContextManager:
     """The context both stages run their model under: autocast for ``bf16``/``fp16``, TF32
     matrix products on a GPU for ``tf32`` (float32 on a CPU), nothing for ``fp32``."""

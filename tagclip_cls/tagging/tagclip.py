@@ -17,8 +17,9 @@ import torch.nn.functional as F
 
 from tagclip_cls.core.boxes import boxed_columns, score_map_box_masks
 from tagclip_cls.core.models import LoadedClip
-from tagclip_cls.core.vit import block_forward, class_token_features, embed, pad_tokens, project_tokens
-from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS, autocast_dtype_name, precision_autocast
+from tagclip_cls.core.vit import (block_forward, class_token_features, embed, embed_padded, project_tokens,
+                                  same_size_batch)
+from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS, activation_dtype, precision_autocast
 
 
 
@@ -87,13 +88,6 @@ def resize_bilinear(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     top = rows0[:, :, x0] * (1 - wx) + rows0[:, :, x1] * wx
     bottom = rows1[:, :, x0] * (1 - wx) + rows1[:, :, x1] * wx
     return top * (1 - wy)[:, None] + bottom * wy[:, None]
-
-
-def same_size_batch(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """``images`` as one ``B x 3 x H x W`` tensor when they share a size, else ``None``."""
-    if isinstance(images, torch.Tensor):
-        return images
-    return torch.stack(list(images)) if len({image.shape for image in images}) == 1 else None
 
 
 def class_box_keys(refined: torch.Tensor, grid: tuple[int, int]) -> tuple[list[int], torch.Tensor]:
@@ -202,13 +196,9 @@ class TagCLIP:
         zeros after them up to the longest sequence (so the padding depends on the token count
         only); a -inf key mask keeps the padding out of every real token's attention.
         """
-        patch = self.clip.patch_size
         with self._autocast():
-            sequences = [embed(self.clip.visual, image[None],
-                               self._round_pos((image.shape[1] // patch, image.shape[2] // patch)))
-                         for image in images]
-        x, mask = pad_tokens(sequences, getattr(torch, autocast_dtype_name(self.config.precision) or "float32"))
-        lengths = [seq.shape[1] - 1 for seq in sequences]
+            x, mask, lengths = embed_padded(self.clip.visual, images, self._round_pos,
+                                            activation_dtype(self.config.precision))
         probs, votes, avg = self._encode(x, mask, lengths if mask is not None else None)
         per_image = [probs[b, :n] for b, n in enumerate(lengths)]
         if votes is None:

@@ -32,8 +32,8 @@ import torch
 
 from tagclip_cls.core.boxes import boxed_columns, score_map_box_masks
 from tagclip_cls.core.models import LoadedClip
-from tagclip_cls.core.vit import attention, block_forward, embed, pad_tokens
-from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS, autocast_dtype_name, precision_autocast
+from tagclip_cls.core.vit import attention, block_forward, embed, embed_padded, same_size_batch
+from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS, activation_dtype, precision_autocast
 from wsss.masks import GRAD_MODES
 
 CAM_TEMPLATE = "a clean origami {}."
@@ -184,10 +184,10 @@ class ClipES:
             if isinstance(images, torch.Tensor):
                 x, tokens = embed(visual, images.to(self.clip.device), self.config.round_fp16_pos), Tokens()
             else:
-                sequences = [embed(visual, image[None].to(self.clip.device), self.config.round_fp16_pos)
-                             for image in images]
-                x, mask = pad_tokens(sequences, getattr(torch, autocast_dtype_name(self.config.precision) or "float32"))
-                tokens = Tokens(mask, [seq.shape[1] - 1 for seq in sequences] if mask is not None else None)
+                x, mask, lengths = embed_padded(visual, [image.to(self.clip.device) for image in images],
+                                                lambda grid: self.config.round_fp16_pos,
+                                                activation_dtype(self.config.precision))
+                tokens = Tokens(mask, lengths if mask is not None else None)
             maps = []
             for index, block in enumerate(blocks[:-1]):
                 keep = index in self.affinity_layers
@@ -266,7 +266,8 @@ class ClipES:
         tags, sizes = [tags[b] for b in chosen], [orig_sizes[b] for b in chosen]
         patch = self.clip.patch_size
         grids = [(image.shape[1] // patch, image.shape[2] // patch) for image in images]
-        x, maps, tokens = self.trunk(torch.stack(images) if len(set(grids)) == 1 else images)
+        stacked = same_size_batch(images)
+        x, maps, tokens = self.trunk(images if stacked is None else stacked)
         cams, last_attn = self.grad_cams(x, tags, grids, tokens)
         if self.clip.num_layers - 1 in self.affinity_layers:
             maps.append(last_attn)
