@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_pipeline import NUM_VOC_CLASSES, machine_name, write_images  # noqa: E402
+from bench_pipeline import machine_name, random_tags, write_images  # noqa: E402
 from tagclip_cls.core.images import PreparedImage, as_pil, load_rgb, prepare_image  # noqa: E402
 from tagclip_cls.core.presets import make_preset  # noqa: E402
 from tagclip_cls.formats.mask_folder import MaskFolder  # noqa: E402
@@ -46,13 +46,12 @@ PATCH = 16
 
 
 def stage2_outputs(sizes: list[tuple[int, int]], seed: int) -> list[tuple[list[int], np.ndarray]]:
-    """Tags and float16 CAMs ``K x H x W`` per image: random patch-grid maps resized bilinearly."""
+    """Tags (:func:`bench_pipeline.random_tags`) and float16 CAMs ``K x H x W`` per image: random
+    patch-grid maps resized bilinearly."""
     rng = np.random.default_rng(seed)
     outputs = []
-    for height, width in sizes:
-        count = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
-        tags = sorted(rng.choice(NUM_VOC_CLASSES, count, replace=False).tolist())
-        grid = rng.random((count, -(-height // PATCH), -(-width // PATCH))).astype(np.float32)
+    for (height, width), tags in zip(sizes, random_tags(len(sizes), seed)):
+        grid = rng.random((len(tags), -(-height // PATCH), -(-width // PATCH))).astype(np.float32)
         outputs.append((tags, resize_maps(grid, (height, width)).astype(np.float16)))
     return outputs
 

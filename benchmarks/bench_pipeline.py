@@ -123,14 +123,19 @@ def write_images(folder: Path, count: int, seed: int) -> list[tuple[str, tuple[i
     return items
 
 
-def write_tags(path: Path, ids: list[str], seed: int) -> None:
-    """A stage-2 tags file: 1-3 distinct random VOC class indices per image (mostly 1, as in VOC)."""
+def random_tags(count: int, seed: int) -> list[list[int]]:
+    """1-3 distinct random VOC class indices for each of ``count`` images (mostly 1, as in VOC)."""
     rng = np.random.default_rng([seed, 2])
-    lines = []
-    for image_id in ids:
-        count = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
-        tags = sorted(rng.choice(NUM_VOC_CLASSES, count, replace=False).tolist())
-        lines.append(" ".join([image_id, *map(str, tags)]))
+    tags = []
+    for _ in range(count):
+        size = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
+        tags.append(sorted(rng.choice(NUM_VOC_CLASSES, size, replace=False).tolist()))
+    return tags
+
+
+def write_tags(path: Path, ids: list[str], seed: int) -> None:
+    """A stage-2 tags file of :func:`random_tags`."""
+    lines = [" ".join([image_id, *map(str, tags)]) for image_id, tags in zip(ids, random_tags(len(ids), seed))]
     path.write_text("\n".join(lines) + "\n")
 
 
