@@ -59,6 +59,10 @@ def synthetic_images(folder: Path, seed: int = 0) -> list[tuple[Path, list[int]]
     return items
 
 
+# ClipES's methods that profiles and operation counts report as phases
+PHASES = ("trunk", "grad_cams", "_tag_gradients")
+
+
 def random_vitb16(device: str) -> LoadedClip:
     model = build_model_from_openai_state_dict(random_openai_state_dict(), cast_dtype=torch.float32)
     model = model.float().eval().requires_grad_(False).to(device)
@@ -103,8 +107,7 @@ def bench_cams(clip: LoadedClip, text: torch.Tensor, num_classes: int, prepared,
                 print(f"CAMs {precision} {grad_mode:7s}, batches of {batch}: {seconds:.3f} s/img  {1 / seconds:.2f} img/s")
             if profile_rows:
                 image, tags = prepared[0]
-                profile_phases(lambda: generator(image.tensor, tags, image.orig_size), generator,
-                               ("trunk", "grad_cams", "_tag_gradients"), profile_rows,
+                profile_phases(lambda: generator(image.tensor, tags, image.orig_size), generator, PHASES, profile_rows,
                                f"{precision} {grad_mode}, {len(tags)} tags", clip.device.type == "cuda")
             cams_first = cams_first or outputs
     for precision in [p for p in maps if p != "fp32" and "fp32" in maps]:

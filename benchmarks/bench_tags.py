@@ -149,8 +149,9 @@ def run(args: argparse.Namespace) -> None:
                            f"{precision} {attention}, {len(batch)} images", device.type == "cuda")
 
 
-
+# TagCLIP's methods that profiles and operation counts report as phases
 PHASES = ("dense_forward", "dense_forward_mixed", "refine", "cwr_crops", "masked_class_probs")
+
 
 def count_crops(tagger: TagCLIP) -> list[int]:
     """A counter of the CWR crops ``tagger`` computes (their number varies with the precision)."""

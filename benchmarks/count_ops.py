@@ -30,6 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import tagclip_cls.tagging.tagclip as tagclip_module
 import wsss.masks.cams as cams_module
+from bench_masks import PHASES as MASK_PHASES
 from bench_tags import PHASES, TINY, VOC_SIZES, make_images
 from profiling import labelled_phases
 from tagclip_cls.core.images import load_rgb, prepare_image
@@ -89,7 +90,7 @@ def stage2(clip: LoadedClip, images: list[torch.Tensor]) -> tuple[object, tuple[
     text = F.normalize(torch.randn(22, TINY["embed_dim"], generator=g), dim=-1)
     generator = ClipES(clip, text[:20], text[20:])
     tags = [torch.randperm(20, generator=g)[:int(torch.randint(1, 4, (1,), generator=g))].tolist() for _ in images]
-    return generator, ("trunk", "grad_cams"), lambda batch: generator.batch(
+    return generator, MASK_PHASES, lambda batch: generator.batch(
         [images[i] for i in batch], [tags[i] for i in batch], [tuple(images[i].shape[1:]) for i in batch])
 
 
