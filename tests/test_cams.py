@@ -131,13 +131,18 @@ def test_a_batch_of_images_equals_each_image_alone(tiny_clip, texts, grad_mode):
     images = torch.randn(4, 3, 48, 80)
     tags = [[0, 2, 3], [], [1], [3, 0]]
     sizes = [(40, 70), (45, 75), (48, 80), (30, 50)]
-    gen = ClipES(tiny_clip, *texts, CamConfig(grad_mode=grad_mode))
+    assert_batch_equals_each_alone(ClipES(tiny_clip, *texts, CamConfig(grad_mode=grad_mode)), images, tags, sizes)
+
+
+def assert_batch_equals_each_alone(gen: ClipES, images, tags, sizes) -> None:
+    """``gen.batch`` of the images equals each image's own call within 1e-4 (as the parity tests),
+    and the maps are real ones, not all zeros."""
     together = gen.batch(images, tags, sizes)
-    for b in range(len(images)):
-        alone = gen(images[b], tags[b], sizes[b])
+    for b, image in enumerate(images):
+        alone = gen(image, tags[b], sizes[b])
         assert together[b].shape == alone.shape == (len(tags[b]), *sizes[b])
-        np.testing.assert_allclose(together[b], alone, atol=1e-4, rtol=0, err_msg=f"image {b}")  # as the parity tests
-        assert len(tags[b]) == 0 or alone.max() > 0.5  # real maps, not all zeros
+        np.testing.assert_allclose(together[b], alone, atol=1e-4, rtol=0, err_msg=f"image {b}")
+        assert len(tags[b]) == 0 or alone.max() > 0.5
 
 
 def test_refined_cams_shape_range_and_layers(tiny_clip, texts):
@@ -174,13 +179,8 @@ def test_a_batch_of_several_sizes_equals_each_image_alone(tiny_clip, texts, grad
     images = [torch.randn(3, gh * 16, gw * 16, generator=g) for gh, gw in grids]
     tags = [[0, 2], [1], [3, 0, 2], [], [2], [1, 3]]
     sizes = [(gh * 16 - 3, gw * 16 + 5) for gh, gw in grids]
-    gen = ClipES(tiny_clip, *texts, CamConfig(grad_mode=grad_mode, attention=attention))
-    together = gen.batch(images, tags, sizes)
-    for b, image in enumerate(images):
-        alone = gen(image, tags[b], sizes[b])
-        assert together[b].shape == alone.shape == (len(tags[b]), *sizes[b])
-        np.testing.assert_allclose(together[b], alone, atol=1e-4, rtol=0, err_msg=f"image {b}")
-        assert len(tags[b]) == 0 or alone.max() > 0.5
+    assert_batch_equals_each_alone(ClipES(tiny_clip, *texts, CamConfig(grad_mode=grad_mode, attention=attention)),
+                                   images, tags, sizes)
 
 
 def test_grids_of_one_token_count_share_a_pass_without_mask(tiny_clip, texts):
