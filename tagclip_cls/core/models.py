@@ -5,7 +5,7 @@ Three ways to name weights, all returning a :class:`LoadedClip` in eval mode:
 * ``pretrained="openai"`` (or any open_clip tag) with an architecture name such as ``ViT-B-16``:
   open_clip downloads the weights where the network allows.
 * ``pretrained=PATH`` and no architecture: an OpenAI checkpoint, either the TorchScript archive
-  OpenAI distributes or a plain state dict; the architecture (width, depth, patch size, ...) is
+  OpenAI distributes (read as data, never run) or a plain state dict; the architecture (width, depth, patch size, ...) is
   read from the checkpoint itself, so any ViT size works.
 * ``pretrained=PATH`` with an architecture name: an open_clip checkpoint or ``.safetensors``.
 
@@ -35,13 +35,16 @@ from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from open_clip.model import build_model_from_openai_state_dict, convert_weights_to_lp
 
 from tagclip_cls.core.random_weights import RANDOM_WEIGHTS_KEY
+from tagclip_cls.core.torchscript import check_zip_members, is_torchscript, read_torchscript_state_dict
 from tagclip_cls.runtime.arguments import looks_like_path
 from tagclip_cls.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "ViT-B-16"
-OPENAI_METADATA = ("input_resolution", "context_length", "vocab_size")  # non-weight entries of the file
+# entries of the file that are not weights: OpenAI's sizes, and the causal mask that a traced
+# open_clip model keeps as a buffer (rebuilt by _assign_weights)
+OPENAI_METADATA = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 OPENAI_KEYS = ("visual.conv1.weight", "visual.class_embedding", "visual.proj", "text_projection",
                "token_embedding.weight", "logit_scale")
 
@@ -227,20 +230,24 @@ def _check_hub_reachable(model_name: str, tag: str, timeout_s: float = 3.0) -> N
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from a TorchScript archive, a safetensors file or a (weights-only) pickle."""
+    """Read a state dict from a TorchScript archive (:mod:`~tagclip_cls.core.torchscript`: nothing
+    in it runs), a safetensors file or a weights-only pickle; a zip's member sizes are checked
+    before anything is inflated."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         try:
             return load_file(str(path))
         except Exception as exc:
             raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
-    if _is_torchscript(path):
-        try:
-            return torch.jit.load(str(path), map_location="cpu").state_dict()
-        except Exception as exc:
-            raise UserError(f"{path}: unreadable TorchScript archive ({exc})") from None
+    if is_torchscript(path):
+        return read_torchscript_state_dict(path)
     try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                check_zip_members(path, archive)
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except UserError:
+        raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a readable checkpoint ({first})") from None
@@ -253,14 +260,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _is_torchscript(path: Path) -> bool:
-    """TorchScript archives are zip files with a ``constants.pkl``/``code/`` entry."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
-
-
 def _load_openai_checkpoint(path: Path) -> tuple[open_clip.CLIP, bool]:
     """The model, and whether the checkpoint is marked as random weights."""
     state_dict = read_state_dict(path)
@@ -269,10 +268,11 @@ def _load_openai_checkpoint(path: Path) -> tuple[open_clip.CLIP, bool]:
     if missing:
         raise UserError(f"{path}: not an OpenAI CLIP ViT checkpoint (missing {missing[0]}); "
                         f"for an open_clip checkpoint also pass --model NAME")
-    shapes = {k: v.to("meta") for k, v in state_dict.items()}  # the builder reads the architecture from these
+    weights = {k: v for k, v in state_dict.items() if k not in OPENAI_METADATA}
+    shapes = {k: v.to("meta") for k, v in weights.items()}  # the builder reads the architecture from these
     try:
         model = _build_empty(lambda: build_model_from_openai_state_dict(shapes, cast_dtype=torch.float32))
-        _assign_weights(model, {k: v for k, v in state_dict.items() if k not in OPENAI_METADATA})
+        _assign_weights(model, weights)
     except Exception as exc:
         raise UserError(f"{path}: inconsistent OpenAI CLIP checkpoint ({type(exc).__name__}: {exc})") from None
     return model, random_weights
