@@ -48,14 +48,29 @@ def test_pad_tokens_layout_and_mask():
     assert mask is None and torch.equal(x, torch.cat(same))  # one length: nothing to mask
 
 
-def test_grids_of_one_token_count_share_a_pass_without_mask(tiny_clip, text):
-    """4 x 6 and 6 x 4 (as VOC's 24 x 32 and 32 x 24): stacked without padding, bit for bit as alone."""
+#: batch against alone, for one token count: 7.5e-9 measured (one float32 ulp of a 0.12 score, on
+#: the second image; AMD EPYC AVX-512 at default settings and ATEN_CPU_CAPABILITY=default, 0 under
+#: =avx2): a batched matrix product may be blocked unlike a single one. 1e-6 is 130 such ulps, and
+#: what the padded batches of this file are held to.
+BATCH_TOLERANCE = 1e-6
+
+
+def test_grids_of_one_token_count_share_a_pass_without_mask(tiny_clip, text, monkeypatch):
+    """4 x 6 and 6 x 4 (as VOC's 24 x 32 and 32 x 24): one pass with no key mask, tags as alone and
+    scores within :data:`BATCH_TOLERANCE` (not bit for bit: see there)."""
     g = torch.Generator().manual_seed(7)
     images = [torch.randn(3, 64, 96, generator=g), torch.randn(3, 96, 64, generator=g)]
     tagger = TagCLIP(tiny_clip, text, K)
-    for image, together in zip(images, tagger.score(images)):
+    passes = []
+    encode = tagger._encode
+    monkeypatch.setattr(tagger, "_encode", lambda x, mask, lengths: passes.append((len(x), mask)) or encode(x, mask, lengths))
+    together = tagger.score(images)
+    assert [(n, m) for n, m in passes] == [(2, None)]
+    for image, joint in zip(images, together):
         alone = tagger.score(image[None])[0]
-        assert np.array_equal(alone.scores, together.scores) and np.array_equal(alone.refined, together.refined)
+        assert alone.tags == joint.tags
+        assert np.abs(alone.scores - joint.scores).max() <= BATCH_TOLERANCE
+        assert np.abs(alone.refined - joint.refined).max() <= BATCH_TOLERANCE
 
 
 def test_dense_forward_mixed_equals_each_image_alone(tiny_clip, text, images):
