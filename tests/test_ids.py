@@ -147,7 +147,7 @@ def test_stuff_masks_never_rewrite_their_source(tmp_path, run):
     assert snapshot(src) == before and not (tmp_path / "out").exists()
     ids.write_text("000001\n")
     result = run("prepare_data.py", "stuff-masks", "--masks", src, "--ids", ids, "--out", src, "--overwrite")
-    assert result.returncode == 2 and "source folder" in result.stderr
+    assert result.returncode == 2 and "--out is the --masks input" in result.stderr
     assert snapshot(src) == before
 
 

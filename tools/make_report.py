@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tagclip_cls.runtime.arguments import check_outputs_spare_inputs  # noqa: E402
 from tagclip_cls.runtime.cli import ToolParser, add_class_arguments, run_cli  # noqa: E402
 
 
@@ -33,7 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_class_arguments(p)
     p.add_argument("--max-images", type=int, metavar="N", help="show the first N images only (default: all)")
     p.add_argument("--out", required=True, metavar="FILE", help="the HTML file to write")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_outputs_spare_inputs(vars(args), out_is_folder=False)
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
