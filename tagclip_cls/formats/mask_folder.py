@@ -58,8 +58,9 @@ def write_cams(path: str | os.PathLike, keys: Sequence[int], cams: np.ndarray) -
     atomic_write(path, lambda f: np.savez(f, keys=keys_arr, cams=cams_arr), mode="wb")
 
 
-def read_cams(path: str | os.PathLike) -> tuple[list[int], np.ndarray]:
-    """``(keys, cams)`` of a CAM file; a missing, truncated or malformed file is a :class:`UserError`."""
+def read_cams(path: str | os.PathLike, num_classes: int | None = None) -> tuple[list[int], np.ndarray]:
+    """``(keys, cams)`` of a CAM file; a missing, truncated or malformed file is a :class:`UserError`,
+    and so, when ``num_classes`` is given, is a key outside ``0..num_classes - 1``."""
     try:
         with np.load(path, allow_pickle=False) as data:
             keys, cams = [int(k) for k in data["keys"]], np.asarray(data["cams"])
@@ -71,6 +72,10 @@ def read_cams(path: str | os.PathLike) -> tuple[list[int], np.ndarray]:
         raise UserError(f"{path}: damaged CAM file ({type(exc).__name__})") from None
     if cams.ndim != 3 or cams.shape[0] != len(keys):
         raise UserError(f"{path}: CAM file holds {cams.shape} maps for {len(keys)} keys")
+    if num_classes is not None:
+        bad = [k for k in keys if not 0 <= k < num_classes]
+        if bad:
+            raise UserError(f"{path}: CAM key {bad[0]} is not a class index (0..{num_classes - 1})")
     return keys, cams
 
 

@@ -60,9 +60,11 @@ def read_lines(path: Path) -> list[str]:
 def _parse_label(token: str, by_token: dict[str, int], num_classes: int, path: Path, lineno: int) -> int:
     if token in by_token:
         return by_token[token]
-    if token.isdigit() and int(token) < num_classes:
+    number = token.isascii() and token.isdigit()  # not "²" or "٢", which str.isdigit also accepts
+    if number and int(token) < num_classes:
         return int(token)
-    raise UserError(f"{path}:{lineno}: unknown class label {token!r}")
+    hint = f" (class indices are 0..{num_classes - 1})" if number else ""
+    raise UserError(f"{path}:{lineno}: unknown class label {token!r}{hint}")
 
 
 def format_split_line(image_id: str, labels: Iterable[int], class_names: Sequence[str]) -> str:

@@ -67,9 +67,10 @@ class TagFolder:
         if skipped:
             write_text_atomic(self.skipped, "".join(f"{k}\t{v}\n" for k, v in sorted(skipped.items())))
 
-    def records(self) -> list[dict]:
-        """The ``tags.jsonl`` records in file order (a one-line error for a malformed line)."""
-        return read_tag_records(self.jsonl)
+    def records(self, num_classes: int | None = None) -> list[dict]:
+        """The ``tags.jsonl`` records in file order (a one-line error for a malformed line, or
+        for a tag outside ``0..num_classes - 1`` when ``num_classes`` is given)."""
+        return read_tag_records(self.jsonl, num_classes)
 
     def skipped_ids(self) -> set[str]:
         if not self.skipped.is_file():
@@ -77,8 +78,10 @@ class TagFolder:
         return {line.split("\t", 1)[0] for line in read_lines(self.skipped) if line}
 
 
-def read_tag_records(path: str | os.PathLike) -> list[dict]:
-    """Records of a ``tags.jsonl`` (``id``, ``scores``, ``tags``), in file order."""
+def read_tag_records(path: str | os.PathLike, num_classes: int | None = None) -> list[dict]:
+    """Records of a ``tags.jsonl`` (``id``, ``scores``, ``tags``), in file order; with
+    ``num_classes``, a tag that is not a class index ``0..num_classes - 1`` is a ``UserError``
+    naming the line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: tags file not found")
@@ -91,8 +94,20 @@ def read_tag_records(path: str | os.PathLike) -> list[dict]:
             record["id"], record["scores"], record["tags"]
         except (ValueError, KeyError, TypeError):
             raise UserError(f"{path}:{lineno}: not a stage-1 record with id, scores and tags") from None
+        if num_classes is not None:
+            bad = _bad_tags(record["tags"], num_classes)
+            if bad:
+                raise UserError(f"{path}:{lineno}: tag {bad[0]!r} is not a class index (0..{num_classes - 1})")
         records.append(record)
     return records
+
+
+def _bad_tags(tags: object, num_classes: int) -> list:
+    """The entries of ``tags`` that are not an ``int`` in ``0..num_classes - 1`` (``[tags]`` when
+    it is not a list)."""
+    if not isinstance(tags, list):
+        return [tags]
+    return [t for t in tags if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < num_classes]
 
 
 def tags_split_file(path: str | os.PathLike) -> Path:

@@ -214,7 +214,7 @@ def _card(record: dict, inputs: ReportInputs, names: Sequence[str]) -> str:
     stage2 = Path(inputs.stage2) if inputs.stage2 else None
     cam_path = stage2 / "cams" / f"{image_id}.npz" if stage2 else None
     if cam_path is not None and cam_path.is_file():
-        keys, cams = read_cams(cam_path)
+        keys, cams = read_cams(cam_path, len(inputs.class_names))
         figures = [_figure(encode_jpeg(cam_overlay(rgb, resize_picture(cams[i].astype(np.float32), size, False))),
                            f"CAM: {inputs.class_names[k] if k < len(inputs.class_names) else k}", kind="cam")
                    for i, k in enumerate(keys)]
@@ -280,7 +280,7 @@ h4{margin:8px 0 4px}.block{margin-right:18px}
 
 def render_report(inputs: ReportInputs) -> str:
     """The report's HTML text."""
-    records = read_tag_records(inputs.tags)
+    records = read_tag_records(inputs.tags, len(inputs.class_names))
     if inputs.max_images is not None:
         records = records[:inputs.max_images]
     names = list(inputs.label_names or ("background", *inputs.class_names))

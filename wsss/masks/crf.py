@@ -133,7 +133,7 @@ def run_crf_job(job: CRFJob, settings: CRFSettings, overwrite: bool = False) -> 
     """CRF one image and write its palette PNG; False when the output exists and is kept."""
     if not overwrite and Path(job.out_path).exists():
         return False
-    keys, cams = read_cams(job.cam_path)
+    keys, cams = read_cams(job.cam_path, len(settings.space.class_to_label))
     rgb = load_rgb(job.image_path)
     if tuple(cams.shape[1:]) != rgb.shape[:2]:
         raise UserError(f"{job.cam_path}: CAM size {cams.shape[2]}x{cams.shape[1]} differs from image "
