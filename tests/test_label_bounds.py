@@ -217,13 +217,13 @@ def test_stage3_annotation_value_k_is_refused(tmp_path):
     from wsss.seg.datasets import LoadCheckedAnnotations
     from wsss.seg.errors import SegUserError
 
-    def load(values):
-        Image.fromarray(np.zeros((1, 4, 3), np.uint8)).save(tmp_path / "a.jpg")
-        write_label_png(tmp_path / "a.png", np.array([values], np.uint8))
+    def load(values):  # two rows: mmseg's loader squeezes a one-row mask to 1-D
+        Image.fromarray(np.zeros((2, 4, 3), np.uint8)).save(tmp_path / "a.jpg")
+        write_label_png(tmp_path / "a.png", np.array([values, [0] * 4], np.uint8))
         return LoadCheckedAnnotations()(dict(img_path=str(tmp_path / "a.jpg"), seg_map_path=str(tmp_path / "a.png"),
-                                             reduce_zero_label=False, seg_fields=[], ori_shape=(1, 4),
+                                             reduce_zero_label=False, seg_fields=[], ori_shape=(2, 4),
                                              num_classes=21))
-    assert load([0, 20, 255, 1])["gt_seg_map"].tolist() == [[0, 20, 255, 1]]
+    assert load([0, 20, 255, 1])["gt_seg_map"].tolist() == [[0, 20, 255, 1], [0] * 4]
     with pytest.raises(SegUserError) as err:
         load([0, 21, 255, 1])
     assert refused(err) == f"{tmp_path / 'a.png'}: mask values [21] outside 0..20 and 255"
