@@ -18,7 +18,8 @@ With random or weak weights the refined maps can be nearly flat (a range of 1e-6
 min-max normalisation turns last-bit differences into visible ones. So the order of operations
 follows the published code where it decides rounding: Grad-CAM weights and sums in numpy on the
 same array layout, ``T @ T`` then the mask, normalisation in numpy float32. On CPU the fp32
-result then has the same bits as the published code at the same thread count.
+result then has the same bits as the published code on the same machine at the same thread count
+(another CPU kind rounds differently: ``tests/parity_tolerance.py``).
 """
 from __future__ import annotations
 
