@@ -379,7 +379,7 @@ def test_batches_equal_one_by_one_and_resume_with_the_same_bits(five_images, mon
     assert code == 0 and "2 images computed, 3 already done" in text, text
     assert _files(batched) == first
     code, text = run_tool([*base, "--out", str(batched), "--batch-size", "3"], monkeypatch, capsys)
-    assert code == 2 and "other settings" in text
+    assert code == 2 and "another 'batches' setting" in text, text
 
 
 def test_torchrun_two_ranks_in_batches_byte_identical(five_images):

@@ -170,7 +170,7 @@ def test_user_mistakes(tmp_path, image_folder, classes_file, tiny_checkpoint, ca
     with pytest.raises(UserError, match="split.txt:1: unknown class label 'dragon'"):
         run_stage1(options(image_folder, classes_file, tmp_path / "o", tiny_checkpoint, cache_dir, split=str(split)))
     run_stage1(options(image_folder, classes_file, tmp_path / "o", tiny_checkpoint, cache_dir))
-    with pytest.raises(UserError, match="holds outputs made with other settings"):
+    with pytest.raises(UserError, match="holds outputs made with another 'method' setting"):
         run_stage1(options(image_folder, classes_file, tmp_path / "o", tiny_checkpoint, cache_dir, method="coarse"))
     run_stage1(options(image_folder, classes_file, tmp_path / "o", tiny_checkpoint, cache_dir, method="coarse",
                        overwrite=True))

@@ -72,7 +72,7 @@ def test_damaged_run_config_is_a_one_line_error(inputs, tiny_checkpoint, monkeyp
     (parts / "run_config.json").write_bytes(record)
     code, err = run_tool("gen_tags.py", ["--img-root", images, "--dataset", "voc2007", "--pretrained", tiny_checkpoint,
                                          "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"], monkeypatch, capsys)
-    assert code == 2 and "holds outputs made with other settings" in err and err.count("\n") == 1, err
+    assert code == 2 and "the record is damaged" in err and err.count("\n") == 1, err
     code, err = run_tool("gen_tags.py", ["--img-root", images, "--dataset", "voc2007", "--pretrained", tiny_checkpoint,
                                          "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out", "--overwrite",
                                          "--no-progress"], monkeypatch, capsys)

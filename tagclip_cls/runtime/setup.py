@@ -27,6 +27,16 @@ def share_cpu_threads(threads: int | None = None) -> None:
     torch.set_num_threads(max(1, threads) if threads is not None else cores_per_rank())
 
 
+def _changed(previous: object, config: dict) -> str:
+    """What differs between a folder's record and this run, in words: the first changed setting."""
+    if not isinstance(previous, dict):
+        return "settings this run can't read (the record is damaged)"
+    for key in sorted(set(previous) | set(config)):
+        if previous.get(key) != config.get(key):
+            return "other weights (their content changed)" if key == "weights" else f"another {key!r} setting"
+    return "other settings"
+
+
 def check_run_config(path: Path, config: dict, write: bool, overwrite: bool = False,
                      known_before_loading: bool = False) -> None:
     """Refuse to mix outputs of different settings in one folder (unless ``overwrite``); a
@@ -43,8 +53,8 @@ def check_run_config(path: Path, config: dict, write: bool, overwrite: bool = Fa
         if known_before_loading and isinstance(previous, dict):
             previous = {key: previous.get(key) for key in config}
         if previous != config:
-            raise UserError(f"{path}: this --out folder holds outputs made with other settings (or the record "
-                            f"is unreadable); use another --out or add --overwrite")
+            raise UserError(f"{path}: this --out folder holds outputs made with {_changed(previous, config)}; "
+                            f"use another --out or add --overwrite")
         return
     if write and not known_before_loading:
         write_json_atomic(path, config)

@@ -45,8 +45,10 @@ class TagRunOptions:
     progress: bool = True
 
 
-def run_stage1(opts: TagRunOptions) -> dict | None:
-    """Tag the images of ``opts``; returns the metrics on rank 0 when the split has labels."""
+def run_stage1(opts: TagRunOptions, verify_only: bool = False) -> dict | None:
+    """Tag the images of ``opts``; returns the metrics on rank 0 when the split has labels.
+    ``verify_only``: only refuse an output folder made with other settings or weights (the model
+    loads for its fingerprint), computing and writing nothing."""
     batching = opts.batching or default_batching(opts.device)
     check_batching(opts.batch_size, batching)
     rank = rank_info()
@@ -67,6 +69,10 @@ def run_stage1(opts: TagRunOptions) -> dict | None:
         tagger = Tagger(clip, preset, method=opts.method, precision=opts.precision, max_side=opts.max_side,
                         round_fp16_pos=not opts.no_fp16_pos, cache_dir=opts.cache_dir, attention=attention)
         run_config = {**settings, "model": clip.name, "random_weights": clip.random_weights,
-                      "text": clip.text_fingerprint, "config": asdict(tagger.model.config)}
+                      "text": clip.text_fingerprint, "weights": clip.weights_fingerprint,
+                      "config": asdict(tagger.model.config)}
+        if verify_only:
+            check_run_config(TagFolder(opts.out).run_config, run_config, write=False)
+            return None
         return tag_images(tagger, entries, opts.out, run_config, opts.batch_size, opts.strict, opts.overwrite,
                           rank, read_threads(opts.loader_threads, clip.device.type), opts.progress, batching)

@@ -8,8 +8,9 @@ Layout under ``out``::
     eval/     masks.{json,md}, masks_crf.{json,md}: pseudo masks against --gt-masks
     report.html
 
-A stage whose outputs are complete is skipped; an incomplete one is run again and resumes on
-its own (stage 1's part files, stage 2's per-image files, stage 3's last checkpoint). The
+A stage whose outputs are complete is skipped once its folder's settings and weights are found
+to match this run's (a mismatch is refused, as by the stage's tool); an incomplete one is run
+again and resumes on its own (stage 1's part files, stage 2's per-image files, stage 3's last checkpoint). The
 evaluation is redone whenever stage 2 ran, so its tables always describe the masks on disk.
 """
 from __future__ import annotations
@@ -137,21 +138,20 @@ def final_checkpoint(config: str, cfg_options: dict[str, Any], work_dir: Path) -
 def _stage1(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
     expected = [e.image_id for e in collect_entries(opts.img_root, opts.split, preset.classes)]
     missing = expected if opts.overwrite else stage1_missing(layout, expected)  # --overwrite: all of them
-    if not missing:
-        return StageStatus("stage1", False, f"tags of all {len(expected)} images in {layout.stage1.root}")
     run_stage1(TagRunOptions(img_root=opts.img_root, out=str(layout.stage1.root), dataset=opts.dataset,
                              classes=opts.classes, background=opts.background, split=opts.split,
                              model=opts.model, pretrained=opts.pretrained, device=opts.device,
                              precision=opts.precision, attention=opts.attention, batch_size=opts.batch_size,
                              batching=opts.batching, method=opts.method,
                              cache_dir=opts.cache_dir, strict=opts.strict, overwrite=opts.overwrite,
-                             progress=opts.progress))
+                             progress=opts.progress), verify_only=not missing)
+    if not missing:  # the folder's settings and weights were compared above
+        return StageStatus("stage1", False, f"tags of all {len(expected)} images in {layout.stage1.root}")
     return StageStatus("stage1", True, f"{len(missing)} of {len(expected)} images had no tags yet")
 
 
 def _stage2(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
-    if not opts.overwrite and not stage2_missing(layout, preset, opts.crf):
-        return StageStatus("stage2", False, f"pseudo masks complete in {layout.stage2.root}")
+    complete = not opts.overwrite and not stage2_missing(layout, preset, opts.crf)
     summary = run_stage2(MaskRunOptions(
         img_root=opts.img_root, tags=str(layout.stage1.txt), out=str(layout.stage2.root), dataset=opts.dataset,
         classes=opts.classes, background=opts.background, model=opts.model, pretrained=opts.pretrained,
@@ -159,7 +159,9 @@ def _stage2(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> St
         batching=opts.batching, crf=opts.crf, crf_image=opts.crf_image,
         ignore_below=opts.ignore_below, crf_backend=opts.crf_backend, crf_workers=opts.crf_workers,
         cache_dir=opts.cache_dir,
-        strict=opts.strict, overwrite=opts.overwrite, progress=opts.progress))
+        strict=opts.strict, overwrite=opts.overwrite, progress=opts.progress), verify_only=complete)
+    if complete:  # the folder's settings and weights were compared above
+        return StageStatus("stage2", False, f"pseudo masks complete in {layout.stage2.root}")
     detail = (f"{summary.computed} images computed, {summary.existing} already done, {len(summary.failed)} failed"
               + (f", {summary.crf_written} CRF masks written" if opts.crf else ""))
     return StageStatus("stage2", True, detail)

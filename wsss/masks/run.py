@@ -134,8 +134,10 @@ def _check_options(opts: MaskRunOptions) -> None:
     check_device_and_output(opts.device, opts.precision, opts.out)
 
 
-def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
-    """Generate CAMs and label maps for this rank's share of the images in ``opts.tags``."""
+def run_stage2(opts: MaskRunOptions, verify_only: bool = False) -> MaskRunSummary:
+    """Generate CAMs and label maps for this rank's share of the images in ``opts.tags``.
+    ``verify_only``: only refuse an output folder made with other settings or weights (the model
+    loads for its fingerprint), computing nothing."""
     batching = opts.batching or default_batching(opts.device)
     check_batching(opts.batch_size, batching)
     _check_options(opts)
@@ -154,7 +156,10 @@ def run_stage2(opts: MaskRunOptions) -> MaskRunSummary:
     generator = build_generator(preset, opts, device_for_rank(opts.device, rank))
     check_run_config(layout.config, {
         **settings, "model": generator.clip.name, "random_weights": generator.clip.random_weights,
-        "cam": asdict(generator.model.config)}, rank.is_main, opts.overwrite)
+        "weights": generator.clip.weights_fingerprint, "cam": asdict(generator.model.config)},
+        rank.is_main and not verify_only, opts.overwrite)
+    if verify_only:
+        return MaskRunSummary()
 
     summary = MaskRunSummary()
     batches = _plan(entries, generator.clip.patch_size, opts, batching, rank, summary)
