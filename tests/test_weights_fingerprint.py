@@ -3,37 +3,24 @@ both stages and by the pipeline: the run records keep a fingerprint of the weigh
 from __future__ import annotations
 
 import os
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import write_image
+from test_user_mistakes import run_tool
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.runtime.errors import UserError
 from wsss.apps.pipeline import PipelineOptions, run_pipeline
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_tool(tool: str, args: list, monkeypatch, capsys) -> tuple[int, str]:
-    path = str(ROOT / "tools" / tool)
-    monkeypatch.setattr(sys, "argv", [path, *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        runpy.run_path(path, run_name="__main__")
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out + captured.err
-
 
 def replace_keeping_size_and_time(path: Path, state_dict: dict[str, torch.Tensor], key: str) -> None:
-    """Write ``state_dict`` with one value of ``key`` changed over ``path``: same size, and the
+    """Write ``state_dict`` with the tensor ``key`` scaled by 1.5 over ``path``: same size, and the
     modification time copied back (as ``touch -r`` does)."""
     stat = path.stat()
     changed = dict(state_dict)
-    changed[key] = state_dict[key].clone()
-    changed[key].view(-1)[0] += 0.5
+    changed[key] = state_dict[key] * 1.5
     torch.save(changed, path)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
@@ -77,12 +64,13 @@ def test_stage2_notices_replaced_weights(setup, tiny_state_dict, monkeypatch, ca
     args = ["--img-root", images, "--tags", tags, "--dataset", "voc2012", *common, "--out", tmp_path / "out"]
     assert run_tool("gen_pseudo_masks.py", args, monkeypatch, capsys)[0] == 0
     masks = (tmp_path / "out" / "masks" / "a.png").read_bytes()
-    replace_keeping_size_and_time(weights, tiny_state_dict, "visual.proj")
+    cams = (tmp_path / "out" / "cams" / "a.npz").read_bytes()
+    replace_keeping_size_and_time(weights, tiny_state_dict, "visual.transformer.resblocks.10.attn.in_proj_weight")
     code, text = run_tool("gen_pseudo_masks.py", args, monkeypatch, capsys)
     assert code == 2 and "other weights" in text and text.count("\n") == 1, text
     assert (tmp_path / "out" / "masks" / "a.png").read_bytes() == masks
     code, text = run_tool("gen_pseudo_masks.py", [*args, "--overwrite"], monkeypatch, capsys)
-    assert code == 0 and "1 images computed" in text, text
+    assert code == 0 and (tmp_path / "out" / "cams" / "a.npz").read_bytes() != cams, text  # recomputed
 
 
 def test_pipeline_compares_before_skipping_a_complete_stage(setup, tiny_state_dict):
