@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.atomic_io import write_text_atomic
 from tagclip_cls.runtime.ids import check_image_id
+from tagclip_cls.runtime.numbers import parse_index
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,10 @@ def read_lines(path: Path) -> list[str]:
 def _parse_label(token: str, by_token: dict[str, int], num_classes: int, path: Path, lineno: int) -> int:
     if token in by_token:
         return by_token[token]
-    number = token.isascii() and token.isdigit()  # not "²" or "٢", which str.isdigit also accepts
-    if number and int(token) < num_classes:
-        return int(token)
-    hint = f" (class indices are 0..{num_classes - 1})" if number else ""
+    index = parse_index(token)
+    if index is not None and index < num_classes:
+        return index
+    hint = f" (class indices are 0..{num_classes - 1})" if index is not None else ""
     raise UserError(f"{path}:{lineno}: unknown class label {token!r}{hint}")
 
 

@@ -22,9 +22,12 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from tagclip_cls.formats.annotations import coco_category_index, coco_image_id, load_coco_json
+from tagclip_cls.formats.annotations import (check_coco_segmentation, coco_annotation_category, coco_category_index,
+                                             coco_entry, coco_image_id, coco_image_size, coco_images_by_id, coco_int,
+                                             load_coco_json)
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.ids import path_inside
+from tagclip_cls.runtime.numbers import is_json_int
 from tagclip_cls.core.presets import Preset
 
 from tagclip_cls.formats.mask_png import IGNORE, png_ids, read_label_png, write_label_png
@@ -32,33 +35,44 @@ from tagclip_cls.formats.mask_png import IGNORE, png_ids, read_label_png, write_
 CROWD_MODES = ("ignore", "class")
 
 
-def _segmentation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """Decode a COCO polygon list, uncompressed or compressed RLE into an ``H x W`` bool mask."""
+def _segmentation_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
+    """The RLE of a checked (:func:`check_coco_segmentation`) polygon list, uncompressed or compressed RLE."""
     if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation.get("counts"), list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = segmentation
-    return mask_utils.decode(rle).astype(bool)
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation["counts"], list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return segmentation
+
+
+def _is_crowd(ann: dict[str, Any], where: str) -> bool:
+    value = ann.get("iscrowd", 0)
+    if not is_json_int(value) or value not in (0, 1):
+        raise UserError(f"{where}: iscrowd must be 0 or 1, got {value!r}")
+    return value == 1
 
 
 def coco_instance_mask(image: dict[str, Any], annotations: Sequence[dict[str, Any]],
-                       category_index: dict[int, int], crowd: str = "ignore") -> np.ndarray:
-    """The ``H x W`` uint8 COCO-Object label map of one image (see module doc for the order)."""
+                       category_index: dict[int, int], crowd: str = "ignore",
+                       source: str | os.PathLike = "COCO JSON") -> np.ndarray:
+    """The ``H x W`` uint8 COCO-Object label map of one image (see module doc for the order).
+
+    The image's size and every segmentation are checked first (one-line errors naming
+    ``source`` and the entry); regions are kept as RLEs and decoded one at a time."""
     if crowd not in CROWD_MODES:
         raise ValueError(f"unknown crowd mode {crowd!r}; choose one of {', '.join(CROWD_MODES)}")
-    height, width = int(image["height"]), int(image["width"])
+    height, width = coco_image_size(image, coco_entry(source, "image", image))
     labels = np.zeros((height, width), dtype=np.uint8)
-    painted: list[tuple[int, np.ndarray, int]] = []
+    painted: list[tuple[int, dict[str, Any], int]] = []
     for ann in annotations:
-        region = _segmentation_mask(ann["segmentation"], height, width)
-        if crowd == "ignore" and ann.get("iscrowd", 0):
-            labels[region] = IGNORE
+        where = coco_entry(source, "annotation", ann)
+        check_coco_segmentation(ann.get("segmentation"), height, width, where)
+        rle = _segmentation_rle(ann["segmentation"], height, width)
+        if crowd == "ignore" and _is_crowd(ann, where):
+            labels[mask_utils.decode(rle).astype(bool)] = IGNORE
         else:
-            painted.append((int(region.sum()), region, category_index[int(ann["category_id"])] + 1))
-    for _, region, value in sorted(painted, key=lambda item: -item[0]):
-        labels[region] = value
+            painted.append((int(mask_utils.area(rle)), rle, coco_annotation_category(ann, category_index, source) + 1))
+    for _, rle, value in sorted(painted, key=lambda item: -item[0]):
+        labels[mask_utils.decode(rle).astype(bool)] = value
     return labels
 
 
@@ -67,26 +81,28 @@ def write_coco_masks(instances_json: str | os.PathLike, out_dir: str | os.PathLi
                      progress: bool = True) -> tuple[int, int]:
     """Write ``out_dir/ID.png`` COCO-Object masks for every annotated image; returns (written, skipped).
 
-    Images without annotations are skipped unless ``keep_empty`` (then all background).
+    Images without annotations are skipped unless ``keep_empty`` (then all background). Ids,
+    categories and image sizes are checked before the first mask is written.
     """
     data = load_coco_json(instances_json)
     category = coco_category_index(data, num_classes, instances_json)
     by_image: dict[int, list[dict[str, Any]]] = {}
     for ann in data["annotations"]:
-        if int(ann["category_id"]) not in category:
-            raise UserError(f"{instances_json}: annotation {ann.get('id')} has unknown category id "
-                            f"{ann['category_id']}")
-        by_image.setdefault(int(ann["image_id"]), []).append(ann)
-    images = [im for im in sorted(data["images"], key=lambda im: int(im["id"]))
-              if keep_empty or int(im["id"]) in by_image]
-    outputs = [path_inside(out_dir, f"{coco_image_id(image['file_name'], instances_json)}.png") for image in images]
+        coco_annotation_category(ann, category, instances_json)
+        by_image.setdefault(coco_int(ann, "image_id", coco_entry(instances_json, "annotation", ann)), []).append(ann)
+    images = [(i, image) for i, image in coco_images_by_id(data, instances_json) if keep_empty or i in by_image]
+    outputs = []
+    for _, image in images:
+        where = coco_entry(instances_json, "image", image)
+        coco_image_size(image, where)
+        outputs.append(path_inside(out_dir, f"{coco_image_id(image.get('file_name'), where)}.png"))
     written = skipped = 0
-    for image, out in tqdm(zip(images, outputs), total=len(images), desc="coco masks", unit="img",
-                           disable=not progress):
+    for (image_id, image), out in tqdm(zip(images, outputs), total=len(images), desc="coco masks", unit="img",
+                                       disable=not progress):
         if out.exists() and not overwrite:
             skipped += 1
             continue
-        write_label_png(out, coco_instance_mask(image, by_image.get(int(image["id"]), []), category, crowd))
+        write_label_png(out, coco_instance_mask(image, by_image.get(image_id, []), category, crowd, instances_json))
         written += 1
     return written, skipped
 

@@ -1,0 +1,146 @@
+"""Numbers, sizes and types read from the user's files are checked, not converted: ASCII digits
+only, JSON integers that are integers, sizes bounded before anything is allocated; every
+mistake is one line naming the file (and line or entry)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from tagclip_cls.formats.annotations import compressed_rle_counts, coco_split_rows
+from tagclip_cls.formats.splits import read_split
+from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.numbers import parse_float, parse_index, parse_int
+from wsss.evaluation.gt_masks import write_coco_masks
+
+ROOT = Path(__file__).resolve().parent.parent
+COCO_IDS = list(range(1, 81))
+
+
+def run_tool(tool: str, *args, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / tool), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize("text", ["٣", "²", "３", "1_0", " 3", "3 ", "+3", "", "0x3"])
+def test_only_ascii_digits_are_indices(text):
+    assert parse_index(text) is None
+    assert parse_int(text) is None or text == "+3"
+
+
+@pytest.mark.parametrize("text", ["٣.5", "1e999", "nan", "inf", "-inf", "0.5 ", "½", "1,5"])
+def test_only_finite_ascii_floats(text):
+    assert parse_float(text) is None
+
+
+def test_ascii_numbers_still_read():
+    assert (parse_index("07"), parse_int("-8"), parse_float("-.5"), parse_float("1e-3")) == (7, -8, -0.5, 0.001)
+
+
+@pytest.mark.parametrize("label", ["²", "٣", "３"])
+def test_split_labels_are_ascii_indices(tmp_path, label):
+    split = tmp_path / "split.txt"
+    split.write_text(f"img1 1\nimg2 {label}\n", encoding="utf-8")
+    with pytest.raises(UserError, match=rf"split.txt:2: unknown class label '{label}'"):
+        read_split(split, ["cat", "dog", "cow", "pig"])
+
+
+def coco(tmp_path, image=None, annotation=None, categories=None) -> Path:
+    data = {"categories": categories or [{"id": i, "name": str(i)} for i in COCO_IDS],
+            "images": [{"id": 7, "file_name": "7.jpg", "height": 4, "width": 5, **(image or {})}],
+            "annotations": [{"id": 1, "image_id": 7, "category_id": 2, "iscrowd": 0,
+                             "segmentation": [[0.0, 0.0, 3.0, 0.0, 3.0, 3.0]], **(annotation or {})}]}
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("field, value", [
+    ({"annotation": {"category_id": "٣"}}, "category_id must be an integer, got '٣'"),
+    ({"annotation": {"category_id": "3"}}, "category_id must be an integer, got '3'"),
+    ({"annotation": {"category_id": 3.0}}, "category_id must be an integer, got 3.0"),
+    ({"annotation": {"image_id": True}}, "image_id must be an integer, got True"),
+    ({"image": {"id": "7"}}, "image '7': id must be an integer"),
+    ({"categories": [{"id": "٣"}]}, "category .٣.: id must be an integer, got '٣'"),
+])
+def test_coco_ids_are_json_integers(tmp_path, field, value):
+    path = coco(tmp_path, **field)
+    with pytest.raises(UserError, match=str(path) + ".*" + value.replace("(", r"\(")):
+        coco_split_rows(path, 80)
+
+
+def test_compressed_rle_counts_match_pycocotools():
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (7, 5), (40, 33)]:
+        for density in (0.0, 0.1, 0.9, 1.0):
+            mask = np.asfortranarray((rng.random(shape) < density).astype(np.uint8))
+            encoded = mask_utils.encode(mask)["counts"].decode()
+            flat = mask.flatten(order="F").tolist()
+            runs, value, run = [], 0, 0
+            for pixel in flat:
+                if pixel != value:
+                    runs.append(run)
+                    value, run = pixel, 0
+                run += 1
+            assert compressed_rle_counts(encoded) == runs + [run], (shape, density)
+    assert compressed_rle_counts("0") is not None and compressed_rle_counts("0h") is None  # "h": more follows
+    assert compressed_rle_counts("é") is None
+
+
+@pytest.mark.parametrize("annotation, message", [
+    ({"segmentation": {"size": [8, 5], "counts": [20]}}, "RLE size [8, 5] is not the image's [height, width] [4, 5]"),
+    ({"segmentation": {"size": [4, 5], "counts": [3, 2]}}, "RLE counts do not cover the 5 x 4 image exactly once"),
+    ({"segmentation": {"size": [4, 5], "counts": [30]}}, "RLE counts do not cover"),
+    ({"segmentation": {"size": [4, 5], "counts": [25, -5]}}, "RLE counts do not cover"),
+    ({"segmentation": {"size": [4, 5], "counts": "04"}}, "RLE counts do not cover"),
+    ({"segmentation": {"size": [4, 5], "counts": [20.0]}}, "RLE counts must be a list of integers"),
+    ({"segmentation": {"size": [4, 5]}}, "RLE counts must be a list of integers"),
+    ({"segmentation": [[0, 0, 3, 0]]}, "polygon 1 has 4 coordinates"),
+    ({"segmentation": [[0, 0, 3, 0, 3, 3, 1]]}, "polygon 1 has 7 coordinates"),
+    ({"segmentation": []}, "segmentation lists no polygon"),
+    ({"segmentation": [[0, 0, 3, "0", 3, 3]]}, "polygon 1 must be a list of numbers"),
+    ({"segmentation": [[0, 0, 1e300, 0, 3, 3]]}, "polygon 1 reaches far outside the 5 x 4 image"),
+    ({"segmentation": [[0, 0, 9, 4] * 200]}, "polygons with an outline of 3600 pixels"),
+    ({"segmentation": "x"}, "segmentation must be a list of polygons or an RLE object"),
+    ({"iscrowd": "1"}, "iscrowd must be 0 or 1, got '1'"),
+])
+def test_coco_segmentations_are_checked(tmp_path, annotation, message):
+    path = coco(tmp_path, annotation=annotation)
+    result = run_tool("prepare_data.py", "coco-masks", "--instances", path, "--out", tmp_path / "out", "--no-progress")
+    err = one_line_error(result)
+    assert f"{path}: annotation 1: {message}" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("image, message", [
+    ({"height": 1_000_000, "width": 1_000_000}, "image size 1000000 x 1000000 is over 89,478,485 pixels"),
+    ({"height": 0}, "image size 0 x 5: height and width must be at least 1"),
+    ({"width": "5"}, "width must be an integer, got '5'"),
+])
+def test_coco_image_sizes_are_bounded_before_allocating(tmp_path, image, message):
+    path = coco(tmp_path, image=image)
+    with pytest.raises(UserError) as err:
+        write_coco_masks(path, tmp_path / "out", 80, progress=False)
+    assert str(err.value).startswith(f"{path}: image 7: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_valid_rle_and_polygon_still_painted(tmp_path):
+    mask = np.zeros((4, 5), np.uint8)
+    mask[1:3, 2:4] = 1
+    counts = mask_utils.encode(np.asfortranarray(mask))["counts"].decode()
+    path = coco(tmp_path, annotation={"segmentation": {"size": [4, 5], "counts": counts}})
+    assert write_coco_masks(path, tmp_path / "out", 80, progress=False) == (1, 0)
+    from tagclip_cls.formats.mask_png import read_label_png
+    assert (read_label_png(tmp_path / "out" / "7.png") == mask * 2).all()
