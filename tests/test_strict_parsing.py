@@ -144,3 +144,66 @@ def test_valid_rle_and_polygon_still_painted(tmp_path):
     assert write_coco_masks(path, tmp_path / "out", 80, progress=False) == (1, 0)
     from tagclip_cls.formats.mask_png import read_label_png
     assert (read_label_png(tmp_path / "out" / "7.png") == mask * 2).all()
+
+
+GOOD_RECORD = {"id": "img1", "scores": [0.1, 0.9, 0.4], "tags": [1], "tag_names": ["dog"]}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"scores": ["0.1", "0.9", "0.4"]}, "image 'img1': scores must be a non-empty list of finite numbers"),
+    ({"scores": [0.1, True, 0.4]}, "scores must be a non-empty list of finite numbers"),
+    ({"scores": [0.1, float("nan"), 0.4]}, "scores must be a non-empty list of finite numbers"),
+    ({"scores": [0.1, float("inf"), 0.4]}, "scores must be a non-empty list of finite numbers"),
+    ({"scores": []}, "scores must be a non-empty list of finite numbers"),
+    ({"scores": "0.1 0.9"}, "scores must be a non-empty list of finite numbers"),
+    ({"scores": [0.1, 0.9]}, "image 'img1': 2 scores, expected 3 (one per class)"),
+    ({"tags": ["1"]}, "tags must be a list of class indices 0..2"),
+    ({"tags": [True]}, "tags must be a list of class indices 0..2"),
+    ({"tags": [1.0]}, "tags must be a list of class indices 0..2"),
+    ({"tags": [3]}, "tags must be a list of class indices 0..2"),
+    ({"tags": [-1]}, "tags must be a list of class indices 0..2"),
+    ({"tags": 1}, "tags must be a list of class indices 0..2"),
+    ({"tags": [1, 1]}, "a tag is listed twice"),
+    ({"id": 7}, "id 7: image ids must be strings"),
+    ({"id": "a/b"}, "id 'a/b': image ids are file names without folders"),
+    ({"tag_names": [1]}, "tag_names must be a list of strings"),
+])
+def test_tags_file_fields_are_checked(tmp_path, change, message):
+    from tagclip_cls.formats.tags import read_tag_records
+
+    path = tmp_path / "tags.jsonl"
+    first = {**GOOD_RECORD, "id": "img0"}
+    path.write_text(json.dumps(first) + "\n" + json.dumps({**GOOD_RECORD, **change}) + "\n")
+    with pytest.raises(UserError) as err:
+        read_tag_records(path)
+    assert str(err.value).startswith(f"{path}:2: ") and message in str(err.value), err.value
+    path.write_text(json.dumps(first) + "\n" + json.dumps(GOOD_RECORD) + "\n")
+    assert [r["id"] for r in read_tag_records(path)] == ["img0", "img1"]
+
+
+def test_string_scores_in_a_report_are_one_line(tmp_path):
+    from conftest import write_image
+
+    tags = tmp_path / "tags"
+    tags.mkdir()
+    (tags / "tags.jsonl").write_text(json.dumps({**GOOD_RECORD, "scores": ["0.1", "0.9", "0.4"]}) + "\n")
+    images = tmp_path / "images"
+    images.mkdir()
+    write_image(images / "img1.jpg", (20, 30))
+    classes = tmp_path / "classes.txt"
+    classes.write_text("cat\ndog\ncow\n")
+    result = run_tool("make_report.py", "--tags", tags, "--img-root", images, "--classes", classes,
+                      "--out", tmp_path / "report.html")
+    assert "tags.jsonl:1: image 'img1': scores must be" in one_line_error(result)
+
+
+def test_mask_api_tags_are_not_bools():
+    from types import SimpleNamespace
+
+    from tagclip_cls.core.presets import load_preset
+    from wsss.masks.api import MaskGenerator
+
+    generator = SimpleNamespace(preset=load_preset("voc2012"))
+    assert MaskGenerator.class_indices(generator, [1, np.int64(2), "dog"]) == [1, 2, 11]
+    with pytest.raises(UserError, match="unknown class True"):
+        MaskGenerator.class_indices(generator, [True])

@@ -12,11 +12,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from tagclip_cls.formats.splits import format_split_line, read_lines
 from tagclip_cls.runtime.atomic_io import write_text_atomic
 from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.ids import id_problem
+from tagclip_cls.runtime.numbers import is_json_int, is_json_number
 
 
 def tag_record(image_id: str, scores: Iterable[float], tags: Sequence[int], names: Sequence[str]) -> dict:
@@ -79,35 +81,51 @@ class TagFolder:
 
 
 def read_tag_records(path: str | os.PathLike, num_classes: int | None = None) -> list[dict]:
-    """Records of a ``tags.jsonl`` (``id``, ``scores``, ``tags``), in file order; with
-    ``num_classes``, a tag that is not a class index ``0..num_classes - 1`` is a ``UserError``
-    naming the line."""
+    """Records of a ``tags.jsonl`` (``id``, ``scores``, ``tags``), in file order, each checked
+    (:func:`tag_record_problem`) with ``num_classes`` scores where given, else as many as the
+    first; a one-line error names the line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: tags file not found")
-    records = []
+    records: list[dict] = []
     for lineno, line in enumerate(read_lines(path), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            record["id"], record["scores"], record["tags"]
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{path}:{lineno}: not a stage-1 record with id, scores and tags") from None
-        if num_classes is not None:
-            bad = _bad_tags(record["tags"], num_classes)
-            if bad:
-                raise UserError(f"{path}:{lineno}: tag {bad[0]!r} is not a class index (0..{num_classes - 1})")
+        except ValueError:
+            raise UserError(f"{path}:{lineno}: not a stage-1 record with id, scores and tags (not JSON)") from None
+        expected = num_classes if num_classes is not None else len(records[0]["scores"]) if records else None
+        problem = tag_record_problem(record, expected)
+        if problem:
+            raise UserError(f"{path}:{lineno}: {problem}")
         records.append(record)
     return records
 
 
-def _bad_tags(tags: object, num_classes: int) -> list:
-    """The entries of ``tags`` that are not an ``int`` in ``0..num_classes - 1`` (``[tags]`` when
-    it is not a list)."""
-    if not isinstance(tags, list):
-        return [tags]
-    return [t for t in tags if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < num_classes]
+def tag_record_problem(record: Any, num_classes: int | None = None) -> str | None:
+    """What makes ``record`` not a stage-1 record, or ``None``: ``id`` an image id, ``scores`` a
+    list of finite numbers (``num_classes`` of them when given), ``tags`` distinct integer
+    indices into the scores, ``tag_names`` (optional) a list of strings."""
+    if not isinstance(record, dict) or not {"id", "scores", "tags"} <= set(record):
+        return "not a stage-1 record with id, scores and tags"
+    problem = id_problem(record["id"]) if isinstance(record["id"], str) else "image ids must be strings"
+    if problem:
+        return f"id {record['id']!r}: {problem}"
+    scores, tags = record["scores"], record["tags"]
+    where = f"image {record['id']!r}"
+    if not (isinstance(scores, list) and scores and all(is_json_number(v) for v in scores)):
+        return f"{where}: scores must be a non-empty list of finite numbers"
+    if num_classes is not None and len(scores) != num_classes:
+        return f"{where}: {len(scores)} scores, expected {num_classes} (one per class)"
+    if not (isinstance(tags, list) and all(is_json_int(t) and 0 <= t < len(scores) for t in tags)):
+        return f"{where}: tags must be a list of class indices 0..{len(scores) - 1}"
+    if len(set(tags)) != len(tags):
+        return f"{where}: a tag is listed twice"
+    names = record.get("tag_names", [])
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        return f"{where}: tag_names must be a list of strings"
+    return None
 
 
 def tags_split_file(path: str | os.PathLike) -> Path:

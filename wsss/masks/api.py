@@ -129,8 +129,7 @@ class MaskGenerator:
         by_name = {label_token(n): i for i, n in enumerate(self.preset.classes)}
         indices = []
         for tag in tags:
-            if (isinstance(tag, (int, np.integer)) and not isinstance(tag, bool)
-                    and 0 <= int(tag) < self.preset.num_classes):
+            if isinstance(tag, (int, np.integer)) and not isinstance(tag, bool) and 0 <= tag < self.preset.num_classes:
                 indices.append(int(tag))
             elif isinstance(tag, str) and label_token(tag) in by_name:
                 indices.append(by_name[label_token(tag)])
