@@ -207,3 +207,78 @@ def test_mask_api_tags_are_not_bools():
     assert MaskGenerator.class_indices(generator, [1, np.int64(2), "dog"]) == [1, 2, 11]
     with pytest.raises(UserError, match="unknown class True"):
         MaskGenerator.class_indices(generator, [True])
+
+
+def grey_jpeg_named_png(path: Path) -> Path:
+    """What the issue reported: a greyscale JPEG saved under a .png name (mode L when opened)."""
+    from PIL import Image
+
+    Image.fromarray(np.arange(20, dtype=np.uint8).reshape(4, 5) % 3).save(path, format="JPEG")
+    return path
+
+
+@pytest.fixture
+def label_folders(tmp_path):
+    from tagclip_cls.formats.mask_png import write_label_png
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    labels = np.arange(20, dtype=np.uint8).reshape(4, 5) % 3
+    write_label_png(gt / "a.png", labels)
+    write_label_png(pred / "a.png", labels)
+    return gt, pred
+
+
+@pytest.mark.parametrize("where", ["pred", "gt"])
+def test_eval_masks_refuses_a_renamed_jpeg(label_folders, where):
+    gt, pred = label_folders
+    assert run_tool("eval_masks.py", "--pred", pred, "--gt", gt, "--dataset", "voc2012").returncode == 0
+    bad = grey_jpeg_named_png((pred if where == "pred" else gt) / "a.png")
+    err = one_line_error(run_tool("eval_masks.py", "--pred", pred, "--gt", gt, "--dataset", "voc2012"))
+    assert f"{bad}: not a PNG file" in err
+
+
+def test_mask_split_refuses_a_renamed_jpeg(label_folders, tmp_path):
+    gt, _ = label_folders
+    grey_jpeg_named_png(gt / "b.png")
+    result = run_tool("prepare_data.py", "mask-split", "--masks", gt, "--dataset", "voc2012",
+                      "--out", tmp_path / "split.txt", "--no-progress")
+    assert f"{gt / 'b.png'}: not a PNG file" in one_line_error(result)
+
+
+@pytest.mark.parametrize("mode, array", [
+    ("RGB", np.zeros((4, 5, 3), np.uint8)),
+    ("I;16", np.full((4, 5), 257, np.uint16)),
+    ("1", np.ones((4, 5), bool)),
+    ("LA", np.zeros((4, 5, 2), np.uint8)),
+])
+def test_label_pngs_are_mode_l_or_p(tmp_path, mode, array):
+    from PIL import Image
+
+    from tagclip_cls.formats.mask_png import read_label_png
+
+    path = tmp_path / "m.png"
+    Image.fromarray(array).save(path) if mode != "I;16" else Image.fromarray(array, "I;16").save(path)
+    with pytest.raises(UserError, match=r"expected a palette \(P\) or 8-bit greyscale \(L\) label PNG, got mode"):
+        read_label_png(path)
+    Image.fromarray(np.full((4, 5), 7, np.uint8)).save(path)
+    assert read_label_png(path).tolist() == [[7] * 5] * 4
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "16-bit"])
+def test_stage3_masks_are_label_pngs(tmp_path, kind):
+    from PIL import Image
+
+    from wsss.seg.datasets import LoadCheckedAnnotations
+    from wsss.seg.errors import SegUserError
+
+    img, seg = tmp_path / "a.jpg", tmp_path / "a.png"
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(img)
+    if kind == "jpeg":
+        grey_jpeg_named_png(seg)
+    else:
+        Image.fromarray(np.full((4, 5), 257, np.uint16), "I;16").save(seg)  # mmseg would cast it to 1
+    results = dict(img_path=str(img), seg_map_path=str(seg), reduce_zero_label=False, seg_fields=[], ori_shape=(4, 5))
+    with pytest.raises(SegUserError, match="a.png: mask must be a single-channel"):
+        LoadCheckedAnnotations()(dict(results))

@@ -24,6 +24,7 @@ from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import DATASETS, TRANSFORMS
 
 from tagclip_cls.core.presets import coarse27_names, load_preset
+from tagclip_cls.formats.mask_png import label_png_problem
 from wsss.seg.errors import MissingFileError, SegUserError
 
 IGNORE_INDEX = 255
@@ -159,15 +160,20 @@ class COCOStuff27Dataset(PseudoMaskDataset):
 class LoadCheckedAnnotations(LoadAnnotations):
     """mmseg's ``LoadAnnotations`` plus a check of the mask and the dataset's value remap.
 
-    A mask that is not single-channel, does not match its image's size, or holds a value
+    A mask that is not a PNG of mode L or P (checked before mmseg decodes it, since it would
+    cast any image to uint8), does not match its image's size, or holds a value
     outside ``0..num_classes-1`` and 255 raises ``SegUserError`` naming the file (rather than
     an index error deep inside the loss).
     """
 
     def _load_seg_map(self, results: dict) -> None:
+        problem = label_png_problem(results["seg_map_path"])
+        if problem:
+            raise SegUserError(f"{results['seg_map_path']}: mask must be a single-channel (palette or grayscale) "
+                               f"PNG: {problem}")
         super()._load_seg_map(results)
         path, seg = results["seg_map_path"], results["gt_seg_map"]
-        if seg.ndim != 2:
+        if seg.ndim != 2:  # mmseg squeezes: a mask of one row or column
             raise SegUserError(f"{path}: mask must be a single-channel (palette or grayscale) "
                                f"PNG, got shape {seg.shape}")
         remap = results.get("label_remap")
