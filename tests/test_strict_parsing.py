@@ -282,3 +282,121 @@ def test_stage3_masks_are_label_pngs(tmp_path, kind):
     results = dict(img_path=str(img), seg_map_path=str(seg), reduce_zero_label=False, seg_fields=[], ori_shape=(4, 5))
     with pytest.raises(SegUserError, match="a.png: mask must be a single-channel"):
         LoadCheckedAnnotations()(dict(results))
+
+
+class Parsed(Exception):
+    """Raised once a tool's arguments parsed: nothing after parsing runs in these tests."""
+
+
+def parse_tool(tool: str, args: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """Parse ``tools/TOOL``'s arguments in this process; the exit status and stderr of a mistake."""
+    import runpy
+
+    from tagclip_cls.runtime.cli import ToolParser
+
+    def parse_only(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        raise Parsed
+    original = ToolParser.parse_args
+    monkeypatch.setattr(ToolParser, "parse_args", parse_only)
+    path = str(ROOT / "tools" / tool)
+    monkeypatch.setattr(sys, "argv", [path, *args])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(path, run_name="__main__")
+    return exc.value.code, capsys.readouterr().err
+
+
+TOOL_ARGS = {
+    "gen_tags.py": ["--img-root", ".", "--out", "o", "--dataset", "voc2007"],
+    "gen_pseudo_masks.py": ["--img-root", ".", "--tags", "t", "--out", "o", "--dataset", "voc2012"],
+    "run_pipeline.py": ["--img-root", ".", "--out", "o", "--dataset", "voc2012"],
+    "demo.py": [],
+    "eval_masks.py": ["--pred", ".", "--gt", ".", "--dataset", "voc2012"],
+    "make_report.py": ["--tags", ".", "--img-root", ".", "--dataset", "voc2012", "--out", "r.html"],
+    "make_random_weights.py": ["--out", "w"],
+}
+AT_LEAST_1 = "expected a whole number of at least 1"
+AT_LEAST_0 = "expected a whole number of at least 0"
+FROM_0_TO_1 = "expected a number from 0 to 1"
+ABOVE_0_TO_1 = "expected a number above 0 to 1"
+NUMERIC_FLAGS = [
+    ("gen_tags.py", "--max-side", ["0", "-5", "٣", "1.5", "1e3"], AT_LEAST_1),
+    ("gen_tags.py", "--loader-threads", ["-1"], AT_LEAST_0),
+    ("gen_tags.py", "--batch-size", ["0", "-2"], AT_LEAST_1),
+    ("gen_pseudo_masks.py", "--box-threshold", ["5", "nan", "-1", "inf", "-inf", "1.01", "٠.5", "0,5"], FROM_0_TO_1),
+    ("gen_pseudo_masks.py", "--max-side", ["0", "-5"], AT_LEAST_1),
+    ("gen_pseudo_masks.py", "--ignore-below", ["0", "1.5", "nan", "-0.5"], ABOVE_0_TO_1),
+    ("gen_pseudo_masks.py", "--crf-workers", ["-1"], AT_LEAST_0),
+    ("gen_pseudo_masks.py", "--threads", ["0", "-2"], AT_LEAST_1),
+    ("gen_pseudo_masks.py", "--loader-threads", ["-1"], AT_LEAST_0),
+    ("gen_pseudo_masks.py", "--batch-size", ["0"], AT_LEAST_1),
+    ("run_pipeline.py", "--ignore-below", ["inf"], ABOVE_0_TO_1),
+    ("run_pipeline.py", "--crf-workers", ["-1"], AT_LEAST_0),
+    ("run_pipeline.py", "--report-images", ["-1"], AT_LEAST_0),
+    ("run_pipeline.py", "--batch-size", ["0"], AT_LEAST_1),
+    ("demo.py", "--train-iters", ["0"], AT_LEAST_1),
+    ("demo.py", "--seg-size", ["8", "-64"], "expected a whole number of at least 16"),
+    ("eval_masks.py", "--read-workers", ["-1"], AT_LEAST_0),
+    ("make_report.py", "--max-images", ["0", "-3"], AT_LEAST_1),
+    ("make_random_weights.py", "--vision-layers", ["0"], AT_LEAST_1),
+    ("make_random_weights.py", "--patch-size", ["٣"], AT_LEAST_1),
+    ("make_random_weights.py", "--seed", ["-1"], AT_LEAST_0),
+]
+
+
+@pytest.mark.parametrize("tool, flag, values, message", NUMERIC_FLAGS, ids=[f"{t}{f}" for t, f, *_ in NUMERIC_FLAGS])
+def test_numeric_flags_are_checked_while_parsing(monkeypatch, capsys, tool, flag, values, message):
+    for value in values:
+        code, err = parse_tool(tool, [*TOOL_ARGS[tool], f"{flag}={value}"], monkeypatch, capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"error: argument {flag}: {value!r}: {message} (see "), err
+
+
+def test_numeric_types_take_ascii_numbers_in_range():
+    from tagclip_cls.runtime.cli import CONFIDENCE, COUNT, FRACTION, POSITIVE
+
+    assert (POSITIVE("3"), COUNT("0"), FRACTION("0"), FRACTION("1"), FRACTION(".4"), CONFIDENCE("1e-3")) == \
+        (3, 0, 0.0, 1.0, 0.4, 0.001)
+
+
+def tool_parsers(monkeypatch) -> dict[str, "argparse.ArgumentParser"]:
+    """Every tool's parser, caught as the tool starts parsing (prepare_data's sub-parsers included)."""
+    import argparse
+    import runpy
+
+    from tagclip_cls.runtime.cli import ToolParser
+
+    class Caught(Exception):
+        pass
+
+    parsers = {}
+    for path in sorted((ROOT / "tools").glob("*.py")):
+        def catch(self, *args, **kwargs):
+            parsers[path.name] = self
+            raise Caught
+        monkeypatch.setattr(ToolParser, "parse_args", catch)
+        monkeypatch.setattr(sys, "argv", [str(path)])
+        with pytest.raises(Caught):
+            runpy.run_path(str(path), run_name="__main__")
+    for name, parser in list(parsers.items()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.update({f"{name} {sub}": p for sub, p in action.choices.items()})
+    return parsers
+
+
+def test_no_tool_reads_a_number_with_int_or_float(monkeypatch):
+    parsers = tool_parsers(monkeypatch)
+    assert len(parsers) >= 10
+    loose = [f"{name} {action.option_strings}" for name, parser in parsers.items() for action in parser._actions
+             if action.type in (int, float)]
+    assert loose == []
+
+
+@pytest.mark.parametrize("text", ["-٨:", "-8:-١", "1.5:", "-8", "::", "a:b"])
+def test_affinity_layers_are_ascii_integers(text):
+    from wsss.masks.run import parse_layer_slice
+
+    with pytest.raises(UserError, match="--affinity-layers .*: expected START:END in ASCII digits"):
+        parse_layer_slice(text)
+    assert [parse_layer_slice(t) for t in ("-8:-1", "-8:", ":3", " -8 : ")] == [(-8, -1), (-8, None), (None, 3), (-8, None)]

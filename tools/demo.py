@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import (ToolParser, add_console_arguments, add_device_arguments,  # noqa: E402
-                                     options_from_args, run_cli)
+from tagclip_cls.runtime.cli import (POSITIVE, ToolParser, add_console_arguments, add_device_arguments,  # noqa: E402
+                                     int_at_least, options_from_args, run_cli)
 
 
 def parse_args() -> argparse.Namespace:
@@ -30,8 +30,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", default="demo_out",
                    help="output folder (default demo_out; with random weights it holds their 586 MB checkpoint)")
     add_device_arguments(p, what="stages 1 and 2 (stage 3 trains on the CPU)")
-    p.add_argument("--train-iters", type=int, default=300, help="segmenter training iterations (default 300)")
-    p.add_argument("--seg-size", type=int, default=64, help="segmenter crop side in pixels (default 64)")
+    p.add_argument("--train-iters", type=POSITIVE, default=300, help="segmenter training iterations (default 300)")
+    p.add_argument("--seg-size", type=int_at_least(16), default=64,
+                   help="segmenter crop side in pixels, at least 16 (default 64)")
     p.add_argument("--skip-train", action="store_true", help="stop after stage 2 (no segmenter)")
     p.add_argument("--no-crf", action="store_true", help="train on the masks without the dense CRF")
     p.add_argument("--overwrite", action="store_true", help="recompute everything in --out")

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.core.presets import available_presets  # noqa: E402
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import ToolParser, run_cli  # noqa: E402
+from tagclip_cls.runtime.cli import COUNT, ToolParser, run_cli  # noqa: E402
 
 RESULTS_NAME = "results.json"
 
@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help=f"output folder for {RESULTS_NAME} and its markdown table results.md")
     parser.add_argument("--missing-as-wrong", action="store_true",
                         help="count a missing prediction as all-wrong instead of stopping")
-    parser.add_argument("--read-workers", type=int, default=0, help="processes reading the PNGs (0: inline)")
+    parser.add_argument("--read-workers", type=COUNT, default=0, help="processes reading the PNGs (0: inline)")
     return check_arguments(parser.parse_args(argv))
 
 

@@ -17,21 +17,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import ToolParser, run_cli  # noqa: E402
+from tagclip_cls.runtime.cli import COUNT, POSITIVE, ToolParser, run_cli  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ToolParser(__doc__)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--vision-layers", type=int, default=12, help="ViT depth (default 12)")
-    p.add_argument("--vision-width", type=int, default=768, help="ViT width, a multiple of 64 (default 768)")
-    p.add_argument("--patch-size", type=int, default=16, help="ViT patch size (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--vision-layers", type=POSITIVE, default=12, help="ViT depth (default 12)")
+    p.add_argument("--vision-width", type=POSITIVE, default=768, help="ViT width, a multiple of 64 (default 768)")
+    p.add_argument("--patch-size", type=POSITIVE, default=16, help="ViT patch size (default 16)")
+    p.add_argument("--seed", type=COUNT, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     args = check_arguments(p.parse_args(argv))
-    for name in ("vision_layers", "vision_width", "patch_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.vision_width % 64:
         p.error("--vision-width must be a multiple of 64 (the head width)")
     return args

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_outputs_spare_inputs  # noqa: E402
-from tagclip_cls.runtime.cli import ToolParser, add_class_arguments, run_cli  # noqa: E402
+from tagclip_cls.runtime.cli import POSITIVE, ToolParser, add_class_arguments, run_cli  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="results JSON files of tools/eval_masks.py, train_seg.py or test_seg.py")
     p.add_argument("--img-root", required=True, metavar="DIR", help="folder of the images the stages ran on")
     add_class_arguments(p)
-    p.add_argument("--max-images", type=int, metavar="N", help="show the first N images only (default: all)")
+    p.add_argument("--max-images", type=POSITIVE, metavar="N", help="show the first N images only (default: all)")
     p.add_argument("--out", required=True, metavar="FILE", help="the HTML file to write")
     args = p.parse_args(argv)
     check_outputs_spare_inputs(vars(args), out_is_folder=False)

@@ -20,9 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import (ToolParser, add_batch_arguments, add_cfg_options_argument,  # noqa: E402
-                                     add_class_arguments, add_console_arguments, add_device_arguments,
-                                     add_weight_arguments, cfg_options_dict, options_from_args, run_cli)
+from tagclip_cls.runtime.cli import (CONFIDENCE, COUNT, ToolParser, add_batch_arguments,  # noqa: E402
+                                     add_cfg_options_argument, add_class_arguments, add_console_arguments,
+                                     add_device_arguments, add_weight_arguments, cfg_options_dict,
+                                     options_from_args, run_cli)
 from tagclip_cls.tagging import METHODS  # noqa: E402
 from wsss.crf import CRF_BACKENDS  # noqa: E402
 from wsss.masks import CRF_IMAGE_MODES  # noqa: E402
@@ -42,16 +43,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-crf", action="store_true", help="no dense CRF; stage 3 trains on the raw masks")
     p.add_argument("--crf-image", choices=CRF_IMAGE_MODES, default="published",
                    help="CRF colour input: 'published' (BGR minus mean, wrapped to uint8, as published) or 'rgb'")
-    p.add_argument("--ignore-below", type=float, help="CRF confidence below which pixels become 255")
+    p.add_argument("--ignore-below", type=CONFIDENCE, help="CRF confidence below which pixels become 255")
     p.add_argument("--crf-backend", choices=CRF_BACKENDS,
                    help="dense CRF in pydensecrf or in torch on --device (default: torch with cuda, else pydensecrf)")
-    p.add_argument("--crf-workers", type=int, default=1, help="pydensecrf processes, also scoring the masks")
+    p.add_argument("--crf-workers", type=COUNT, default=1, help="pydensecrf processes, also scoring the masks")
     p.add_argument("--gt-masks", help="ground-truth label PNGs: the pseudo masks are scored against them")
     p.add_argument("--seg-config", help="mmseg config for stage 3 (without it, stage 3 is skipped)")
     p.add_argument("--data-root", help="dataset root for stage 3 (overrides the config's)")
     add_cfg_options_argument(p)
     p.add_argument("--skip-train", action="store_true", help="stop before stage 3")
-    p.add_argument("--report-images", type=int, default=20, help="images in OUT/report.html (0: no report)")
+    p.add_argument("--report-images", type=COUNT, default=20, help="images in OUT/report.html (0: no report)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
     p.add_argument("--overwrite", action="store_true", help="recompute every stage, discarding earlier outputs in --out")
     add_console_arguments(p)

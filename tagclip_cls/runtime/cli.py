@@ -14,6 +14,7 @@ from typing import Any, Callable, NoReturn, TypeVar
 
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory
 from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.numbers import parse_float, parse_int
 from tagclip_cls.core.batches import BATCHINGS
 from tagclip_cls.core.presets import available_presets
 from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS
@@ -45,6 +46,37 @@ class ToolParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number in ASCII digits, at least ``low`` (checked while
+    parsing, so a mistake is one line before anything loads)."""
+    def parse(text: str) -> int:
+        value = parse_int(text)
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least {low}")
+        return value
+    return parse
+
+
+def float_between(low: float, high: float, include_low: bool = True) -> Callable[[str], float]:
+    """An argparse ``type``: a finite decimal number from ``low`` (or just above, unless
+    ``include_low``) to ``high``; nan and inf are refused."""
+    def parse(text: str) -> float:
+        value = parse_float(text)
+        if value is None or value > high or value < low or (value == low and not include_low):
+            bound = "from" if include_low else "above"
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a number {bound} {low:g} to {high:g}")
+        return value
+    return parse
+
+
+#: argparse types of the numbers tools take: sizes and counts of at least 1, worker and thread
+#: counts where 0 means "inline", thresholds in [0, 1], confidences in (0, 1]
+POSITIVE = int_at_least(1)
+COUNT = int_at_least(0)
+FRACTION = float_between(0.0, 1.0)
+CONFIDENCE = float_between(0.0, 1.0, include_low=False)
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -110,7 +142,7 @@ def add_device_arguments(parser: argparse.ArgumentParser, what: str = "the CLIP 
 
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     """``--batch-size`` and ``--batching``, meaning the same in both CLIP stages."""
-    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    parser.add_argument("--batch-size", type=POSITIVE, default=1, help="images per forward pass (default 1)")
     parser.add_argument("--batching", choices=BATCHINGS, default=argparse.SUPPRESS,
                         help="grid: a pass holds images of one input grid; mixed: any sizes, padded and masked "
                              "(default: mixed on a GPU, grid on a CPU)")

@@ -35,6 +35,7 @@ from tagclip_cls.formats.mask_png import write_label_png
 from tagclip_cls.formats.splits import SplitEntry, read_split
 from tagclip_cls.runtime.distributed import RankInfo, device_for_rank, rank_info, shard
 from tagclip_cls.runtime.errors import UserError, is_out_of_memory
+from tagclip_cls.runtime.numbers import parse_int
 from tagclip_cls.runtime.overlap import BackgroundWriter, read_batches_ahead, read_threads
 from tagclip_cls.runtime.precision import resolve_attention
 from tagclip_cls.runtime.setup import check_device_and_output, check_run_config, share_cpu_threads
@@ -101,13 +102,11 @@ class MaskRunSummary:
 
 def parse_layer_slice(text: str) -> tuple[int | None, int | None]:
     """``"-8:-1"`` -> ``(-8, -1)``, ``"-8:"`` -> ``(-8, None)`` (python-slice bounds)."""
-    parts = text.split(":")
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        return tuple(int(p) if p.strip() else None for p in parts)  # type: ignore[return-value]
-    except ValueError:
-        raise UserError(f"--affinity-layers {text!r}: expected START:END, e.g. -8:-1 or -8:") from None
+    parts = [part.strip() for part in text.split(":")]
+    bounds = [parse_int(part) if part else None for part in parts]
+    if len(parts) != 2 or any(bound is None for bound, part in zip(bounds, parts) if part):
+        raise UserError(f"--affinity-layers {text!r}: expected START:END in ASCII digits, e.g. -8:-1 or -8:")
+    return bounds[0], bounds[1]
 
 
 def build_generator(preset: Preset, opts: MaskRunOptions, device: torch.device) -> MaskGenerator:
