@@ -400,3 +400,31 @@ def test_affinity_layers_are_ascii_integers(text):
     with pytest.raises(UserError, match="--affinity-layers .*: expected START:END in ASCII digits"):
         parse_layer_slice(text)
     assert [parse_layer_slice(t) for t in ("-8:-1", "-8:", ":3", " -8 : ")] == [(-8, -1), (-8, None), (None, 3), (-8, None)]
+
+
+def test_one_line_escapes_line_breaks_and_terminal_controls():
+    from tagclip_cls.runtime.errors import one_line
+
+    text = one_line("a\nb\r\x1b[31mc\u2028d\x85e\tf café")
+    assert text == "a\\nb\\r\\x1b[31mc\\u2028d\\x85e\\tf café" and len(text.splitlines()) == 1
+
+
+def test_a_file_name_with_a_newline_stays_one_line(label_folders):
+    gt, pred = label_folders
+    (gt / "a.png").rename(gt / "x\ny.png")
+    err = one_line_error(run_tool("eval_masks.py", "--pred", pred, "--gt", gt, "--dataset", "voc2012"))
+    assert f"{gt}/x\\ny.png: image ids may not contain whitespace or control characters" in err
+
+
+def test_an_argument_with_a_newline_stays_one_line():
+    err = one_line_error(run_tool("eval_masks.py", "--pred", ".", "--gt", ".", "--dataset", "voc2012", "--x\ny"))
+    assert "unrecognized arguments: --x\\ny" in err
+
+
+def test_skipped_reasons_stay_one_line(tmp_path):
+    from tagclip_cls.formats.tags import TagFolder
+
+    folder = TagFolder(tmp_path)
+    folder.write([], ["cat"], {"b": "cannot read\nsecond line", "a": "ok"})
+    assert folder.skipped.read_text() == "a\tok\nb\tcannot read\\nsecond line\n"
+    assert folder.skipped_ids() == {"a", "b"}

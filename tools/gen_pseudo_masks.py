@@ -24,6 +24,7 @@ from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
 from tagclip_cls.runtime.cli import (CONFIDENCE, COUNT, FRACTION, POSITIVE, ToolParser,  # noqa: E402
                                      add_batch_arguments, add_class_arguments, add_console_arguments,
                                      add_device_arguments, add_weight_arguments, options_from_args, run_cli)
+from tagclip_cls.runtime.errors import one_line  # noqa: E402
 from wsss.crf import CRF_BACKENDS  # noqa: E402
 from wsss.masks import CRF_IMAGE_MODES, GRAD_MODES  # noqa: E402
 
@@ -78,7 +79,7 @@ def main() -> None:
     summary = run_stage2(options_from_args(MaskRunOptions, args))
     print(summary.line(rank_info()))
     for image_id, reason in summary.failed.items():
-        print(f"failed: {image_id}: {reason}", file=sys.stderr)
+        print(f"failed: {image_id}: {one_line(reason)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

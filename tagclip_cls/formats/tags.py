@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 from tagclip_cls.formats.splits import format_split_line, read_lines
 from tagclip_cls.runtime.atomic_io import write_text_atomic
-from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.errors import UserError, one_line
 from tagclip_cls.runtime.ids import id_problem
 from tagclip_cls.runtime.numbers import is_json_int, is_json_number
 
@@ -62,12 +62,13 @@ class TagFolder:
         return self.parts / "run_config.json"
 
     def write(self, records: Sequence[dict], class_names: Sequence[str], skipped: dict[str, str]) -> None:
-        """``tags.jsonl`` and ``tags.txt`` in the order of ``records``, and ``skipped.txt`` if any."""
+        """``tags.jsonl`` and ``tags.txt`` in the order of ``records``, and ``skipped.txt`` if any
+        (one line per image: line breaks in a reason are escaped)."""
         write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
         write_text_atomic(self.txt, "".join(format_split_line(r["id"], r["tags"], class_names) + "\n"
                                             for r in records))
         if skipped:
-            write_text_atomic(self.skipped, "".join(f"{k}\t{v}\n" for k, v in sorted(skipped.items())))
+            write_text_atomic(self.skipped, "".join(f"{k}\t{one_line(v)}\n" for k, v in sorted(skipped.items())))
 
     def records(self, num_classes: int | None = None) -> list[dict]:
         """The ``tags.jsonl`` records in file order (a one-line error for a malformed line, or

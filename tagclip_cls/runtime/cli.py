@@ -13,7 +13,7 @@ import sys
 from typing import Any, Callable, NoReturn, TypeVar
 
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory
-from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.errors import UserError, one_line
 from tagclip_cls.runtime.numbers import parse_float, parse_int
 from tagclip_cls.core.batches import BATCHINGS
 from tagclip_cls.core.presets import available_presets
@@ -45,7 +45,7 @@ class ToolParser(argparse.ArgumentParser):
         super().__init__(description=description, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {one_line(message)} (see {one_line(self.prog)} --help)\n")
 
 
 def int_at_least(low: int) -> Callable[[str], int]:
@@ -89,7 +89,8 @@ def setup_logging(level: str = "INFO") -> None:
 
 
 def run_cli(main: Callable[[], int | None]) -> None:
-    """Run ``main``; a :class:`UserError` is printed as ``error: ...`` and exits with status 2.
+    """Run ``main``; a :class:`UserError` is printed as ``error: ...``, on one line whatever
+    names it quotes (:func:`one_line`), and exits with status 2.
 
     Large freed tensors stay in the heap (:func:`retain_freed_memory`): faster on CPU, same results.
     """
@@ -97,7 +98,7 @@ def run_cli(main: Callable[[], int | None]) -> None:
     try:
         code = main()
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(2)
     except ModuleNotFoundError as err:
         print(f"error: the module {err.name!r} is missing: run `make install`, then use .venv/bin/python "
