@@ -428,3 +428,50 @@ def test_skipped_reasons_stay_one_line(tmp_path):
     folder.write([], ["cat"], {"b": "cannot read\nsecond line", "a": "ok"})
     assert folder.skipped.read_text() == "a\tok\nb\tcannot read\\nsecond line\n"
     assert folder.skipped_ids() == {"a", "b"}
+
+
+def test_class_names_must_fit_clips_context():
+    import open_clip
+
+    from tagclip_cls.core.text import check_prompt_lengths, load_templates
+
+    tokenizer, templates = open_clip.get_tokenizer("ViT-B-16"), load_templates()
+    template = max(templates, key=lambda t: len(tokenizer.encode(t.format("cat"))))
+    longest = len(tokenizer.encode(template.format("cat"))) + 2  # "cat" is one token
+    fits = " ".join(["cat"] * (77 - longest + 1))
+    check_prompt_lengths(tokenizer, ["dog", fits], templates)
+    too_long = fits + " cat"
+    with pytest.raises(UserError, match=rf"class name '{too_long}' is too long for CLIP's text encoder: 78 tokens "
+                                        r"in the prompt '.*\{\}.*', at most 77 \(start and end included\)"):
+        check_prompt_lengths(tokenizer, ["dog", too_long], templates)
+    # the two names CLIP would cut to the same 77 tokens
+    assert (tokenizer([template.format(too_long)]) == tokenizer([template.format(too_long + " dog")])).all()
+
+
+def test_long_class_name_is_refused_before_encoding(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    from conftest import write_image
+
+    import tagclip_cls.core.text as text
+
+    monkeypatch.setattr(text, "encode_prompts", lambda *a: pytest.fail("encoded a name CLIP would cut"))
+    images = tmp_path / "images"
+    images.mkdir()
+    write_image(images / "a.jpg", (20, 30))
+    classes = tmp_path / "classes.txt"
+    long_name = " ".join(["a"] * 80)
+    classes.write_text(f"cat\n{long_name}\n")
+    code, err = parse_tool_and_run("gen_tags.py", ["--img-root", str(images), "--classes", str(classes),
+                                                   "--pretrained", tiny_checkpoint, "--cache-dir", str(tmp_path / "c"),
+                                                   "--out", str(tmp_path / "out"), "--no-progress"], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and f"error: class name '{long_name}' is too long" in err, err
+
+
+def parse_tool_and_run(tool: str, args: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """Run ``tools/TOOL`` in this process to its end; its exit status and stderr."""
+    import runpy
+
+    path = str(ROOT / "tools" / tool)
+    monkeypatch.setattr(sys, "argv", [path, *args])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(path, run_name="__main__")
+    return exc.value.code, capsys.readouterr().err

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from tagclip_cls.runtime.atomic_io import atomic_write
+from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.core.models import LoadedClip
 from tagclip_cls.core.vit import block_forward
 
@@ -64,9 +65,27 @@ def encode_prompts(clip: LoadedClip, class_names: Sequence[str], templates: Sequ
     return F.normalize(torch.stack(feats).mean(dim=1), dim=-1)
 
 
+def check_prompt_lengths(tokenizer: object, class_names: Sequence[str], templates: Sequence[str]) -> None:
+    """Refuse a class name whose longest prompt does not fit the text encoder's context (77
+    tokens for CLIP, start and end tokens included): the tokenizer would cut it silently, and
+    two long names that differ only at the end would get the same embedding. Checked where the
+    tokenizer tells its token counts (open_clip's ``SimpleTokenizer``, every OpenAI CLIP)."""
+    encode, context = getattr(tokenizer, "encode", None), getattr(tokenizer, "context_length", None)
+    if encode is None or not isinstance(context, int):
+        return
+    for name in class_names:
+        counts = [len(encode(t.format(name))) + 2 for t in templates]
+        if max(counts) > context:
+            template = templates[counts.index(max(counts))]
+            raise UserError(f"class name {name!r} is too long for CLIP's text encoder: {max(counts)} tokens in the "
+                            f"prompt {template!r}, at most {context} (start and end included); shorten it")
+
+
 def text_embeddings(clip: LoadedClip, class_names: Sequence[str], templates: Sequence[str],
                     cache_dir: str | os.PathLike | None = None) -> torch.Tensor:
-    """Cached :func:`encode_prompts`; ``cache_dir=None`` uses ``~/.cache/tagclip/text``."""
+    """Cached :func:`encode_prompts`; ``cache_dir=None`` uses ``~/.cache/tagclip/text``. Names
+    too long for the text encoder are refused first (:func:`check_prompt_lengths`)."""
+    check_prompt_lengths(clip.tokenizer, class_names, templates)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     spec = {"model": clip.text_fingerprint, "classes": list(class_names), "templates": list(templates)}
     spec["exact"] = True  # the published encoder (keys of earlier entries made with it stay valid)
