@@ -475,3 +475,20 @@ def parse_tool_and_run(tool: str, args: list[str], monkeypatch, capsys) -> tuple
     with pytest.raises(SystemExit) as exc:
         runpy.run_path(path, run_name="__main__")
     return exc.value.code, capsys.readouterr().err
+
+
+def test_hash_inside_a_class_name_is_refused(tmp_path):
+    from tagclip_cls.core.presets import make_preset, read_class_file
+
+    classes = tmp_path / "classes.txt"
+    classes.write_text("# my classes\ncat\n   # indented comment\n\ndog\n", encoding="utf-8")
+    assert read_class_file(classes) == ("cat", "dog")
+    classes.write_text("# my classes\ncat\nC# programmer\n", encoding="utf-8")
+    with pytest.raises(UserError, match=rf"^{classes}:3: '#' in class name 'C# programmer' \(class files take it as a "
+                                        r"comment only at the start of a line\)$"):
+        read_class_file(classes)
+    classes.write_text("cat  # a pet\n", encoding="utf-8")
+    with pytest.raises(UserError, match=rf"^{classes}:1: '#' in class name 'cat # a pet'"):
+        read_class_file(classes)
+    with pytest.raises(UserError, match=r"^classes\[1\]: '#' in class name 'C#'"):
+        make_preset(classes=["cat", "C#"])

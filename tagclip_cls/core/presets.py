@@ -18,6 +18,7 @@ from tagclip_cls.runtime.errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "data" / "presets"
 MAX_CLASS_NAME_CHARS = 200
+COMMENT = "#"  # starts a comment line in a class file
 
 
 LABEL_SPACES = ("background+classes", "coarse27")
@@ -92,15 +93,18 @@ ClassesInput = Union[Sequence[str], str, os.PathLike]  # names, or a class file
 
 
 def check_class_names(names: Sequence[str], where: Callable[[int], str]) -> tuple[str, ...]:
-    """Names with runs of whitespace collapsed, checked: none empty, too long, or the same as
-    another once spaces are written as ``_`` (as ``tags.txt`` writes them). ``where(i)`` names the
-    place of the ``i``-th name in errors."""
+    """Names with runs of whitespace collapsed, checked: none empty, too long, holding ``#`` (a
+    class file could not hold it), or the same as another once spaces are written as ``_`` (as
+    ``tags.txt`` writes them). ``where(i)`` names the place of the ``i``-th name in errors."""
     seen: dict[str, str] = {}
     out = []
     for index, raw in enumerate(names):
         name = " ".join(str(raw).split())
         if not name:
             raise UserError(f"{where(index)}: empty class name")
+        if COMMENT in name:
+            raise UserError(f"{where(index)}: {COMMENT!r} in class name {name!r} (class files take it as a comment "
+                            f"only at the start of a line)")
         if len(name) > MAX_CLASS_NAME_CHARS:
             raise UserError(f"{where(index)}: class name longer than {MAX_CLASS_NAME_CHARS} characters")
         token = label_token(name)
@@ -113,12 +117,13 @@ def check_class_names(names: Sequence[str], where: Callable[[int], str]) -> tupl
 
 
 def read_class_file(path: str | os.PathLike) -> tuple[str, ...]:
-    """Read one class name per line; blank lines and ``#`` comments are ignored."""
+    """Read one class name per line; blank lines and comment lines (``#`` first) are ignored. A
+    ``#`` after a name is refused (:func:`check_class_names`) rather than cutting the name there."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: class list not found")
-    numbered = [(lineno, line.split("#", 1)[0]) for lineno, line in enumerate(read_lines(path), 1)]
-    numbered = [(lineno, text) for lineno, text in numbered if text.strip()]
+    numbered = [(lineno, line) for lineno, line in enumerate(read_lines(path), 1)
+                if line.strip() and not line.lstrip().startswith(COMMENT)]
     if not numbered:
         raise UserError(f"{path}: class list is empty")
     return check_class_names([text for _, text in numbered], lambda i: f"{path}:{numbered[i][0]}")
