@@ -492,3 +492,64 @@ def test_hash_inside_a_class_name_is_refused(tmp_path):
         read_class_file(classes)
     with pytest.raises(UserError, match=r"^classes\[1\]: '#' in class name 'C#'"):
         make_preset(classes=["cat", "C#"])
+
+
+ASCII_LOCALE = {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": ""}
+
+
+def test_non_ascii_class_names_under_an_ascii_locale(tmp_path, tiny_checkpoint):
+    """Files are UTF-8 whatever the locale; the console escapes what it can't show."""
+    import os
+
+    from conftest import write_image
+
+    env = {**os.environ, **ASCII_LOCALE, "PYTHONPATH": str(ROOT)}
+    check = subprocess.run([sys.executable, "-c", "import locale, sys; print(locale.getpreferredencoding(), "
+                            "sys.stdout.encoding)"], capture_output=True, text=True, env=env)
+    assert check.stdout.split() == ["ANSI_X3.4-1968", "ascii"], check.stdout  # the locale really is ASCII
+    images = tmp_path / "images"
+    images.mkdir()
+    write_image(images / "a.jpg", (24, 32))
+    classes, split = tmp_path / "classes.txt", tmp_path / "split.txt"
+    classes.write_text("café\ndog\n", encoding="utf-8")
+    split.write_text("a café\n", encoding="utf-8")
+    out = tmp_path / "tags"
+    result = run_tool("gen_tags.py", "--img-root", images, "--split", split, "--classes", classes,
+                      "--pretrained", tiny_checkpoint, "--cache-dir", tmp_path / "cache", "--out", out,
+                      "--no-progress", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "caf\\xe9" in result.stdout  # the per-class summary, escaped on the ASCII console
+    assert (out / "tags.txt").read_text(encoding="utf-8") in ("a café\n", "a dog\n", "a café dog\n")
+    assert (out / "metrics.json").is_file()
+    report = tmp_path / "report.html"
+    result = run_tool("make_report.py", "--tags", out, "--img-root", images, "--classes", classes, "--out", report,
+                      env=env)
+    assert result.returncode == 0, result.stderr
+    assert "café" in report.read_text(encoding="utf-8")
+
+
+def text_opens_without_encoding(source: str) -> list[int]:
+    """Lines of ``source`` that read or write text without naming the encoding: ``read_text``,
+    ``write_text``, ``open`` and ``os.fdopen`` in a mode without ``b``."""
+    import ast
+
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or any(k.arg == "encoding" for k in node.keywords):
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if name in ("read_text", "write_text"):
+            lines.append(node.lineno)
+        elif name == "fdopen" or (name == "open" and isinstance(node.func, ast.Name)):
+            mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            if not (isinstance(mode, ast.Constant) and "b" in str(mode.value)):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_every_text_file_is_opened_as_utf8():
+    assert text_opens_without_encoding("open(p)\nopen(p, 'rb')\nos.fdopen(fd, mode)\np.read_text()\n"
+                                       "p.write_text(t, encoding='utf-8')\nImage.open(p)\n") == [1, 3, 4]
+    found = {str(path.relative_to(ROOT)): text_opens_without_encoding(path.read_text(encoding="utf-8"))
+             for folder in ("tagclip_cls", "wsss", "tools") for path in sorted((ROOT / folder).rglob("*.py"))}
+    assert {path: lines for path, lines in found.items() if lines} == {}

@@ -80,7 +80,7 @@ def load_preset(name: str) -> Preset:
     path = PRESET_DIR / f"{name}.json"
     if not path.is_file():
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(available_presets())}")
-    raw = json.loads(path.read_text())
+    raw = json.loads(path.read_text(encoding="utf-8"))
     tc = raw["tagclip"]
     clip_es = {k: tuple(v) if isinstance(v, list) else v for k, v in raw["clip_es"].items()}
     return Preset(name=raw["name"], classes=tuple(raw["classes"]),

@@ -28,7 +28,7 @@ TEMPLATE_FILE = Path(__file__).resolve().parents[2] / "data" / "templates" / "ta
 
 def load_templates(path: str | os.PathLike = TEMPLATE_FILE) -> list[str]:
     """Prompt templates, one per line, each with a ``{}`` for the class name."""
-    return [line for line in Path(path).read_text().splitlines() if line.strip()]
+    return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def default_cache_dir() -> Path:

@@ -27,12 +27,13 @@ def _create_temp(path: Path) -> tuple[int, Path]:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "w") -> None:
-    """Call ``write(f)`` on a temporary file next to ``path``, then rename it into place."""
+    """Call ``write(f)`` on a temporary file next to ``path``, then rename it into place; a text
+    ``mode`` writes UTF-8 whatever the locale (a class name such as 'café' under ``LANG=C``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path)
     try:
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             write(f)
         os.replace(tmp, path)
     except BaseException:

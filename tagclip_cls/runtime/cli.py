@@ -93,8 +93,13 @@ def run_cli(main: Callable[[], int | None]) -> None:
     names it quotes (:func:`one_line`), and exits with status 2.
 
     Large freed tensors stay in the heap (:func:`retain_freed_memory`): faster on CPU, same results.
+    A character the console's encoding lacks (a class name 'café' under ``LANG=C``) is printed
+    escaped, never a ``UnicodeEncodeError`` after the work is done.
     """
     retain_freed_memory()
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         code = main()
     except UserError as err:

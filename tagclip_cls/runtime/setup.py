@@ -47,7 +47,7 @@ def check_run_config(path: Path, config: dict, write: bool, overwrite: bool = Fa
     config = json.loads(json.dumps(config))  # tuples become lists, as read back
     if path.is_file() and not overwrite:
         try:
-            previous = json.loads(path.read_text())
+            previous = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
             previous = None  # an empty or damaged record: nothing says the outputs match
         if known_before_loading and isinstance(previous, dict):

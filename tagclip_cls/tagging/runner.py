@@ -41,7 +41,7 @@ class PartFile:
         done: dict[str, dict] = {}
         if not self.path.is_file():
             return done
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
                 records = json.loads(line)
             except json.JSONDecodeError:
@@ -52,7 +52,7 @@ class PartFile:
     def append(self, records: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(records) + "\n"
-        with open(self.path, "a") as f:
+        with open(self.path, "a", encoding="utf-8") as f:
             if f.tell() and not self._ends_with_newline():
                 f.write("\n")  # seal a torn line left by an earlier kill
             f.write(text)

@@ -234,7 +234,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     log.info("demo weights: %s", weights.description)
     inputs = {"weights": asdict(weights), "image_side": opts.image_side}
     record = out / "inputs.json"
-    if record.is_file() and json.loads(record.read_text()) != inputs and not opts.overwrite:
+    if record.is_file() and json.loads(record.read_text(encoding="utf-8")) != inputs and not opts.overwrite:
         log.warning("%s was made with other weights or image sizes: recomputing everything", out)
         opts = replace(opts, overwrite=True)
     write_json_atomic(record, inputs)

@@ -77,7 +77,7 @@ def read_run_config(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UserError(f"{path}: cannot read run config ({exc.strerror or exc})") from None
     except ValueError:

@@ -239,7 +239,7 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
     or is not such a file (e.g. written by an older version: score it again)."""
     path = Path(path)
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UserError(f"{path}: cannot read results file ({exc.strerror or exc})") from None
     except ValueError as exc:

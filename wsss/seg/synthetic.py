@@ -72,5 +72,5 @@ def write_synthetic_voc(root: str | os.PathLike, *, num_train: int = 48, num_val
             write_label_png(dirs["SegmentationClass"] / f"{img_id}.png", mask)
             if split == "train_aug":
                 write_label_png(dirs["pseudo_masks"] / f"{img_id}.png", _corrupt(rng, mask))
-        (dirs["ImageSets/Segmentation"] / f"{split}.txt").write_text("\n".join(ids) + "\n")
+        (dirs["ImageSets/Segmentation"] / f"{split}.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
     return root
