@@ -553,3 +553,17 @@ def test_every_text_file_is_opened_as_utf8():
     found = {str(path.relative_to(ROOT)): text_opens_without_encoding(path.read_text(encoding="utf-8"))
              for folder in ("tagclip_cls", "wsss", "tools") for path in sorted((ROOT / folder).rglob("*.py"))}
     assert {path: lines for path, lines in found.items() if lines} == {}
+
+
+@pytest.mark.parametrize("keys", [np.array([1.7, 3.0]), np.array([-1, 2]), np.array([2, 2]), np.array([[1, 2]]),
+                                  np.array([True, False])])
+def test_cam_keys_are_class_indices(tmp_path, keys):
+    from tagclip_cls.formats.mask_folder import read_cam_keys, read_cams
+
+    path = tmp_path / "a.npz"
+    np.savez(path, keys=keys, cams=np.zeros((keys.size, 2, 2), np.float16))
+    with pytest.raises(UserError, match=r"a.npz: CAM keys must be distinct class indices \(non-negative integers\)"):
+        read_cams(path)
+    assert read_cam_keys(path) is None  # recomputed on resume
+    np.savez(path, keys=np.array([3, 1]), cams=np.zeros((2, 2, 2), np.float16))
+    assert read_cams(path)[0] == read_cam_keys(path) == [3, 1]

@@ -63,9 +63,11 @@ def read_cams(path: str | os.PathLike, num_classes: int | None = None) -> tuple[
     and so, when ``num_classes`` is given, is a key outside ``0..num_classes - 1``."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            keys, cams = [int(k) for k in data["keys"]], np.asarray(data["cams"])
+            keys, cams = _class_keys(data["keys"], path), np.asarray(data["cams"])
     except FileNotFoundError:
         raise UserError(f"{path}: CAM file not found") from None
+    except UserError:
+        raise
     except (KeyError, ValueError, OSError, EOFError) as exc:
         raise UserError(f"{path}: not a CAM file with 'keys' and 'cams' arrays ({exc})") from None
     except Exception as exc:  # zipfile.BadZipFile and other damage of the container
@@ -83,6 +85,15 @@ def read_cam_keys(path: str | os.PathLike) -> list[int] | None:
     """The ``keys`` of a CAM file, or ``None`` when it is missing or unreadable (to be recomputed)."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            return [int(k) for k in data["keys"]]
-    except Exception:  # missing, truncated, empty, not a zip, no keys: all mean "compute it"
+            return _class_keys(data["keys"], path)
+    except Exception:  # missing, truncated, empty, not a zip, no keys, bad keys: all mean "compute it"
         return None
+
+
+def _class_keys(keys: np.ndarray, path: str | os.PathLike) -> list[int]:
+    """A CAM file's ``keys``: distinct non-negative class indices of an integer type (a float
+    key would be truncated, a negative one would index classes from the end)."""
+    if keys.ndim != 1 or keys.dtype.kind not in "iu" or (keys < 0).any() or len(np.unique(keys)) != len(keys):
+        raise UserError(f"{path}: CAM keys must be distinct class indices (non-negative integers), got "
+                        f"{keys.dtype} {np.array2string(keys.ravel()[:5], separator=', ')} of shape {keys.shape}")
+    return keys.tolist()
