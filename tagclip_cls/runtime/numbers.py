@@ -11,8 +11,9 @@ import math
 import re
 from typing import Any
 
-_INT = re.compile(r"[+-]?[0-9]+")
-_INDEX = re.compile(r"[0-9]+")
+#: at most 18 digits: every count fits, and int() refuses (with a ValueError) over 4300 digits
+_INT = re.compile(r"[+-]?[0-9]{1,18}")
+_INDEX = re.compile(r"[0-9]{1,18}")
 _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
