@@ -92,17 +92,17 @@ def test_tags_jsonl_tag_k_is_refused_and_k_minus_1_and_0_accepted(tmp_path):
     _jsonl(path, [0], [], [1, 3])
     with pytest.raises(UserError) as err:
         read_tag_records(path, 3)
-    assert refused(err) == f"{path}:3: tag 3 is not a class index (0..2)"
-    with pytest.raises(UserError, match=r"tags\.jsonl:3: tag 3 "):
+    assert refused(err) == f"{path}:3: image 'im2': tags must be a list of class indices 0..2"
+    with pytest.raises(UserError, match=r"tags\.jsonl:3: image 'im2': tags must be"):
         TagFolder(tmp_path).records(3)
-    # without a class count the reader cannot know (kept for callers that only want the ids)
-    assert read_tag_records(path)[2]["tags"] == [1, 3]
+    with pytest.raises(UserError, match=r"tags\.jsonl:3: "):  # without a class count: as many as the scores
+        read_tag_records(path)
 
 
 @pytest.mark.parametrize("tags", [[-1], [True], [1.0], ["1"], [None], 1, None])
 def test_tags_jsonl_tags_that_are_not_class_indices_are_refused(tmp_path, tags):
     path = _jsonl(tmp_path / "tags.jsonl", [0], tags)
-    with pytest.raises(UserError, match=r"tags\.jsonl:2: tag .* is not a class index \(0\.\.2\)") as err:
+    with pytest.raises(UserError, match=r"tags\.jsonl:2: image 'im1': tags must be a list of class indices 0\.\.2") as err:
         read_tag_records(path, 3)
     refused(err)
 
@@ -113,7 +113,7 @@ def test_the_report_refuses_a_tag_k_instead_of_dropping_it(tmp_path):
     # before, the overview silently left tag 3 out (and a -1 would have shown the last class)
     with pytest.raises(UserError) as err:
         render_report(ReportInputs(images=tmp_path, tags=path, class_names=THREE))
-    assert refused(err) == f"{path}:1: tag 3 is not a class index (0..2)"
+    assert refused(err) == f"{path}:1: image 'im0': tags must be a list of class indices 0..2"
 
 
 # ---- cams/ID.npz keys -----------------------------------------------------------------------
@@ -128,8 +128,11 @@ def test_cam_key_k_is_refused_and_k_minus_1_and_0_accepted(tmp_path):
         write_cams(path, [0, bad], np.zeros((2, 4, 5)))
         with pytest.raises(UserError) as err:
             read_cams(path, 3)
-        assert refused(err) == f"{path}: CAM key {bad} is not a class index (0..2)"
-    assert read_cams(path)[0] == [0, -1]  # without a class count: as stored
+        assert refused(err) == (f"{path}: CAM key 3 is not a class index (0..2)" if bad == 3 else
+                                f"{path}: CAM keys must be distinct class indices (non-negative integers), "
+                                f"got int64 [ 0, -1] of shape (2,)")
+    with pytest.raises(UserError, match="non-negative"):  # a negative key, even without a class count
+        read_cams(path)
 
 
 @pytest.mark.parametrize("dataset", ["voc2012", "cocostuff"])
@@ -151,7 +154,8 @@ def test_crf_step_refuses_a_cam_key_k(tmp_path, dataset):
         write_cams(cam, [bad, 0], cams)
         with pytest.raises(UserError) as err:
             run_crf_batch([job], CRFSettings(space=space), overwrite=True, progress=False)
-        assert refused(err) == f"{cam}: CAM key {bad} is not a class index (0..{k - 1})"
+        assert refused(err).startswith(f"{cam}: CAM key {bad} is not a class index (0..{k - 1})" if bad == k else
+                                       f"{cam}: CAM keys must be distinct class indices (non-negative integers)")
 
 
 # ---- label PNGs -----------------------------------------------------------------------------
@@ -252,7 +256,7 @@ def test_coco_category_must_be_one_of_the_listed_ids(tmp_path):
                  lambda: write_coco_masks(path, tmp_path / "masks2", 3, progress=False)):
         with pytest.raises(UserError) as err:
             call()
-        assert refused(err) == f"{path}: annotation 7 has unknown category id 3"
+        assert refused(err) == f"{path}: annotation 7: unknown category id 3"
 
 
 # ---- MaskGenerator tags ---------------------------------------------------------------------
