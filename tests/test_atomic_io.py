@@ -58,3 +58,24 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
         atomic_write(tmp_path / "tags.json", fail)
     assert os.listdir(tmp_path) == ["tags.json"]
     assert (tmp_path / "tags.json").read_text() == "before"
+
+
+def test_nothing_is_written_through_a_link_leading_outside_the_root(tmp_path):
+    """A link in place of an output, or a linked sub-folder, that leads outside the output folder
+    is refused before anything is written; links that stay inside are followed as before."""
+    from tagclip_cls.runtime.errors import UserError
+
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    (outside / "x.json").write_text("precious")
+    (out / "x.json").symlink_to(outside / "x.json")
+    (out / "sub").symlink_to(outside, target_is_directory=True)
+    for path, root in ((out / "x.json", None), (out / "x.json", out), (out / "sub" / "y.json", out)):
+        with pytest.raises(UserError, match=rf"^{path}: would be written outside "):
+            write_text_atomic(path, "new", root)
+    assert sorted(os.listdir(outside)) == ["x.json"] and (outside / "x.json").read_text() == "precious"
+    (out / "inner").mkdir()
+    (out / "alias").symlink_to(out / "inner", target_is_directory=True)
+    write_json_atomic(out / "alias" / "r.json", {"mIoU": 1.0}, out)
+    assert (out / "inner" / "r.json").is_file()

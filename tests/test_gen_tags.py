@@ -246,3 +246,54 @@ def test_reader_threads_give_the_same_results(tmp_path, image_folder, classes_fi
         main = [thread is threading.main_thread() for thread in appended_by]
         assert main and all(main) == (threads == 0) and any(main) == (threads == 0), (threads, main)
     assert outputs[0] == outputs[1] and outputs[0]
+
+
+def test_part_file_appends_only_inside_the_output_folder(tmp_path):
+    out = tmp_path / "out"
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text("precious\n")
+    part = PartFile(out / "parts" / "rank-0-of-1.jsonl", out)
+    part.path.parent.mkdir(parents=True)
+    part.path.symlink_to(outside)
+    with pytest.raises(UserError, match=rf"^{part.path}: would be written outside {out} \(it leads to {outside}\)$"):
+        part.append([{"id": "a"}])
+    part.path.unlink()
+    part.path.parent.rmdir()
+    part.path.parent.symlink_to(tmp_path, target_is_directory=True)  # the folder linked out instead
+    with pytest.raises(UserError, match="would be written outside"):
+        part.append([{"id": "a"}])
+    assert outside.read_text() == "precious\n" and not (tmp_path / "rank-0-of-1.jsonl").exists()
+    part.path.parent.unlink()
+    part.append([{"id": "a"}])  # a plain part file is appended as before
+    assert part.load() == {"a": {"id": "a"}}
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_part_file_linked_outside_is_refused(tmp_path, image_folder, classes_file, tiny_checkpoint, cache_dir,
+                                             threads):
+    """A part file replaced by a link to a file outside ``--out`` is never appended to, whether
+    the appends run inline or in the background writer."""
+    out = tmp_path / "out"
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text("precious\n")
+    (out / "parts").mkdir(parents=True)
+    (out / "parts" / "rank-0-of-1.jsonl").symlink_to(outside)
+    with pytest.raises(UserError, match=r"rank-0-of-1.jsonl: would be written outside "):
+        run_stage1(options(image_folder, classes_file, out, tiny_checkpoint, cache_dir, loader_threads=threads))
+    assert outside.read_text() == "precious\n" and not (out / "tags.jsonl").exists()
+
+
+def test_cli_refuses_a_part_file_linked_outside_in_one_line(tmp_path, image_folder, tiny_checkpoint, cache_dir):
+    out = tmp_path / "out"
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text("precious\n")
+    (out / "parts").mkdir(parents=True)
+    part = out / "parts" / "rank-0-of-1.jsonl"
+    part.symlink_to(outside)
+    cmd = [sys.executable, str(ROOT / "tools" / "gen_tags.py"), "--img-root", str(image_folder),
+           "--dataset", "voc2007", "--pretrained", tiny_checkpoint, "--cache-dir", cache_dir, "--out", str(out),
+           "--log-level", "WARNING"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"error: {part}: would be written outside {out} (it leads to {outside})\n"
+    assert outside.read_text() == "precious\n"

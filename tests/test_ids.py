@@ -39,7 +39,7 @@ def test_bad_ids_are_refused_naming_the_place(image_id):
 def test_path_inside(tmp_path):
     assert path_inside(tmp_path, "cams", "a.npz") == tmp_path / "cams" / "a.npz"
     for parts in (("..", "x.png"), ("cams", "/etc/x.png"), ("cams", "..", "..", "x"), (".",)):
-        with pytest.raises(UserError, match="outside the output folder"):
+        with pytest.raises(UserError, match="would be written outside"):
             path_inside(tmp_path, *parts)
     (tmp_path / "link").symlink_to(tmp_path.parent)
     with pytest.raises(UserError):
@@ -166,3 +166,18 @@ def test_coco_json_file_names_are_checked(tmp_path, run):
     result = run("prepare_data.py", "coco-masks", "--instances", path, "--out", tmp_path / "out2", "--keep-empty")
     assert result.returncode == 2 and "whitespace" in result.stderr
     assert not (tmp_path / "out2").exists()
+
+
+def test_inside_root_follows_links_and_checks_the_folder(tmp_path):
+    from tagclip_cls.runtime.ids import inside_root
+
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    assert inside_root(out, out / "a" / "b.png") == out / "a" / "b.png"  # not there yet: fine
+    (out / "link.png").symlink_to(outside / "x.png")  # dangling, and out
+    (out / "away").symlink_to(outside, target_is_directory=True)
+    (outside / "back.png").symlink_to(out / "ok.png")  # a name out there leading back in
+    for path in (out / "link.png", out / "away" / "x.png", out / "away" / "back.png", out, tmp_path / "x.png"):
+        with pytest.raises(UserError, match=rf"^{path}: would be written outside {out} \(it leads to "):
+            inside_root(out, path)

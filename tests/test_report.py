@@ -391,3 +391,21 @@ def test_help_and_parsing_import_no_torch():
     assert done.stdout.strip() == "['a.json', 'b.json', 'c.json'] []"
     helped = _tool("--help")
     assert helped.returncode == 0 and "--max-images" in helped.stdout and helped.stderr == ""
+
+
+def _report_args(run: dict[str, Path]) -> list:
+    return ["--tags", run["tags"], "--masks", run["masks"], "--seg", run["seg"], "--tables", run["table"],
+            "--img-root", run["images"], "--classes", run["classes"], "--out", run["out"]]
+
+
+def test_report_linked_outside_its_folder_is_refused(tmp_path):
+    run = _write_run(tmp_path)
+    outside = tmp_path / "elsewhere.html"
+    outside.write_text("precious\n")
+    run["out"].parent.mkdir()
+    run["out"].symlink_to(outside)
+    done = _tool(*_report_args(run))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"error: {run['out']}: would be written outside {run['out'].parent} "
+                           f"(it leads to {outside})\n")
+    assert outside.read_text() == "precious\n" and run["out"].is_symlink()

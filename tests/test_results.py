@@ -138,3 +138,20 @@ def test_reader_refuses_other_files(tmp_path):
         read_results(tmp_path / "nope.json")
     with pytest.raises(UserError, match=r"r\.md: a results JSON file must not end in \.md"):
         write_results(_valid(tmp_path), tmp_path / "r.md")
+
+
+def test_tables_stay_inside_their_root(tmp_path):
+    """Both tables are refused, before either is written, when one of them (or their folder)
+    leads outside the folder they belong to (a stage-3 work dir, ``--out``)."""
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    work.mkdir()
+    outside.mkdir()
+    (outside / "results_test.md").write_text("precious")
+    (work / "results_test.md").symlink_to(outside / "results_test.md")
+    with pytest.raises(UserError, match=r"results_test\.md: would be written outside "):
+        write_results(_valid(tmp_path), work / "results_test.json", work)
+    assert not (work / "results_test.json").exists() and (outside / "results_test.md").read_text() == "precious"
+    (work / "eval").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UserError, match=r"results_val\.json: would be written outside "):
+        write_results(_valid(tmp_path), work / "eval" / "results_val.json", work)
+    assert sorted(os.listdir(outside)) == ["results_test.md"]

@@ -151,3 +151,35 @@ def test_segmenter_api_matches_mmseg_inference(data, trained):
     rgb = np.asarray(Image.open(image).convert("RGB"))
     bgr_expected = inference_model(reference, np.ascontiguousarray(rgb[..., ::-1])).pred_sem_seg.data[0].numpy()
     assert np.array_equal(seg(rgb), bgr_expected) and np.array_equal(seg(Image.open(image)), bgr_expected)
+
+
+def _run_test_seg(*args):
+    """``tools/test_seg.py ARGS`` run as a command: exit status and stderr."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, str(REPO / "tools/test_seg.py"), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stderr
+
+
+def _error_line(stderr: str) -> str:
+    """The one ``error:`` line of a refused run (mmseg's deprecation warnings may come before it),
+    with no traceback."""
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and stderr.endswith(errors[0] + "\n") and "Traceback" not in stderr, stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("name", ["results_test.json", "results_test.md", Path(TINY).name])
+def test_work_dir_link_leading_outside_is_refused(data, trained, tmp_path, name):
+    """Nothing stage 3 writes in its work dir (its tables, mmengine's config dump) goes through a
+    link to a file outside it."""
+    work = tmp_path / "eval"
+    work.mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    (work / name).symlink_to(outside)
+    code, err = _run_test_seg(TINY, trained / "iter_60.pth", "--data-root", data,
+                              "--work-dir", work)
+    assert code == 2 and _error_line(err) == f"error: {work / name}: would be written outside {work} (it leads to {outside})"
+    assert outside.read_text() == "precious\n"

@@ -1,7 +1,11 @@
 """Text embeddings: the trimmed encoder equals open_clip's, templates, cache keys."""
+import re
+
+import pytest
 import torch
 
 from tagclip_cls.core.text import encode_prompts, encode_text_published, load_templates, text_embeddings
+from tagclip_cls.runtime.errors import UserError
 
 
 def test_published_encoder_equals_open_clip(tiny_clip):
@@ -76,3 +80,22 @@ def test_unwritable_cache_only_warns(tiny_clip, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         emb = text_embeddings(tiny_clip, ["cat"], ["a {}."], cache_dir=blocked / "cache")
     assert emb.shape == (1, 64) and "not written" in caplog.text
+
+
+def test_cache_entry_linked_outside_the_cache_is_neither_read_nor_written(tiny_clip, tmp_path):
+    cache = tmp_path / "cache"
+    good = text_embeddings(tiny_clip, ["cat", "dog"], ["a {}."], cache_dir=cache)
+    (entry,) = cache.glob("*.pt")
+    outside = tmp_path / "outside.pt"
+    torch.save(torch.ones_like(good) / 8, outside)  # would pass as a cache entry if it were read
+    before = outside.read_bytes()
+    entry.unlink()
+    entry.symlink_to(outside)
+    with pytest.raises(UserError, match=rf"^{re.escape(str(entry))}: would be written outside {re.escape(str(cache))} "):
+        text_embeddings(tiny_clip, ["cat", "dog"], ["a {}."], cache_dir=cache)
+    assert outside.read_bytes() == before and entry.is_symlink()
+    entry.unlink()
+    entry.symlink_to(tmp_path / "missing.pt")  # a dangling link out: nothing created at its target
+    with pytest.raises(UserError, match="would be written outside"):
+        text_embeddings(tiny_clip, ["cat", "dog"], ["a {}."], cache_dir=cache)
+    assert not (tmp_path / "missing.pt").exists()

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
                            missing_as_wrong=args.missing_as_wrong, workers=args.read_workers)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        write_results(result, Path(args.out) / RESULTS_NAME)
+        write_results(result, Path(args.out) / RESULTS_NAME, args.out)
     print(format_table(result))
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from tagclip_cls.runtime.atomic_io import atomic_write
 from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.ids import inside_root
 from tagclip_cls.core.models import LoadedClip
 from tagclip_cls.core.vit import block_forward
 
@@ -90,7 +91,7 @@ def text_embeddings(clip: LoadedClip, class_names: Sequence[str], templates: Seq
     spec = {"model": clip.text_fingerprint, "classes": list(class_names), "templates": list(templates)}
     spec["exact"] = True  # the published encoder (keys of earlier entries made with it stay valid)
     key = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:32]
-    path = cache_dir / f"{key}.pt"
+    path = inside_root(cache_dir, cache_dir / f"{key}.pt")  # a link planted in the cache is neither read nor written
     width = clip.model.text_projection.shape[1]
     if path.is_file():
         try:
@@ -105,7 +106,7 @@ def text_embeddings(clip: LoadedClip, class_names: Sequence[str], templates: Seq
     log.info("encoding %d classes x %d templates", len(class_names), len(templates))
     emb = encode_prompts(clip, class_names, templates)
     try:
-        atomic_write(path, lambda f: torch.save(emb.cpu(), f), mode="wb")
+        atomic_write(path, lambda f: torch.save(emb.cpu(), f), "wb", cache_dir)
     except OSError as exc:
         log.warning("text cache %s not written (%s); set --cache-dir to a writable folder to save the "
                     "encoding for later runs", path, exc.strerror or exc)

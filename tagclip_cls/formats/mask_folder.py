@@ -51,11 +51,12 @@ class MaskFolder:
         return self.root / "config.json"
 
 
-def write_cams(path: str | os.PathLike, keys: Sequence[int], cams: np.ndarray) -> None:
+def write_cams(path: str | os.PathLike, keys: Sequence[int], cams: np.ndarray,
+               root: str | os.PathLike | None = None) -> None:
     """``np.savez`` of ``keys`` (int64) and ``cams`` (float16) to a temp file, renamed into place."""
     keys_arr = np.asarray(list(keys), dtype=np.int64)
     cams_arr = np.ascontiguousarray(cams, dtype=np.float16)
-    atomic_write(path, lambda f: np.savez(f, keys=keys_arr, cams=cams_arr), mode="wb")
+    atomic_write(path, lambda f: np.savez(f, keys=keys_arr, cams=cams_arr), "wb", root)
 
 
 def read_cams(path: str | os.PathLike, num_classes: int | None = None) -> tuple[list[int], np.ndarray]:

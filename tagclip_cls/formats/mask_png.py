@@ -43,7 +43,7 @@ def voc_palette() -> list[int]:
 _PALETTE = voc_palette()
 
 
-def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
+def write_label_png(path: str | os.PathLike, labels: np.ndarray, root: str | os.PathLike | None = None) -> None:
     """Write an ``H x W`` map of label ids (0..255) as a palette PNG, atomically."""
     labels = np.asarray(labels)
     if labels.ndim != 2:
@@ -54,7 +54,7 @@ def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
         labels = labels.astype(np.uint8)
     image = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels).tobytes())
     image.putpalette(_PALETTE)
-    atomic_write(path, lambda f: image.save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL), mode="wb")
+    atomic_write(path, lambda f: image.save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL), "wb", root)
 
 
 def label_png_problem(path: str | os.PathLike) -> str | None:

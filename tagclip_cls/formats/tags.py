@@ -64,11 +64,12 @@ class TagFolder:
     def write(self, records: Sequence[dict], class_names: Sequence[str], skipped: dict[str, str]) -> None:
         """``tags.jsonl`` and ``tags.txt`` in the order of ``records``, and ``skipped.txt`` if any
         (one line per image: line breaks in a reason are escaped)."""
-        write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
+        write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in records), self.root)
         write_text_atomic(self.txt, "".join(format_split_line(r["id"], r["tags"], class_names) + "\n"
-                                            for r in records))
+                                            for r in records), self.root)
         if skipped:
-            write_text_atomic(self.skipped, "".join(f"{k}\t{one_line(v)}\n" for k, v in sorted(skipped.items())))
+            write_text_atomic(self.skipped, "".join(f"{k}\t{one_line(v)}\n" for k, v in sorted(skipped.items())),
+                              self.root)
 
     def records(self, num_classes: int | None = None) -> list[dict]:
         """The ``tags.jsonl`` records in file order (a one-line error for a malformed line, or

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written output."""
+"""Atomic file writes: a reader never sees a half-written output, and nothing is written
+outside the folder it belongs to (:func:`~tagclip_cls.runtime.ids.inside_root`)."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,8 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any, Callable, IO
+
+from .ids import inside_root
 
 NEW_FILE_MODE = 0o666  # what open(path, "w") asks for; the kernel then applies the umask
 
@@ -26,10 +29,13 @@ def _create_temp(path: Path) -> tuple[int, Path]:
             continue
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "w") -> None:
-    """Call ``write(f)`` on a temporary file next to ``path``, then rename it into place; a text
-    ``mode`` writes UTF-8 whatever the locale (a class name such as 'café' under ``LANG=C``)."""
-    path = Path(path)
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "w",
+                 root: str | os.PathLike | None = None) -> None:
+    """Call ``write(f)`` on a temporary file next to ``path``, then rename it into place; refused
+    first (:class:`UserError`) when ``path`` leads outside ``root``, the output folder it belongs
+    to (default: its own folder, so that at least a link in its place is never followed out). A
+    text ``mode`` writes UTF-8 whatever the locale (a class name such as 'café' under ``LANG=C``)."""
+    path = inside_root(Path(path).parent if root is None else root, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path)
     try:
@@ -41,9 +47,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str
         raise
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text))
+def write_text_atomic(path: str | os.PathLike, text: str, root: str | os.PathLike | None = None) -> None:
+    atomic_write(path, lambda f: f.write(text), root=root)
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write(path, lambda f: (json.dump(obj, f, indent=1), f.write("\n")))
+def write_json_atomic(path: str | os.PathLike, obj: Any, root: str | os.PathLike | None = None) -> None:
+    atomic_write(path, lambda f: (json.dump(obj, f, indent=1), f.write("\n")), root=root)

@@ -43,12 +43,19 @@ def check_image_id(image_id: str, where: str | os.PathLike) -> str:
     return image_id
 
 
+def inside_root(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """``path``, refused (:class:`UserError`) unless it resolves (links followed) to a path below
+    ``root``: the one check every write goes through, so that neither an id nor a link planted in
+    an output folder can send a write elsewhere. Its folder must resolve to ``root`` or below as
+    well, since an atomic write creates its temporary file there."""
+    root, path = Path(root), Path(path)
+    base = root.resolve()
+    for resolved, may_be_root in ((path.parent.resolve(), True), (path.resolve(), False)):
+        if not (base in resolved.parents or (may_be_root and resolved == base)):
+            raise UserError(f"{path}: would be written outside {root} (it leads to {resolved})")
+    return path
+
+
 def path_inside(root: str | os.PathLike, *parts: str) -> Path:
     """``root/parts...``, refused (:class:`UserError`) unless it resolves to a path inside ``root``."""
-    root = Path(root)
-    path = root.joinpath(*parts)
-    base = root.resolve()
-    resolved = path.resolve()
-    if resolved == base or base not in resolved.parents:
-        raise UserError(f"{path}: would be written outside the output folder {root}")
-    return path
+    return inside_root(root, Path(root).joinpath(*parts))

@@ -38,12 +38,13 @@ def _changed(previous: object, config: dict) -> str:
 
 
 def check_run_config(path: Path, config: dict, write: bool, overwrite: bool = False,
-                     known_before_loading: bool = False) -> None:
+                     known_before_loading: bool = False, root: Path | None = None) -> None:
     """Refuse to mix outputs of different settings in one folder (unless ``overwrite``); a
     missing record is written (``write``: by one rank only).
 
     ``known_before_loading``: ``config`` holds only the settings known before the model loads;
-    those are compared (so that a mismatch is refused at once) and nothing is written."""
+    those are compared (so that a mismatch is refused at once) and nothing is written. ``root``:
+    the output folder the record must lie in (default: its own folder)."""
     config = json.loads(json.dumps(config))  # tuples become lists, as read back
     if path.is_file() and not overwrite:
         try:
@@ -57,4 +58,4 @@ def check_run_config(path: Path, config: dict, write: bool, overwrite: bool = Fa
                             f"use another --out or add --overwrite")
         return
     if write and not known_before_loading:
-        write_json_atomic(path, config)
+        write_json_atomic(path, config, root)

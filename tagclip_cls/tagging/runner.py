@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from tagclip_cls.runtime.distributed import RankInfo, shard, wait_for_all
 from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.ids import inside_root
 from tagclip_cls.runtime.setup import check_run_config
 from tagclip_cls.runtime.atomic_io import write_json_atomic
 from tagclip_cls.tagging.metrics import classification_metrics, format_summary
@@ -32,10 +33,12 @@ log = logging.getLogger(__name__)
 
 
 class PartFile:
-    """Append-only record of finished batches for one rank; a torn last line is ignored."""
+    """Append-only record of finished batches for one rank; a torn last line is ignored.
+    Appends go only to a file inside ``root`` (the output folder), checked before each one."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, root: Path | None = None):
         self.path = path
+        self.root = path.parent if root is None else root
 
     def load(self) -> dict[str, dict]:
         done: dict[str, dict] = {}
@@ -50,6 +53,7 @@ class PartFile:
         return done
 
     def append(self, records: list[dict]) -> None:
+        inside_root(self.root, self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(records) + "\n"
         with open(self.path, "a", encoding="utf-8") as f:
@@ -103,12 +107,13 @@ def tag_images(tagger: Tagger, entries: Sequence[ImageEntry], out_dir: str | os.
         raise UserError(f"image id {dup!r} appears twice in the input (ids are file names without extension)")
     folder = TagFolder(out_dir)
     parts_dir = folder.parts
-    own_part = PartFile(parts_dir / f"rank-{rank.rank}-of-{rank.world_size}.jsonl")
+    own_part = PartFile(parts_dir / f"rank-{rank.rank}-of-{rank.world_size}.jsonl", out_dir)
+    inside_root(out_dir, own_part.path)  # at once, not after the first batch (each append checks again)
     if overwrite and rank.is_main:
         for path in [*parts_dir.glob("rank-*.jsonl"), folder.run_config]:
             path.unlink(missing_ok=True)
     wait_for_all(rank)  # nobody reads the parts before rank 0 has cleared them
-    check_run_config(folder.run_config, run_config, write=rank.is_main)
+    check_run_config(folder.run_config, run_config, write=rank.is_main, root=out_dir)
     batches, skipped = plan_batches(entries, tagger.clip.patch_size, tagger.max_side, batch_size, strict, batching)
     done = load_parts(parts_dir)
     todo = [b for b in shard(batches, rank) if not all(e.image_id in done for e in b.entries)]
@@ -157,7 +162,7 @@ def merge_outputs(entries: Sequence[ImageEntry], out_dir: Path, class_names: Seq
     if not kept or all(e.labels is None for e in kept):
         return None
     metrics = evaluate_records([records[e.image_id] for e in kept], [e.labels or () for e in kept], class_names)
-    write_json_atomic(folder.metrics, metrics)
+    write_json_atomic(folder.metrics, metrics, root=out_dir)
     print(format_summary(metrics))
     return metrics
 

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.runtime.atomic_io import write_json_atomic, write_text_atomic
+from tagclip_cls.runtime.atomic_io import atomic_write, write_json_atomic, write_text_atomic
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.core.random_weights import save_random_openai_checkpoint
 from tagclip_cls.tagging.run import TagRunOptions, run_stage1
@@ -120,12 +120,11 @@ def write_inputs(out: Path, image_side: int | None) -> list[str]:
     """Write images, class lists and the horse ground truth; returns the image ids."""
     images = sample_images(image_side)
     for image_id, rgb in images.items():
-        path = out / "images" / f"{image_id}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rgb).save(path, quality=95)
-    write_text_atomic(out / "classes.txt", "\n".join(CLASSES) + "\n")
-    write_text_atomic(out / "background.txt", "\n".join(BACKGROUND) + "\n")
-    write_label_png(out / "gt" / "horse.png", horse_ground_truth(images["horse"].shape[:2]))
+        atomic_write(out / "images" / f"{image_id}.jpg",
+                     lambda f, rgb=rgb: Image.fromarray(rgb).save(f, format="JPEG", quality=95), "wb", out)
+    write_text_atomic(out / "classes.txt", "\n".join(CLASSES) + "\n", out)
+    write_text_atomic(out / "background.txt", "\n".join(BACKGROUND) + "\n", out)
+    write_label_png(out / "gt" / "horse.png", horse_ground_truth(images["horse"].shape[:2]), out)
     return list(images)
 
 
@@ -180,7 +179,7 @@ def seg_config(images: Path, masks: Path, ids: Sequence[str], work_dir: Path, nu
     from wsss.seg.runner import load_config
 
     split = work_dir / "train.txt"
-    write_text_atomic(split, "\n".join(ids) + "\n")
+    write_text_atomic(split, "\n".join(ids) + "\n", work_dir)
     cfg = load_config(TINY_SEG_CONFIG, pseudo_masks=str(masks), work_dir=str(work_dir), cfg_options={
         "train_dataloader.dataset.data_root": str(images.parent),
         "train_dataloader.dataset.data_prefix": dict(img_path=str(images.resolve()), seg_map_path=str(masks.resolve())),
@@ -222,7 +221,7 @@ def train_and_predict(out: Path, ids: Sequence[str], masks: Path, opts: DemoOpti
     segmenter = Segmenter.from_checkpoint(cfg, checkpoint, device="cpu")
     pred_dir = out / "stage3" / "pred"
     for image_id in ids:
-        write_label_png(pred_dir / f"{image_id}.png", segmenter(out / "images" / f"{image_id}.jpg"))
+        write_label_png(pred_dir / f"{image_id}.png", segmenter(out / "images" / f"{image_id}.jpg"), out)
     return pred_dir
 
 
@@ -237,7 +236,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     if record.is_file() and json.loads(record.read_text(encoding="utf-8")) != inputs and not opts.overwrite:
         log.warning("%s was made with other weights or image sizes: recomputing everything", out)
         opts = replace(opts, overwrite=True)
-    write_json_atomic(record, inputs)
+    write_json_atomic(record, inputs, out)
     common = dict(img_root=str(out / "images"), classes=str(out / "classes.txt"),
                   background=str(out / "background.txt"), pretrained=weights.pretrained,
                   device=opts.device, precision=opts.precision, attention=opts.attention, cache_dir=opts.cache_dir,
@@ -254,7 +253,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
         folder = MaskFolder(out / "stage2").label_dir(crf)
         table = score_masks(folder, out / "gt", names)
         if table is not None:
-            write_results(table, out / "eval" / f"{folder.name}.json")
+            write_results(table, out / "eval" / f"{folder.name}.json", out)
             tables.append((f"{title} (horse)", out / "eval" / f"{folder.name}.json"))
     pred_dir = None
     why_not = "--skip-train given" if opts.skip_train else stage3_available()
@@ -262,7 +261,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
         pred_dir = train_and_predict(out, ids, masks, opts)
         table = score_masks(pred_dir, out / "gt", names)
         if table is not None:
-            write_results(table, out / "eval" / "segmenter.json")
+            write_results(table, out / "eval" / "segmenter.json", out)
             tables.append(("segmenter (horse)", out / "eval" / "segmenter.json"))
     else:
         notes.append(f"Stage 3 (segmenter) skipped: {why_not}.")
@@ -274,7 +273,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     report = write_report(out / "report.html", ReportInputs(
         images=out / "images", tags=tags.jsonl, class_names=CLASSES, stage2=out / "stage2",
         predictions=pred_dir, tables=tables, title="classify-then-segment demo",
-        random_weights=weights.random, settings=settings, notes=notes))
+        random_weights=weights.random, settings=settings, notes=notes), out)
     if weights.random:
         _loud(RANDOM_BANNER)
     return DemoResult(report=report, weights=weights, trained=pred_dir is not None, notes=notes)

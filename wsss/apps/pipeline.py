@@ -208,11 +208,11 @@ def _evaluate(opts: PipelineOptions, layout: PipelineLayout, preset: Preset, sta
     if not ids:
         raise UserError(f"{gt}: no ground-truth PNG for any tagged image")
     split = layout.eval / "ids_with_gt.txt"
-    write_text_atomic(split, "\n".join(ids) + "\n")
+    write_text_atomic(split, "\n".join(ids) + "\n", layout.root)
     results = []
     for folder, table in zip(folders, tables):
         result = evaluate_dirs(folder, gt, opts.dataset, split, missing_as_wrong=True, workers=opts.crf_workers)
-        write_results(result, table)
+        write_results(result, table, layout.root)
         results.append(f"{folder.name} mIoU {result['mIoU']:.2f}" if result["mIoU"] is not None else folder.name)
     return StageStatus("eval", True, f"{len(ids)} images with ground truth: " + ", ".join(results))
 
@@ -229,7 +229,7 @@ def _report(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> Pa
         random_weights=random_weights_used(stage_configs(layout.stage1, layout.stage2)),
         settings=[("images", opts.img_root), ("split", opts.split or "all images"),
                   ("CLIP weights", opts.pretrained), ("segmenter config", opts.seg_config or "none")],
-        notes=[f"first {opts.report_images} images of the split shown"]))
+        notes=[f"first {opts.report_images} images of the split shown"]), layout.root)
 
 
 def check_options(opts: PipelineOptions) -> None:

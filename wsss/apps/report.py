@@ -35,6 +35,7 @@ from PIL import Image
 
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.atomic_io import write_text_atomic
+from tagclip_cls.runtime.ids import inside_root
 from tagclip_cls.core.images import find_image, load_rgb
 from tagclip_cls.formats.tags import read_tag_records
 
@@ -304,8 +305,10 @@ def render_report(inputs: ReportInputs) -> str:
             f'<section id="miou"><h2>mIoU</h2>{tables_html}</section></body></html>\n')
 
 
-def write_report(path: str | os.PathLike, inputs: ReportInputs) -> Path:
-    """Render the report and write it to ``path`` atomically; returns the path."""
+def write_report(path: str | os.PathLike, inputs: ReportInputs, root: str | os.PathLike | None = None) -> Path:
+    """Render the report and write it to ``path`` atomically, inside ``root`` (``None``: the
+    report's own folder); returns the path."""
+    inside_root(Path(path).parent if root is None else root, path)  # before the minutes of rendering
     text = render_report(inputs)
-    write_text_atomic(path, text)
+    write_text_atomic(path, text, root)
     return Path(path)

@@ -102,7 +102,8 @@ def write_coco_masks(instances_json: str | os.PathLike, out_dir: str | os.PathLi
         if out.exists() and not overwrite:
             skipped += 1
             continue
-        write_label_png(out, coco_instance_mask(image, by_image.get(image_id, []), category, crowd, instances_json))
+        write_label_png(out, coco_instance_mask(image, by_image.get(image_id, []), category, crowd, instances_json),
+                        out_dir)
         written += 1
     return written, skipped
 
@@ -136,7 +137,7 @@ def write_stuff_masks(src_dir: str | os.PathLike, out_dir: str | os.PathLike, pr
         src = src_dir / f"{image_id}.png"
         values = read_label_png(src)
         _check_stuff_values(values, preset, src)
-        write_label_png(out, to_coarse[values])
+        write_label_png(out, to_coarse[values], out_dir)
         written += 1
     return written, skipped
 

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tagclip_cls.runtime.atomic_io import write_text_atomic
+from tagclip_cls.runtime.ids import inside_root
 from tagclip_cls.runtime.errors import UserError
 
 #: keys of every results file, in the order they are written
@@ -219,9 +220,11 @@ def markdown_table(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(record: dict[str, Any], json_path: str | os.PathLike) -> tuple[Path, Path]:
+def write_results(record: dict[str, Any], json_path: str | os.PathLike,
+                  root: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """Write ``record`` to ``json_path`` and its markdown table beside it (same stem, ``.md``),
-    each atomically; returns both paths. A record outside the schema is a ``ValueError``."""
+    each atomically and inside ``root`` (default: the JSON's folder); returns both paths. A
+    record outside the schema is a ``ValueError``."""
     json_path = Path(json_path)
     md_path = json_path.with_suffix(".md")
     if md_path == json_path:
@@ -229,8 +232,11 @@ def write_results(record: dict[str, Any], json_path: str | os.PathLike) -> tuple
     problem = schema_problem(record)
     if problem:
         raise ValueError(f"not a valid results record: {problem}")
-    write_text_atomic(json_path, json.dumps(record, indent=2, allow_nan=False) + "\n")
-    write_text_atomic(md_path, markdown_table(record))
+    root = json_path.parent if root is None else root
+    for path in (json_path, md_path):  # both checked before either is written
+        inside_root(root, path)
+    write_text_atomic(json_path, json.dumps(record, indent=2, allow_nan=False) + "\n", root)
+    write_text_atomic(md_path, markdown_table(record), root)
     return json_path, md_path
 
 

@@ -104,11 +104,13 @@ def crf_label_maps(rgbs: Sequence[np.ndarray], cams: Sequence[np.ndarray], keys:
 
 @dataclass(frozen=True)
 class CRFJob:
-    """One image: where its pixels and CAMs are and where its label PNG goes."""
+    """One image: where its pixels and CAMs are, where its label PNG goes and the output folder
+    that must hold it (default: the PNG's own folder)."""
 
     image_path: str
     cam_path: str
     out_path: str
+    out_root: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ def run_crf_job(job: CRFJob, settings: CRFSettings, overwrite: bool = False) -> 
                         f"{job.image_path} ({rgb.shape[1]}x{rgb.shape[0]})")
     labels = crf_label_map(rgb, cams, keys, settings.space, settings.mode, settings.threshold, settings.params,
                            settings.backend, settings.device)
-    write_label_png(job.out_path, labels)
+    write_label_png(job.out_path, labels, job.out_root)
     return True
 
 

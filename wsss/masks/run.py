@@ -156,7 +156,7 @@ def run_stage2(opts: MaskRunOptions, verify_only: bool = False) -> MaskRunSummar
     check_run_config(layout.config, {
         **settings, "model": generator.clip.name, "random_weights": generator.clip.random_weights,
         "weights": generator.clip.weights_fingerprint, "cam": asdict(generator.model.config)},
-        rank.is_main and not verify_only, opts.overwrite)
+        rank.is_main and not verify_only, opts.overwrite, root=layout.root)
     if verify_only:
         return MaskRunSummary()
 
@@ -180,7 +180,7 @@ def run_stage2(opts: MaskRunOptions, verify_only: bool = False) -> MaskRunSummar
         raise UserError(f"none of the {len(entries)} images could be processed (first: "
                         f"{next(iter(summary.failed.values()))})")
     if opts.crf:  # the images whose CRF mask is still missing (all of them, unless computed inline)
-        jobs = [CRFJob(str(e.path), str(layout.cam(e.image_id)), str(layout.crf(e.image_id)))
+        jobs = [CRFJob(str(e.path), str(layout.cam(e.image_id)), str(layout.crf(e.image_id)), str(layout.root))
                 for batch in batches for e in batch.entries if e.image_id not in summary.failed]
         overwrite = opts.overwrite and not crf_inline  # inline masks are this run's
         summary.crf_written += run_crf_batch(jobs, crf, opts.crf_workers, overwrite, opts.progress).written
@@ -231,7 +231,7 @@ def _check_existing(batches: Sequence[Batch], layout: MaskFolder, generator: Mas
                 except UserError:
                     todo.add(entry.image_id)
                     continue
-                write_label_png(layout.mask(entry.image_id), generator.label_map(cams, keys))
+                write_label_png(layout.mask(entry.image_id), generator.label_map(cams, keys), layout.root)
             summary.existing += 1
         if todo:
             work.append((batch, todo))
@@ -310,9 +310,9 @@ def write_image_outputs(space: LabelSpace, layout: MaskFolder, image_id: str, ta
     """One image's files: the CAM file, then the label PNG of its float16 CAMs (resuming trusts an
     image whose two files exist), then the CRF mask when it was computed with them; a CRF mask of
     earlier CAMs is stale and goes. The writer threads' whole job, label map included."""
-    write_cams(layout.cam(image_id), tags, cams)
-    write_label_png(layout.mask(image_id), label_map(cams, tags, space))  # the stored float16, widened to float32 inside
+    write_cams(layout.cam(image_id), tags, cams, layout.root)
+    write_label_png(layout.mask(image_id), label_map(cams, tags, space), layout.root)  # the stored float16, widened to float32 inside
     if crf_labels is None:
         layout.crf(image_id).unlink(missing_ok=True)
     else:
-        write_label_png(layout.crf(image_id), crf_labels)
+        write_label_png(layout.crf(image_id), crf_labels, layout.root)

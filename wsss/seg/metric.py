@@ -67,7 +67,7 @@ class SegResultsTableHook(Hook):
                     scores, split=split, num_images=scores["num_images"], published=self.reference,
                     iteration=runner.iter if split == "val" else None,
                     checkpoint=runner.cfg.get("load_from") if split == "test" else None)
-                write_results(record, f"{runner.work_dir}/results_{split}.json")
+                write_results(record, f"{runner.work_dir}/results_{split}.json", runner.work_dir)
                 return
 
     def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:

@@ -14,6 +14,7 @@ from mmengine.logging import MMLogger
 from mmengine.runner import Runner
 
 from tagclip_cls.runtime.denormals import flush_denormals
+from tagclip_cls.runtime.ids import inside_root
 from wsss.seg import register  # noqa: F401  (mmseg modules of this project)
 from wsss.seg.compat import prepare_cpu_distributed
 from wsss.seg.errors import MissingFileError, SegUserError
@@ -111,9 +112,20 @@ class QuietConsoleRunner(Runner):
         return logger
 
 
+def check_work_dir(work_dir: str | os.PathLike) -> None:
+    """Refuse a work dir holding a link that leads outside it: mmengine writes its checkpoints,
+    config dump and logs there by name, following links (this project's own tables go through
+    :func:`~tagclip_cls.runtime.atomic_io.atomic_write`, which checks each one)."""
+    root = Path(work_dir)
+    if root.is_dir():
+        for entry in root.iterdir():
+            inside_root(root, entry)
+
+
 def build_runner(cfg: Config) -> Runner:
     """mmengine's Runner for ``cfg`` (set-up dumps to the log file only), after the fixes a
-    CPU-only ``torchrun`` launch needs."""
+    CPU-only ``torchrun`` launch needs, once the work dir is checked."""
+    check_work_dir(cfg.work_dir)
     prepare_cpu_distributed(cfg)
     return QuietConsoleRunner.from_cfg(cfg)
 

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from tagclip_cls.formats.mask_png import IGNORE, write_label_png
+from tagclip_cls.runtime.atomic_io import atomic_write, write_text_atomic
 
 CLASS_COLOURS = {1: (220, 40, 40), 2: (40, 200, 60), 3: (50, 70, 230)}
 
@@ -68,9 +69,10 @@ def write_synthetic_voc(root: str | os.PathLike, *, num_train: int = 48, num_val
     for split, ids in splits.items():
         for img_id in ids:
             img, mask = _draw_sample(rng, size)
-            Image.fromarray(img).save(dirs["JPEGImages"] / f"{img_id}.jpg", quality=95)
-            write_label_png(dirs["SegmentationClass"] / f"{img_id}.png", mask)
+            atomic_write(dirs["JPEGImages"] / f"{img_id}.jpg",
+                         lambda f, img=img: Image.fromarray(img).save(f, format="JPEG", quality=95), "wb", root)
+            write_label_png(dirs["SegmentationClass"] / f"{img_id}.png", mask, root)
             if split == "train_aug":
-                write_label_png(dirs["pseudo_masks"] / f"{img_id}.png", _corrupt(rng, mask))
-        (dirs["ImageSets/Segmentation"] / f"{split}.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
+                write_label_png(dirs["pseudo_masks"] / f"{img_id}.png", _corrupt(rng, mask), root)
+        write_text_atomic(dirs["ImageSets/Segmentation"] / f"{split}.txt", "\n".join(ids) + "\n", root)
     return root
