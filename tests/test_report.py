@@ -409,3 +409,24 @@ def test_report_linked_outside_its_folder_is_refused(tmp_path):
     assert done.stderr == (f"error: {run['out']}: would be written outside {run['out'].parent} "
                            f"(it leads to {outside})\n")
     assert outside.read_text() == "precious\n" and run["out"].is_symlink()
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute"])
+def test_make_report_refuses_ids_leading_out_of_the_image_folder(tmp_path, where):
+    """A ``tags.jsonl`` id naming a file outside ``--img-root`` is refused, naming the file and
+    line, before any image is read: the picture never reaches the report (none is written)."""
+    run = _write_run(tmp_path)
+    secret = tmp_path / "secret.png"
+    Image.fromarray(np.full((*PHOTO_HW, 3), (12, 240, 77), np.uint8)).save(secret)
+    bad_id = "../secret" if where == "parent" else str(tmp_path / "secret")
+    jsonl = TagFolder(run["tags"]).jsonl
+    lines = jsonl.read_text().splitlines()
+    lines[1] = json.dumps(tag_record(bad_id, [0.3, 0.8], [1], ["dog"]))
+    jsonl.write_text("\n".join(lines) + "\n")
+    done = _tool(*_report_args(run))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: {jsonl}:2: ") and done.stderr.count("\n") == 1, done.stderr
+    assert repr(bad_id) in done.stderr and "data:image" not in done.stdout + done.stderr
+    assert not run["out"].parent.exists()  # no report, not even its folder
+    with pytest.raises(UserError, match=rf"^{re.escape(str(jsonl))}:2: "):
+        render_report(ReportInputs(images=run["images"], tags=jsonl, class_names=RUN_CLASSES))
