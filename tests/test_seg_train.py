@@ -170,6 +170,65 @@ def _error_line(stderr: str) -> str:
     return errors[0]
 
 
+def _save_changed(src, dst, change):
+    ckpt = torch.load(src, map_location="cpu")
+    ckpt["state_dict"] = change(ckpt["state_dict"])
+    torch.save(ckpt, dst)
+
+
+def test_checkpoint_that_sets_no_weight_is_refused(data, trained, tmp_path):
+    """Keys that match nothing in the network: mmengine's non-strict loading would evaluate the
+    random initialisation and print its mIoU. Refused in one line naming the first missing keys."""
+    bad = tmp_path / "renamed.pth"
+    _save_changed(trained / "iter_60.pth", bad, lambda state: {f"net.{k}": v for k, v in state.items()})
+    code, err = _run_test_seg(TINY, bad, "--data-root", data, "--work-dir", tmp_path / "eval")
+    assert code == 2, err
+    assert _error_line(err) == (f"error: {bad}: 108 of the model's 108 weights are missing from it or of another "
+                                "shape (first: backbone.conv1.weight, backbone.bn1.weight, backbone.bn1.bias); is it "
+                                "a checkpoint of this config?")
+    assert not (tmp_path / "eval" / "results_test.json").exists()
+
+
+def test_checkpoint_missing_one_weight_or_misshapen_is_refused(data, trained, tmp_path):
+    src = trained / "iter_60.pth"
+    weight = "decode_head.aspp.3.weight"
+    changes = {"missing": lambda state: {k: v for k, v in state.items() if k != weight},
+               "misshapen": lambda state: {**state, weight: state[weight][:20]}}
+    for name, change in changes.items():
+        bad = tmp_path / f"{name}.pth"
+        _save_changed(src, bad, change)
+        code, err = _run_test_seg(TINY, bad, "--data-root", data,
+                                  "--work-dir", tmp_path / name)
+        assert code == 2, err
+        line = _error_line(err)
+        assert line.startswith(f"error: {bad}: 1 of the model's 108 ") and f"(first: {weight});" in line, line
+        assert not (tmp_path / name / "results_test.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["first half", "text"])
+def test_truncated_or_foreign_checkpoint_is_one_line(data, trained, tmp_path, damage):
+    whole = (trained / "iter_60.pth").read_bytes()
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes({"first half": whole[:len(whole) // 2], "text": b"not a checkpoint\n"}[damage])
+    code, err = _run_test_seg(TINY, bad, "--data-root", data, "--work-dir", tmp_path / "eval")
+    assert code == 2 and _error_line(err).startswith(f"error: {bad}: not a readable checkpoint ("), err
+
+
+def test_segmenter_api_refuses_a_checkpoint_that_does_not_set_the_network(trained, tmp_path):
+    from wsss.seg import Segmenter
+
+    config = next(trained.glob("*.py"))
+    bad = tmp_path / "renamed.pth"
+    _save_changed(trained / "iter_60.pth", bad, lambda state: {f"net.{k}": v for k, v in state.items()})
+    with pytest.raises(UserError, match=rf"^{bad}: \d+ of the model's \d+ weights are missing from it .*"
+                                        r"\(first: backbone\.conv1\.weight, "):
+        Segmenter.from_checkpoint(config, bad)
+    truncated = tmp_path / "half.pth"
+    truncated.write_bytes((trained / "iter_60.pth").read_bytes()[:1000])
+    with pytest.raises(UserError, match=rf"^{truncated}: not a readable checkpoint \("):
+        Segmenter.from_checkpoint(config, truncated)
+
+
 @pytest.mark.parametrize("name", ["results_test.json", "results_test.md", Path(TINY).name])
 def test_work_dir_link_leading_outside_is_refused(data, trained, tmp_path, name):
     """Nothing stage 3 writes in its work dir (its tables, mmengine's config dump) goes through a

@@ -23,7 +23,6 @@ import logging
 import os
 import socket
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -35,7 +34,8 @@ from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from open_clip.model import build_model_from_openai_state_dict, convert_weights_to_lp
 
 from tagclip_cls.core.random_weights import RANDOM_WEIGHTS_KEY
-from tagclip_cls.core.torchscript import check_zip_members, is_torchscript, read_torchscript_state_dict
+from tagclip_cls.core.checkpoint_file import load_weights_only, state_dict_of
+from tagclip_cls.core.torchscript import is_torchscript, read_torchscript_state_dict
 from tagclip_cls.runtime.arguments import looks_like_path
 from tagclip_cls.runtime.errors import UserError
 
@@ -251,23 +251,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
     if is_torchscript(path):
         return read_torchscript_state_dict(path)
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                check_zip_members(path, archive)
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except UserError:
-        raise
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a readable checkpoint ({first})") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"{path}: does not hold a state dict of tensors")
-    if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
+    return state_dict_of(load_weights_only(path), path)
 
 
 def _load_openai_checkpoint(path: Path) -> tuple[open_clip.CLIP, bool]:

@@ -13,6 +13,7 @@ import torch
 from tagclip_cls.core.images import ImageInput, load_rgb
 from tagclip_cls.runtime.errors import UserError
 from wsss.seg import register  # noqa: F401  (this project's mmseg modules and checkpoint allowlist)
+from wsss.seg.checkpoint import load_whole, read_checkpoint
 
 
 class Segmenter:
@@ -24,7 +25,8 @@ class Segmenter:
     @classmethod
     def from_checkpoint(cls, config: "str | os.PathLike | object", checkpoint: str | os.PathLike,
                         device: str = "cpu") -> "Segmenter":
-        """Build the network of ``config`` (a path or an mmengine ``Config``) with the weights of ``checkpoint``."""
+        """Build the network of ``config`` (a path or an mmengine ``Config``) with the weights of
+        ``checkpoint``, which must set all of them (:mod:`wsss.seg.checkpoint`)."""
         from mmengine.config import Config
         from mmseg.apis import init_model
 
@@ -37,7 +39,12 @@ class Segmenter:
             config = config.copy()
         # images only: the test pipeline's ground-truth loading has nothing to load here
         config.test_pipeline = [t for t in config.test_pipeline if "Annotations" not in t["type"]]
-        return cls(init_model(config, str(checkpoint), device=device))
+        model = init_model(config, None, device=device)  # mmseg would load the weights non-strictly
+        loaded = read_checkpoint(checkpoint)
+        load_whole(model, loaded, checkpoint)
+        if "dataset_meta" in loaded.get("meta", {}):  # as init_model keeps it
+            model.dataset_meta = loaded["meta"]["dataset_meta"]
+        return cls(model)
 
     def __call__(self, image: ImageInput) -> np.ndarray:
         """The ``H x W`` uint8 label map of one image (path, PIL image or RGB uint8 array)."""

@@ -11,11 +11,13 @@ from typing import Any, Callable
 from mmengine.config import Config, ConfigDict
 from mmengine.device import get_device
 from mmengine.logging import MMLogger
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from tagclip_cls.runtime.denormals import flush_denormals
 from tagclip_cls.runtime.ids import inside_root
 from wsss.seg import register  # noqa: F401  (mmseg modules of this project)
+from wsss.seg.checkpoint import load_whole, read_checkpoint
 from wsss.seg.compat import prepare_cpu_distributed
 from wsss.seg.errors import MissingFileError, SegUserError
 
@@ -112,6 +114,23 @@ class QuietConsoleRunner(Runner):
         return logger
 
 
+class WholeCheckpointRunner(QuietConsoleRunner):
+    """:class:`QuietConsoleRunner` that loads ``load_from`` whole or not at all
+    (:mod:`wsss.seg.checkpoint`), where mmengine's loads what matches and goes on: evaluating
+    a network the checkpoint did not set would report the mIoU of random weights."""
+
+    def load_checkpoint(self, filename: str, map_location: Any = "cpu", strict: bool = False,
+                        revise_keys: Any = None) -> dict[str, Any]:
+        """Read ``filename`` as data and load all of it into the model (the arguments of
+        mmengine's method are accepted and ignored: this is always strict, on the CPU first)."""
+        checkpoint = read_checkpoint(filename)
+        self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
+        load_whole(self.model.module if is_model_wrapper(self.model) else self.model, checkpoint, filename)
+        self._has_loaded = True
+        self.logger.info(f"Load checkpoint from {filename}")
+        return checkpoint
+
+
 def check_work_dir(work_dir: str | os.PathLike) -> None:
     """Refuse a work dir holding a link that leads outside it: mmengine writes its checkpoints,
     config dump and logs there by name, following links (this project's own tables go through
@@ -122,12 +141,12 @@ def check_work_dir(work_dir: str | os.PathLike) -> None:
             inside_root(root, entry)
 
 
-def build_runner(cfg: Config) -> Runner:
+def build_runner(cfg: Config, runner_type: type[QuietConsoleRunner] = QuietConsoleRunner) -> Runner:
     """mmengine's Runner for ``cfg`` (set-up dumps to the log file only), after the fixes a
     CPU-only ``torchrun`` launch needs, once the work dir is checked."""
     check_work_dir(cfg.work_dir)
     prepare_cpu_distributed(cfg)
-    return QuietConsoleRunner.from_cfg(cfg)
+    return runner_type.from_cfg(cfg)
 
 
 def train(cfg: Config) -> Path:
@@ -141,13 +160,14 @@ def train(cfg: Config) -> Path:
 
 def evaluate(cfg: Config, checkpoint: str | os.PathLike) -> dict[str, float]:
     """Evaluate ``checkpoint`` on the config's test split; the result tables go to
-    ``WORK_DIR/results_test.{json,md}``. Returns the summary metrics."""
+    ``WORK_DIR/results_test.{json,md}``. Returns the summary metrics. A checkpoint that does not
+    set every weight of the network is refused (:class:`WholeCheckpointRunner`)."""
     if not osp.isfile(checkpoint):
         raise MissingFileError(f"{checkpoint}: checkpoint not found")
     cfg.load_from = osp.abspath(checkpoint)
     cfg.resume = False
     with flush_denormals(get_device() == "cpu"):
-        return build_runner(cfg).test()
+        return build_runner(cfg, WholeCheckpointRunner).test()
 
 
 def user_message(err: BaseException) -> str:
