@@ -107,7 +107,14 @@ def text_embeddings(clip: LoadedClip, class_names: Sequence[str], templates: Seq
     emb = encode_prompts(clip, class_names, templates)
     try:
         atomic_write(path, lambda f: torch.save(emb.cpu(), f), "wb", cache_dir)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # torch.save wraps some write failures in RuntimeError
+        # the cache only saves time: a full, read-only or missing disk costs a warning, never the run
         log.warning("text cache %s not written (%s); set --cache-dir to a writable folder to save the "
-                    "encoding for later runs", path, exc.strerror or exc)
+                    "encoding for later runs", path, _reason(exc))
     return emb
+
+
+def _reason(exc: BaseException) -> str:
+    """A failed write's cause in a few words: the system's message, else the exception's first line."""
+    text = getattr(exc, "strerror", None) or str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

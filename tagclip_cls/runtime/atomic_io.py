@@ -8,7 +8,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable, IO
 
-from .ids import inside_root
+from tagclip_cls.runtime.errors import is_disk_fault, write_error
+from tagclip_cls.runtime.ids import inside_root
 
 NEW_FILE_MODE = 0o666  # what open(path, "w") asks for; the kernel then applies the umask
 
@@ -34,16 +35,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str
     """Call ``write(f)`` on a temporary file next to ``path``, then rename it into place; refused
     first (:class:`UserError`) when ``path`` leads outside ``root``, the output folder it belongs
     to (default: its own folder, so that at least a link in its place is never followed out). A
-    text ``mode`` writes UTF-8 whatever the locale (a class name such as 'café' under ``LANG=C``)."""
+    text ``mode`` writes UTF-8 whatever the locale (a class name such as 'café' under ``LANG=C``).
+    A write the storage refuses (full, read-only, ...) leaves no temporary file and raises a
+    :class:`~tagclip_cls.runtime.errors.WriteError` naming ``path``."""
     path = inside_root(Path(path).parent if root is None else root, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temp(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_temp(path)
+    except OSError as exc:
+        if is_disk_fault(exc):
+            raise write_error(path, exc) from None
+        raise
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             write(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         os.unlink(tmp)
+        if is_disk_fault(exc):
+            raise write_error(path, exc) from None
         raise
 
 

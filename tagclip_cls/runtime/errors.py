@@ -3,6 +3,8 @@
 Command-line tools catch it and print its message as a one-line error (:func:`one_line`);
 anything else is a bug and keeps its traceback.
 """
+import errno
+import os
 import unicodedata
 
 #: the characters that end a line or steer a terminal: controls and line/paragraph separators
@@ -28,3 +30,28 @@ def is_out_of_memory(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, (RuntimeError, MemoryError)) and (
         isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text)
+
+
+#: errno values of a write refused by the storage (full, over quota, read-only, no permission,
+#: failing), not by a bug: a tool reports them in one line instead of a traceback
+DISK_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO", "EFBIG")
+                        if hasattr(errno, name))
+
+
+class WriteError(UserError, OSError):
+    """An output that could not be written, named by its final path (not the temporary file):
+    a :class:`UserError` for the tools' one-line ``error: PATH: strerror``, and still an
+    :class:`OSError` (with ``errno``) for callers that treat a failed write as optional."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def is_disk_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write refused by the storage (see :data:`DISK_ERRNOS`)."""
+    return isinstance(exc, OSError) and exc.errno in DISK_ERRNOS
+
+
+def write_error(path: object, exc: OSError) -> WriteError:
+    """``exc`` as a :class:`WriteError` naming ``path``, the file that was being written."""
+    return WriteError(exc.errno, exc.strerror or str(exc), os.fspath(path) if isinstance(path, os.PathLike) else str(path))

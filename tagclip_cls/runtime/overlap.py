@@ -102,7 +102,17 @@ class BackgroundWriter:
             self._pool.shutdown(wait=True)
         errors = [e for e in (f.exception() for f in self._pending) if e is not None]
         self._pending.clear()
+        leading = exc if exc_type is not None else errors[0] if errors else None
         for error in errors[1:] if exc_type is None else errors:
-            log.error("write failed: %s", error)
+            # the same refusal again (a full disk fails every writer): one line says it
+            log.log(logging.DEBUG if _same_fault(error, leading) else logging.ERROR, "write failed: %s", error)
         if errors and exc_type is None:
             raise errors[0]
+
+
+def _same_fault(error: BaseException, leading: BaseException | None) -> bool:
+    """Whether ``error`` repeats ``leading``: the same storage refusal (errno) or the same exception."""
+    if error is leading:
+        return True
+    return (isinstance(error, OSError) and isinstance(leading, OSError) and error.errno is not None
+            and error.errno == leading.errno)

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tagclip_cls.runtime.distributed import RankInfo, shard, wait_for_all
-from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.errors import UserError, is_disk_fault, write_error
 from tagclip_cls.runtime.ids import inside_root
 from tagclip_cls.runtime.setup import check_run_config
 from tagclip_cls.runtime.atomic_io import write_json_atomic
@@ -53,15 +53,23 @@ class PartFile:
         return done
 
     def append(self, records: list[dict]) -> None:
+        """Append one batch's records as one line, inside the output folder; a write the storage
+        refuses raises a :class:`WriteError` naming the part file (a torn line it leaves is redone
+        on resuming)."""
         inside_root(self.root, self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(records) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            if f.tell() and not self._ends_with_newline():
-                f.write("\n")  # seal a torn line left by an earlier kill
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                if f.tell() and not self._ends_with_newline():
+                    f.write("\n")  # seal a torn line left by an earlier kill
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            if is_disk_fault(exc):
+                raise write_error(self.path, exc) from None
+            raise
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as f:
