@@ -23,7 +23,8 @@ from tagclip_cls.formats.tags import tags_split_file  # noqa: E402
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
 from tagclip_cls.runtime.cli import (CONFIDENCE, COUNT, FRACTION, POSITIVE, ToolParser,  # noqa: E402
                                      add_batch_arguments, add_class_arguments, add_console_arguments,
-                                     add_device_arguments, add_weight_arguments, options_from_args, run_cli)
+                                     add_device_arguments, add_max_pixels_argument, add_weight_arguments,
+                                     options_from_args, run_cli)
 from tagclip_cls.runtime.errors import one_line  # noqa: E402
 from wsss.crf import CRF_BACKENDS  # noqa: E402
 from wsss.masks import CRF_IMAGE_MODES, GRAD_MODES  # noqa: E402
@@ -48,6 +49,7 @@ def parse_args() -> argparse.Namespace:
                         "(default: the preset's: VOC -8:-1, COCO and COCO-Stuff -8:)")
     p.add_argument("--max-side", type=POSITIVE, default=argparse.SUPPRESS,
                    help="longer image sides are scaled down to this (default 1024, as in stage 1)")
+    add_max_pixels_argument(p)
     p.add_argument("--no-fp16-pos", action="store_true",
                    help="don't round the positional table to fp16 (the published code does)")
     p.add_argument("--crf", action="store_true", help="also write dense-CRF label maps to OUT/masks_crf")

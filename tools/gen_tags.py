@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
 from tagclip_cls.runtime.cli import (COUNT, POSITIVE, ToolParser, add_batch_arguments,  # noqa: E402
                                      add_class_arguments, add_console_arguments, add_device_arguments,
-                                     add_weight_arguments, options_from_args, run_cli)
+                                     add_max_pixels_argument, add_weight_arguments, options_from_args, run_cli)
 from tagclip_cls.tagging import METHODS  # noqa: E402
 
 
@@ -35,6 +35,7 @@ def parse_args() -> argparse.Namespace:
                    help="tagclip (DMAR+CWR), dmar (no CWR), coarse (neither), global (plain CLIP)")
     p.add_argument("--max-side", type=POSITIVE, default=argparse.SUPPRESS,
                    help="longer image sides are scaled down to this (default 1024, as in stage 2)")
+    add_max_pixels_argument(p)
     p.add_argument("--no-fp16-pos", action="store_true",
                    help="don't round the positional table to fp16 (the published code does)")
     p.add_argument("--loader-threads", type=COUNT,

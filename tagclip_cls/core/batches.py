@@ -50,22 +50,25 @@ def check_batching(batch_size: int, batching: str) -> None:
 
 
 def plan_batches(entries: Sequence[ImageEntry], patch: int, max_side: int | None, batch_size: int,
-                 strict: bool, batching: str = "grid") -> tuple[list[Batch], dict[str, str]]:
+                 strict: bool, batching: str = "grid",
+                 max_pixels: int | None = None) -> tuple[list[Batch], dict[str, str]]:
     """Split the images into batches; only file headers are read.
 
     ``grid`` (default): each batch holds images of one model input size (input order within a
     size). ``mixed``: any sizes share a batch (one padded, masked pass); images are sorted by
     token count (then grid, then input order) so that the padding stays small and images of one
     grid stay together. Returns the batches and, for unreadable files, the reasons they are
-    skipped (raises instead when ``strict``).
+    skipped (raises instead when ``strict``); files of more than ``max_pixels`` pixels (``None``:
+    :data:`~tagclip_cls.core.images.DEFAULT_MAX_PIXELS`) are unreadable ones.
     """
-    from tagclip_cls.core.images import model_input_size, read_image_size  # torch: not while the tools parse
+    # torch: not while the tools parse
+    from tagclip_cls.core.images import DEFAULT_MAX_PIXELS, model_input_size, read_image_size
 
     sized: list[tuple[tuple[int, int], ImageEntry]] = []
     skipped: dict[str, str] = {}
     for entry in entries:
         try:
-            height, width = read_image_size(entry.path)
+            height, width = read_image_size(entry.path, max_pixels or DEFAULT_MAX_PIXELS)
         except UserError as err:
             if strict:
                 raise

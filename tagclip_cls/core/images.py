@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -25,7 +25,13 @@ from tagclip_cls.runtime.ids import check_image_id
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
-MAX_PIXELS = 30_000 * 30_000  # refuse decompression bombs beyond this, read anything smaller
+#: images with more pixels are refused from their header, before any decoding (``--max-pixels``
+#: raises it). Stage 2 held 33 bytes per pixel at its peak (5.6 GB for a 13000 x 13000 PNG of
+#: 169 million pixels: decoded RGB, full-size CAMs, label maps); at 100 million pixels the three
+#: images a 2-core machine has in flight (two reader threads and the one being computed, with
+#: ``--loader-threads 2``) need 10 GB, under half of a 24 GiB machine, leaving the rest to the
+#: model and the system. PIL's own limit (179 million) would let that PNG through.
+DEFAULT_MAX_PIXELS = 100_000_000
 #: both stages scale images whose longer side exceeds this: attention memory grows with the fourth
 #: power of the side (a 4000 x 3000 photo asked for a 17.7 GB attention tensor in stage 2)
 DEFAULT_MAX_SIDE = 1024
@@ -33,6 +39,7 @@ DEFAULT_MAX_SIDE = 1024
 #: what the Python API takes as an image: a file path, a PIL image, or an ``H x W x 3`` (or
 #: ``H x W``) uint8 array in RGB order
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+_OPEN_LOCK = threading.Lock()  # guards PIL's global pixel limit while a header is read
 
 
 @dataclass
@@ -43,27 +50,41 @@ class PreparedImage:
     orig_size: tuple[int, int]  # (H, W) of the file
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Read an image file fully (mode kept); unreadable or truncated files raise :class:`UserError`."""
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Read an image file fully (mode kept); unreadable or truncated files, and files of more
+    than ``max_pixels`` (checked from the header, before decoding), raise :class:`UserError`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: image not found")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file, not an image")
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                return _to_8bit(img)
+        with open_image(path, max_pixels) as img:
+            img.load()
+            return _to_8bit(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{path}: unreadable image ({_first_line(exc)})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"{path}: image larger than {MAX_PIXELS} pixels") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+
+
+def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The image file opened lazily (only its header read), or :class:`UserError` when it has more
+    than ``max_pixels`` pixels: a 20 KB PNG can claim 13000 x 13000 and decode to gigabytes.
+
+    PIL's own global limit is lifted while the header is read (under a lock: reader threads open
+    images side by side), so that ``max_pixels`` alone decides, above or below PIL's default."""
+    with _OPEN_LOCK:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            img = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+    width, height = img.size
+    if width * height > max_pixels:
+        img.close()
+        raise UserError(f"{path}: image of {width} x {height} = {width * height} pixels, more than the "
+                        f"{max_pixels} allowed (raise --max-pixels to read it)")
+    return img
 
 
 def _first_line(exc: BaseException) -> str:
@@ -122,8 +143,9 @@ def to_clip_tensor(img: Image.Image, patch: int, max_side: int | None = None) ->
     return (arr - mean) / std
 
 
-def as_pil(image: ImageInput) -> Image.Image:
-    """The image as PIL, decoded exactly as the tools decode files (see :func:`load_image`)."""
+def as_pil(image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The image as PIL, decoded exactly as the tools decode files (see :func:`load_image`;
+    ``max_pixels`` applies to files)."""
     if isinstance(image, Image.Image):
         return _to_8bit(image)
     if isinstance(image, np.ndarray):
@@ -131,26 +153,28 @@ def as_pil(image: ImageInput) -> Image.Image:
             raise ValueError(f"expected an H x W x 3 (or H x W) uint8 array, got {image.dtype} {image.shape}")
         return Image.fromarray(np.ascontiguousarray(image))
     if isinstance(image, (str, os.PathLike)):
-        return load_image(image)
+        return load_image(image, max_pixels)
     raise TypeError(f"expected a path, a PIL image or a uint8 array, got {type(image).__name__}")
 
 
-def prepare_image(image: ImageInput, patch: int, max_side: int | None = None) -> PreparedImage:
-    """Decode (paths) and preprocess one image for CLIP."""
-    img = as_pil(image)
+def prepare_image(image: ImageInput, patch: int, max_side: int | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> PreparedImage:
+    """Decode (paths, up to ``max_pixels``) and preprocess one image for CLIP."""
+    img = as_pil(image, max_pixels)
     return PreparedImage(tensor=to_clip_tensor(img, patch, max_side),
                          orig_size=(img.height, img.width))
 
 
-def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(H, W)`` from the file header only (cheap), or :class:`UserError` if it can't be read."""
+def read_image_size(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """``(H, W)`` from the file header only (cheap), or :class:`UserError` if it can't be read or
+    has more than ``max_pixels`` pixels."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with open_image(path, max_pixels) as img:
             return img.height, img.width
     except FileNotFoundError:
         raise UserError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{path}: unreadable image ({_first_line(exc)})") from None
 
 

@@ -154,6 +154,21 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: mixed on a GPU, grid on a CPU)")
 
 
+def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
+    """``--max-pixels``: image files with more pixels are skipped as unreadable, judged from their
+    header before anything is decoded (a 20 KB PNG can claim 13000 x 13000 and decode to gigabytes)."""
+    parser.add_argument("--max-pixels", type=_positive_int, default=argparse.SUPPRESS,
+                        help="skip images of more pixels, from their header, without decoding them (default "
+                             "100000000: three such images in flight fit in half of a 24 GiB machine)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 def add_console_arguments(parser: argparse.ArgumentParser) -> None:
     """``--no-progress`` and ``--log-level``, as every long-running tool takes them."""
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -16,7 +16,7 @@ from typing import Sequence, overload
 import numpy as np
 import torch
 
-from tagclip_cls.core.images import DEFAULT_MAX_SIDE, ImageInput, PreparedImage, prepare_image
+from tagclip_cls.core.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageInput, PreparedImage, prepare_image
 from tagclip_cls.core.models import LoadedClip, load_clip
 from tagclip_cls.core.presets import ClassesInput, Preset, make_preset
 from tagclip_cls.core.text import load_templates, text_embeddings
@@ -56,11 +56,13 @@ class Tagger:
 
     def __init__(self, clip: LoadedClip, preset: Preset, *, method: str = "tagclip", precision: str = "fp32",
                  max_side: int | None = DEFAULT_MAX_SIDE, round_fp16_pos: bool = True,
-                 cache_dir: str | os.PathLike | None = None, attention: str = "exact"):
+                 cache_dir: str | os.PathLike | None = None, attention: str = "exact",
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         self.clip = clip
         self.preset = preset
         self.method = method
         self.max_side = max_side
+        self.max_pixels = max_pixels  # image files with more pixels are refused from their header
         self.cache_dir = cache_dir
         check_precision(precision, clip.device.type)
         text = text_embeddings(clip, preset.classes + preset.background_words, load_templates(), cache_dir)
@@ -72,7 +74,8 @@ class Tagger:
                         classes: ClassesInput | None = None, background: ClassesInput | None = None,
                         device: str | torch.device = "cpu", precision: str = "fp32", method: str = "tagclip",
                         max_side: int | None = DEFAULT_MAX_SIDE, round_fp16_pos: bool = True,
-                        cache_dir: str | os.PathLike | None = None, attention: str = "exact") -> "Tagger":
+                        cache_dir: str | os.PathLike | None = None, attention: str = "exact",
+                        max_pixels: int = DEFAULT_MAX_PIXELS) -> "Tagger":
         """Load CLIP and encode the class texts (cached on disk).
 
         ``pretrained``: an open_clip tag such as ``"openai"`` or a checkpoint path; ``model``: the
@@ -84,15 +87,16 @@ class Tagger:
         """
         chosen = make_preset(preset, classes, background)  # before the (slow) load: errors come at once
         return cls(load_clip(model, pretrained, device), chosen, method=method, precision=precision,
-                   max_side=max_side, round_fp16_pos=round_fp16_pos, cache_dir=cache_dir, attention=attention)
+                   max_side=max_side, round_fp16_pos=round_fp16_pos, cache_dir=cache_dir, attention=attention,
+                   max_pixels=max_pixels)
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.preset.classes
 
     def prepare(self, image: ImageInput) -> PreparedImage:
-        """Decode and preprocess one image as the tools do (``max_side`` applied)."""
-        return prepare_image(image, self.clip.patch_size, self.max_side)
+        """Decode and preprocess one image as the tools do (``max_side`` and ``max_pixels`` applied)."""
+        return prepare_image(image, self.clip.patch_size, self.max_side, self.max_pixels)
 
     def tag_batch(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[TagResult]:
         """Tag preprocessed images: a ``B x 3 x H x W`` batch, or ``3 x H x W`` tensors of any

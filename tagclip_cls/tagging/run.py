@@ -13,7 +13,7 @@ from tagclip_cls.runtime.precision import resolve_attention
 from tagclip_cls.runtime.setup import check_device_and_output, check_run_config, share_cpu_threads
 from tagclip_cls.core.batches import check_batching, default_batching
 from tagclip_cls.core.presets import make_preset
-from tagclip_cls.core.images import DEFAULT_MAX_SIDE
+from tagclip_cls.core.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from tagclip_cls.formats.tags import TagFolder
 from tagclip_cls.tagging.api import Tagger, tag_config
 from tagclip_cls.tagging.runner import collect_entries, tag_images
@@ -37,6 +37,7 @@ class TagRunOptions:
     attention: str | None = None  # None: see runtime.precision.resolve_attention
     method: str = "tagclip"
     max_side: int | None = DEFAULT_MAX_SIDE
+    max_pixels: int = DEFAULT_MAX_PIXELS
     no_fp16_pos: bool = False
     cache_dir: str | None = None
     loader_threads: int | None = None  # None: see overlap.read_threads (0 on a CPU)
@@ -67,7 +68,8 @@ def run_stage1(opts: TagRunOptions, verify_only: bool = False) -> dict | None:
     with flush_denormals(device.type == "cpu"):  # see tagclip_cls.runtime.denormals: 1.9x faster on CPU
         clip = load_clip(opts.model, opts.pretrained, device)
         tagger = Tagger(clip, preset, method=opts.method, precision=opts.precision, max_side=opts.max_side,
-                        round_fp16_pos=not opts.no_fp16_pos, cache_dir=opts.cache_dir, attention=attention)
+                        round_fp16_pos=not opts.no_fp16_pos, cache_dir=opts.cache_dir, attention=attention,
+                        max_pixels=opts.max_pixels)
         run_config = {**settings, "model": clip.name, "random_weights": clip.random_weights,
                       "text": clip.text_fingerprint, "weights": clip.weights_fingerprint,
                       "config": asdict(tagger.model.config)}

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tagclip_cls.runtime.distributed import RankInfo, shard, wait_for_all
-from tagclip_cls.runtime.errors import UserError, is_disk_fault, write_error
+from tagclip_cls.runtime.errors import UserError, is_disk_fault, is_out_of_memory, write_error
 from tagclip_cls.runtime.ids import inside_root
 from tagclip_cls.runtime.setup import check_run_config
 from tagclip_cls.runtime.atomic_io import write_json_atomic
@@ -78,20 +78,40 @@ class PartFile:
 
 
 def load_entry(tagger: Tagger, entry: ImageEntry, strict: bool) -> tuple[str, PreparedImage] | dict:
-    """The image's ``(id, image)`` pair, or its error record when it can't be read (raised when ``strict``)."""
+    """The image's ``(id, image)`` pair, or its error record when it can't be read or runs out
+    of memory while decoding (raised as a :class:`UserError` when ``strict``)."""
     try:
         return entry.image_id, tagger.prepare(entry.path)
     except UserError as err:
-        if strict:
-            raise
-        return {"id": entry.image_id, "error": str(err)}
+        return error_record(entry.image_id, err, strict)
+    except MemoryError:
+        error = UserError(f"{entry.path}: out of memory while decoding the image")
+    return error_record(entry.image_id, error, strict)  # out of the except block: the frame's arrays are freed
 
 
-def tag_records(tagger: Tagger, images: list[tuple[str, PreparedImage]]) -> list[dict]:
-    """``tags.jsonl`` records of a batch of prepared images (of one size or of several)."""
+def error_record(image_id: str, error: UserError, strict: bool) -> dict:
+    """The part-file record of an image that failed (listed in ``skipped.txt``); ``strict``: raises ``error``."""
+    if strict:
+        raise error
+    return {"id": image_id, "error": str(error)}
+
+
+def tag_records(tagger: Tagger, images: list[tuple[str, PreparedImage]], strict: bool = False) -> list[dict]:
+    """``tags.jsonl`` records of a batch of prepared images (of one size or of several); running
+    out of memory fails the batch's images (their error records), not the run."""
     if not images:
         return []
-    results = tagger.tag_batch([im.tensor for _, im in images])
+    try:
+        results = tagger.tag_batch([im.tensor for _, im in images])
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        results = None
+    if results is None:  # out of the except block: its traceback no longer holds the batch's tensors
+        return [error_record(image_id, UserError(
+            f"{image_id}: out of memory at {im.tensor.shape[2]}x{im.tensor.shape[1]} in a batch of {len(images)} "
+            f"(rerun with a lower --batch-size or --max-side into another --out, or with --overwrite)"), strict)
+            for image_id, im in images]
     return [tag_record(image_id, r.scores, r.tags, r.names) for (image_id, _), r in zip(images, results)]
 
 
@@ -122,7 +142,8 @@ def tag_images(tagger: Tagger, entries: Sequence[ImageEntry], out_dir: str | os.
             path.unlink(missing_ok=True)
     wait_for_all(rank)  # nobody reads the parts before rank 0 has cleared them
     check_run_config(folder.run_config, run_config, write=rank.is_main, root=out_dir)
-    batches, skipped = plan_batches(entries, tagger.clip.patch_size, tagger.max_side, batch_size, strict, batching)
+    batches, skipped = plan_batches(entries, tagger.clip.patch_size, tagger.max_side, batch_size, strict, batching,
+                                    tagger.max_pixels)
     done = load_parts(parts_dir)
     todo = [b for b in shard(batches, rank) if not all(e.image_id in done for e in b.entries)]
     log.info("rank %d/%d: %d batches to run, %d images already done", rank.rank, rank.world_size,
@@ -134,7 +155,7 @@ def tag_images(tagger: Tagger, entries: Sequence[ImageEntry], out_dir: str | os.
                                          [batch.entries for batch in todo], loader_threads):
             images = [item for item in loaded if isinstance(item, tuple)]
             errors = [item for item in loaded if isinstance(item, dict)]
-            writer.submit(own_part.append, tag_records(tagger, images) + errors)
+            writer.submit(own_part.append, tag_records(tagger, images, strict) + errors)
             bar.update(len(loaded))
     wait_for_all(rank)
     if not rank.is_main:

@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from tagclip_cls.core.images import DEFAULT_MAX_SIDE, ImageInput, PreparedImage, as_pil, load_rgb, prepare_image
+from tagclip_cls.core.images import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageInput, PreparedImage, as_pil, load_rgb,
+                                     prepare_image)
 from tagclip_cls.core.models import LoadedClip, load_clip
 from tagclip_cls.core.presets import ClassesInput, Preset, make_preset
 from tagclip_cls.core.text import text_embeddings
@@ -76,7 +77,7 @@ class MaskGenerator:
 
     def __init__(self, clip: LoadedClip, preset: Preset, config: CamConfig | None = None, *,
                  max_side: int | None = DEFAULT_MAX_SIDE, crf_image: str = "published", ignore_below: float | None = None,
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
         config = config or cam_config(preset)
         check_precision(config.precision, clip.device.type)
         if not range(clip.num_layers)[slice(*config.affinity_layers)]:
@@ -93,6 +94,7 @@ class MaskGenerator:
         self.space = LabelSpace.from_preset(preset)
         self.model = ClipES(clip, text[:len(names)], text[len(names):], config)
         self.max_side = max_side
+        self.max_pixels = max_pixels  # image files with more pixels are refused from their header
         self.crf_image = crf_image
         self.ignore_below = ignore_below
 
@@ -102,14 +104,15 @@ class MaskGenerator:
                         device: str | torch.device = "cpu", precision: str = "fp32",
                         box_threshold: float | None = None, affinity_layers: tuple[int | None, int | None] | None = None,
                         max_side: int | None = DEFAULT_MAX_SIDE, crf_image: str = "published", ignore_below: float | None = None,
-                        cache_dir: str | os.PathLike | None = None, attention: str = "exact") -> "MaskGenerator":
+                        cache_dir: str | os.PathLike | None = None, attention: str = "exact",
+                        max_pixels: int = DEFAULT_MAX_PIXELS) -> "MaskGenerator":
         """Load CLIP (as :meth:`tagclip_cls.Tagger.from_pretrained`) and the CLIP-ES class texts;
         ``attention="fused"`` runs the trunk layers outside the affinity ones through
         ``scaled_dot_product_attention`` (as ``--attention``)."""
         chosen = make_preset(preset, classes, background)
         config = cam_config(chosen, box_threshold, affinity_layers, precision=precision, attention=attention)
         return cls(load_clip(model, pretrained, device, fp16_weights=True), chosen, config, max_side=max_side, crf_image=crf_image,
-                   ignore_below=ignore_below, cache_dir=cache_dir)
+                   ignore_below=ignore_below, cache_dir=cache_dir, max_pixels=max_pixels)
 
     @classmethod
     def from_tagger(cls, tagger, preset: str | None = None, **kwargs) -> "MaskGenerator":
@@ -138,7 +141,7 @@ class MaskGenerator:
         return indices
 
     def prepare(self, image: ImageInput) -> PreparedImage:
-        return prepare_image(image, self.clip.patch_size, self.max_side)
+        return prepare_image(image, self.clip.patch_size, self.max_side, self.max_pixels)
 
     def cams(self, image: PreparedImage, tags: Sequence[int]) -> np.ndarray:
         """Refined CAMs ``K x H x W`` (float32 in [0, 1], original size) of a prepared image."""
@@ -159,7 +162,7 @@ class MaskGenerator:
     def __call__(self, image: ImageInput, tags: Sequence[int | str]) -> MaskResult:
         """CAMs and label maps of one image for its ``tags`` (class indices or names)."""
         keys = self.class_indices(tags)
-        picture = as_pil(image)
+        picture = as_pil(image, self.max_pixels)
         cams = self.cams(self.prepare(picture), keys)
         return MaskResult(keys=tuple(keys), cams=cams, label_map=self.label_map(cams.astype(np.float16), keys),
                           rgb=load_rgb(picture), space=self.space, crf_image=self.crf_image,

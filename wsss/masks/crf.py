@@ -33,7 +33,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from tagclip_cls.core.images import load_rgb
+from tagclip_cls.core.images import DEFAULT_MAX_PIXELS, as_pil, load_rgb
 from tagclip_cls.formats.mask_folder import read_cams
 from tagclip_cls.runtime.errors import UserError
 
@@ -123,6 +123,7 @@ class CRFSettings:
     params: CRFParams = field(default_factory=CRFParams)
     backend: str = "pydensecrf"
     device: str | None = None  # torch backend
+    max_pixels: int = DEFAULT_MAX_PIXELS  # image files with more pixels are refused from their header
 
 
 @dataclass
@@ -136,7 +137,7 @@ def run_crf_job(job: CRFJob, settings: CRFSettings, overwrite: bool = False) -> 
     if not overwrite and Path(job.out_path).exists():
         return False
     keys, cams = read_cams(job.cam_path, len(settings.space.class_to_label))
-    rgb = load_rgb(job.image_path)
+    rgb = load_rgb(as_pil(job.image_path, settings.max_pixels))
     if tuple(cams.shape[1:]) != rgb.shape[:2]:
         raise UserError(f"{job.cam_path}: CAM size {cams.shape[2]}x{cams.shape[1]} differs from image "
                         f"{job.image_path} ({rgb.shape[1]}x{rgb.shape[0]})")

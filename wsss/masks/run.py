@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from tagclip_cls.core.batches import Batch, ImageEntry, check_batching, default_batching, plan_batches
-from tagclip_cls.core.images import DEFAULT_MAX_SIDE, PreparedImage, as_pil, find_image, load_rgb
+from tagclip_cls.core.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, PreparedImage, as_pil, find_image, load_rgb
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.core.presets import Preset, make_preset
 from tagclip_cls.formats.mask_folder import MaskFolder, read_cam_keys, read_cams, write_cams
@@ -68,6 +68,7 @@ class MaskRunOptions:
     box_threshold: float | None = None  # None: the preset's (0.4 unless it says otherwise)
     affinity_layers: str | None = None  # "START:END" python slice over the layers; None: the preset's
     max_side: int | None = DEFAULT_MAX_SIDE
+    max_pixels: int = DEFAULT_MAX_PIXELS
     no_fp16_pos: bool = False
     crf: bool = False
     crf_image: str = "published"
@@ -115,7 +116,8 @@ def build_generator(preset: Preset, opts: MaskRunOptions, device: torch.device) 
     config = cam_config(preset, opts.box_threshold, layers, not opts.no_fp16_pos, opts.precision, opts.grad_mode,
                         resolve_attention(opts.attention, opts.device))
     return MaskGenerator(load_clip(opts.model, opts.pretrained, device, fp16_weights=True), preset, config, max_side=opts.max_side,
-                         crf_image=opts.crf_image, ignore_below=opts.ignore_below, cache_dir=opts.cache_dir)
+                         crf_image=opts.crf_image, ignore_below=opts.ignore_below, cache_dir=opts.cache_dir,
+                         max_pixels=opts.max_pixels)
 
 
 def _check_options(opts: MaskRunOptions) -> None:
@@ -165,7 +167,8 @@ def run_stage2(opts: MaskRunOptions, verify_only: bool = False) -> MaskRunSummar
     work = _check_existing(batches, layout, generator, opts, summary)
     threads = read_threads(opts.loader_threads, generator.clip.device.type)
     crf = CRFSettings(space=generator.space, mode=opts.crf_image, threshold=opts.ignore_below,
-                      backend=opts.crf_backend or default_backend(opts.device), device=str(generator.clip.device))
+                      backend=opts.crf_backend or default_backend(opts.device), device=str(generator.clip.device),
+                      max_pixels=opts.max_pixels)
     crf_inline = opts.crf and crf.backend == "torch"  # on the CAMs in memory and the image decoded once
     # each image's files are its own: half as many writers as readers (a write takes about half a read)
     with BackgroundWriter(inline=threads == 0, threads=max(1, threads // 2)) as writer, \
@@ -201,7 +204,8 @@ def _plan(entries: Sequence[SplitEntry], patch: int, opts: MaskRunOptions, batch
                                     tuple(entry.labels or ())))
         except UserError as exc:
             failures.append((entry.image_id, exc))
-    batches, unreadable = plan_batches(found, patch, opts.max_side, opts.batch_size, opts.strict, batching)
+    batches, unreadable = plan_batches(found, patch, opts.max_side, opts.batch_size, opts.strict, batching,
+                                       opts.max_pixels)
     failures += [(image_id, UserError(reason)) for image_id, reason in unreadable.items()]
     order = {entry.image_id: index for index, entry in enumerate(entries)}
     if entries and not batches:
@@ -299,10 +303,12 @@ def _load(generator: MaskGenerator, path: Path,
     try:
         if not with_rgb:
             return generator.prepare(path), None
-        image = as_pil(path)
+        image = as_pil(path, generator.max_pixels)
         return generator.prepare(image), load_rgb(image)
     except UserError as exc:
         return exc
+    except MemoryError:  # that image's failure, as an unreadable one (numpy's allocation errors included)
+        return UserError(f"{path}: out of memory while decoding the image")
 
 
 def write_image_outputs(space: LabelSpace, layout: MaskFolder, image_id: str, tags: list[int], cams: np.ndarray,
