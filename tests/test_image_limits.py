@@ -186,3 +186,26 @@ def test_out_of_memory_while_tagging_skips_that_image(inputs, tmp_path, monkeypa
     code, text, skipped, tagged = stage1(common, tmp_path / "tags_out", monkeypatch, capsys)
     assert code == 0 and tagged == ["a"] and list(skipped) == ["b"], text
     assert skipped["b"].startswith("b: out of memory at 48x48 in a batch of 1")
+
+
+def test_raised_max_pixels_reaches_every_check(inputs, bomb, tmp_path, monkeypatch, capsys):
+    """With --max-pixels above its size the bomb passes the header checks of the planning and of
+    the loading (its decoding is then made to run out of memory here: 400 million pixels)."""
+    images, tags, common = inputs
+    (images / "c.png").write_bytes(bomb.read_bytes())
+    tags.write_text("a cat\nb dog\nc cat\n")
+    real_load = ImageFile.ImageFile.load
+
+    def load(self):
+        if self.size == (20_000, 20_000):
+            raise MemoryError("Unable to allocate 381. MiB")
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    code, text, skipped, tagged = stage1(common, tmp_path / "tags_out", monkeypatch, capsys,
+                                         "--max-pixels", "400000000")
+    assert code == 0 and tagged == ["a", "b"] and skipped == {"c": f"{images / 'c.png'}: out of memory while "
+                                                                   f"decoding the image"}, text
+    code, text, written = stage2(common, tags, tmp_path / "masks_out", monkeypatch, capsys,
+                                 "--max-pixels", "400000000")
+    assert code == 0 and written == ["a", "b"] and "out of memory while decoding" in text, text
