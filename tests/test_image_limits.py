@@ -209,3 +209,24 @@ def test_raised_max_pixels_reaches_every_check(inputs, bomb, tmp_path, monkeypat
     code, text, written = stage2(common, tags, tmp_path / "masks_out", monkeypatch, capsys,
                                  "--max-pixels", "400000000")
     assert code == 0 and written == ["a", "b"] and "out of memory while decoding" in text, text
+
+
+@pytest.mark.parametrize("threads", ["0", "2"])
+def test_out_of_memory_while_writing_stage2_outputs_skips_that_image(inputs, tmp_path, monkeypatch, capsys, threads):
+    """The label map is made at full size in the writer (a thread with --loader-threads 2)."""
+    import wsss.masks.run as mask_run
+
+    _, tags, common = inputs
+    real = mask_run.label_map
+
+    def label_map(cams, *args, **kwargs):
+        if cams.shape[1:] == (48, 48):
+            raise MemoryError("Unable to allocate 645. MiB")
+        return real(cams, *args, **kwargs)
+
+    monkeypatch.setattr(mask_run, "label_map", label_map)
+    out = tmp_path / "masks_out"
+    code, text, written = stage2(common, tags, out, monkeypatch, capsys, "--loader-threads", threads)
+    assert code == 0 and written == ["a"], text
+    assert "1 images computed, 0 already done, 1 failed (b)" in text and "b: out of memory while writing" in text
+    assert sorted(p.name for p in (out / "cams").iterdir()) == ["a.npz"]  # b is computed again by a rerun

@@ -17,6 +17,7 @@ one uninterrupted process.
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from wsss.masks.crf import CRF_IMAGE_MODES, CRFJob, CRFSettings, crf_label_maps,
 from wsss.masks.label_maps import LabelSpace, label_map
 
 log = logging.getLogger(__name__)
+_COUNTS = threading.Lock()  # the summary's counts, changed by the writer threads too
 
 
 @dataclass
@@ -279,9 +281,27 @@ def _compute_batch(generator: MaskGenerator, layout: MaskFolder, writer: Backgro
         return
     for (entry, _, _), c, labels in zip(ready, cams, crf_labels):
         if entry.image_id in todo:
-            writer.submit(write_image_outputs, generator.space, layout, entry.image_id, list(entry.labels), c, labels)
-            summary.computed += 1
-            summary.crf_written += labels is not None
+            with _COUNTS:
+                summary.computed += 1
+                summary.crf_written += labels is not None
+            writer.submit(_write_or_fail, generator.space, layout, entry.image_id, list(entry.labels), c, labels,
+                          opts, summary)
+
+
+def _write_or_fail(space: LabelSpace, layout: MaskFolder, image_id: str, tags: list[int], cams: np.ndarray,
+                   crf_labels: np.ndarray | None, opts: MaskRunOptions, summary: MaskRunSummary) -> None:
+    """:func:`write_image_outputs` in a writer thread; running out of memory there (the label map
+    is made at full size) fails that image, not the run: its CAM file goes, so a rerun computes it."""
+    try:
+        write_image_outputs(space, layout, image_id, tags, cams, crf_labels)
+        return
+    except MemoryError:
+        pass
+    layout.cam(image_id).unlink(missing_ok=True)
+    with _COUNTS:
+        summary.computed -= 1
+        summary.crf_written -= crf_labels is not None
+    _record_failure(image_id, UserError(f"{image_id}: out of memory while writing its outputs"), opts, summary)
 
 
 def _record_failure(image_id: str, error: UserError, opts: MaskRunOptions, summary: MaskRunSummary) -> None:
