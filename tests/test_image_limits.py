@@ -230,3 +230,22 @@ def test_out_of_memory_while_writing_stage2_outputs_skips_that_image(inputs, tmp
     assert code == 0 and written == ["a"], text
     assert "1 images computed, 0 already done, 1 failed (b)" in text and "b: out of memory while writing" in text
     assert sorted(p.name for p in (out / "cams").iterdir()) == ["a.npz"]  # b is computed again by a rerun
+
+
+def test_out_of_memory_in_the_crf_step_skips_that_image(inputs, tmp_path, monkeypatch, capsys):
+    import wsss.masks.crf as crf_module
+
+    _, tags, common = inputs
+    real = crf_module.as_pil
+
+    def as_pil(path, *args, **kwargs):
+        if Path(path).stem == "b":
+            raise MemoryError("Unable to allocate 645. MiB")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(crf_module, "as_pil", as_pil)
+    out = tmp_path / "masks_out"
+    code, text, written = stage2(common, tags, out, monkeypatch, capsys, "--crf", "--crf-backend", "pydensecrf")
+    assert code == 0 and written == ["a", "b"], text
+    assert sorted(p.name for p in (out / "masks_crf").iterdir()) == ["a.png"]
+    assert "1 failed (b)" in text and "b.png: out of memory in the CRF" in text, text

@@ -130,6 +130,17 @@ class CRFSettings:
 class CRFBatchResult:
     written: int = 0
     skipped: int = 0  # outputs that already existed
+    failed: dict[str, str] = field(default_factory=dict)  # image id (the output's name) -> reason
+
+
+def run_crf_job_or_fail(job: CRFJob, settings: CRFSettings, overwrite: bool = False) -> bool | str:
+    """:func:`run_crf_job`, or the reason it failed when it ran out of memory (that image's
+    failure, not the run's: the CRF works at the image's full size)."""
+    try:
+        return run_crf_job(job, settings, overwrite)
+    except MemoryError:
+        pass
+    return f"{job.image_path}: out of memory in the CRF"
 
 
 def run_crf_job(job: CRFJob, settings: CRFSettings, overwrite: bool = False) -> bool:
@@ -179,8 +190,9 @@ def run_crf_batch(jobs: Sequence[CRFJob], settings: CRFSettings, workers: int = 
     """CRF many images; ``workers`` 0 or 1 runs inline, more uses a spawned process pool (the
     torch backend always runs inline: it uses the cores, or the GPU, itself).
 
-    Existing outputs are skipped unless ``overwrite`` (resumable). The first failing job's
-    error is raised after the pool shuts down.
+    Existing outputs are skipped unless ``overwrite`` (resumable). An image that runs out of
+    memory is listed in the result's ``failed``; any other failing job's error is raised after
+    the pool shuts down.
     """
     if settings.mode not in CRF_IMAGE_MODES:
         raise UserError(f"unknown CRF image mode {settings.mode!r}; choose one of {', '.join(CRF_IMAGE_MODES)}")
@@ -189,8 +201,10 @@ def run_crf_batch(jobs: Sequence[CRFJob], settings: CRFSettings, workers: int = 
     result = CRFBatchResult()
     bar = tqdm(total=len(jobs), desc="crf", unit="img", disable=not progress)
 
-    def count(written: bool) -> None:
-        if written:
+    def count(written: bool | str, job: CRFJob) -> None:
+        if isinstance(written, str):
+            result.failed[Path(job.out_path).stem] = written
+        elif written:
             result.written += 1
         else:
             result.skipped += 1
@@ -199,15 +213,15 @@ def run_crf_batch(jobs: Sequence[CRFJob], settings: CRFSettings, workers: int = 
     with bar:
         if workers <= 1 or settings.backend == "torch":
             for job in jobs:
-                count(run_crf_job(job, settings, overwrite))
+                count(run_crf_job_or_fail(job, settings, overwrite), job)
             return result
         with single_threaded_children(), ProcessPoolExecutor(
                 max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_die_with_parent) as pool:
-            futures = [pool.submit(run_crf_job, job, settings, overwrite) for job in jobs]
+            futures = {pool.submit(run_crf_job_or_fail, job, settings, overwrite): job for job in jobs}
             try:
                 for future in as_completed(futures):
-                    count(future.result())
+                    count(future.result(), futures[future])
             except BaseException:
                 for future in futures:
                     future.cancel()

@@ -188,7 +188,10 @@ def run_stage2(opts: MaskRunOptions, verify_only: bool = False) -> MaskRunSummar
         jobs = [CRFJob(str(e.path), str(layout.cam(e.image_id)), str(layout.crf(e.image_id)), str(layout.root))
                 for batch in batches for e in batch.entries if e.image_id not in summary.failed]
         overwrite = opts.overwrite and not crf_inline  # inline masks are this run's
-        summary.crf_written += run_crf_batch(jobs, crf, opts.crf_workers, overwrite, opts.progress).written
+        crf_result = run_crf_batch(jobs, crf, opts.crf_workers, overwrite, opts.progress)
+        summary.crf_written += crf_result.written
+        for image_id, reason in crf_result.failed.items():
+            _record_failure(image_id, UserError(reason), opts, summary)
     return summary
 
 
