@@ -157,16 +157,9 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
 def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
     """``--max-pixels``: image files with more pixels are skipped as unreadable, judged from their
     header before anything is decoded (a 20 KB PNG can claim 13000 x 13000 and decode to gigabytes)."""
-    parser.add_argument("--max-pixels", type=_positive_int, default=argparse.SUPPRESS,
+    parser.add_argument("--max-pixels", type=POSITIVE, default=argparse.SUPPRESS,
                         help="skip images of more pixels, from their header, without decoding them (default "
                              "100000000: three such images in flight fit in half of a 24 GiB machine)")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
 
 
 def add_console_arguments(parser: argparse.ArgumentParser) -> None:
