@@ -21,13 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.formats.tags import tags_split_file  # noqa: E402
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import (CONFIDENCE, COUNT, FRACTION, POSITIVE, ToolParser,  # noqa: E402
+from tagclip_cls.runtime.cli import (CONFIDENCE, COUNT, ToolParser,  # noqa: E402
                                      add_batch_arguments, add_class_arguments, add_console_arguments,
-                                     add_device_arguments, add_max_pixels_argument, add_weight_arguments,
+                                     add_device_arguments, add_image_arguments, add_weight_arguments,
                                      options_from_args, run_cli)
 from tagclip_cls.runtime.errors import one_line  # noqa: E402
 from wsss.crf import CRF_BACKENDS  # noqa: E402
-from wsss.masks import CRF_IMAGE_MODES, GRAD_MODES  # noqa: E402
+from wsss.masks import CRF_IMAGE_MODES, add_cam_arguments  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,18 +40,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output folder")
     add_device_arguments(p)
     add_batch_arguments(p)
-    p.add_argument("--grad-mode", choices=GRAD_MODES, default="loop",
-                   help="per-tag gradients: one backward per tag on the last block, or one batched backward")
-    p.add_argument("--box-threshold", type=FRACTION,
-                   help="box-mask threshold (default: the preset's: VOC 0.4, COCO and COCO-Stuff 0.7)")
-    p.add_argument("--affinity-layers", metavar="START:END",
-                   help="python slice of the layers whose attention is the affinity, e.g. --affinity-layers=-8: "
-                        "(default: the preset's: VOC -8:-1, COCO and COCO-Stuff -8:)")
-    p.add_argument("--max-side", type=POSITIVE, default=argparse.SUPPRESS,
-                   help="longer image sides are scaled down to this (default 1024, as in stage 1)")
-    add_max_pixels_argument(p)
-    p.add_argument("--no-fp16-pos", action="store_true",
-                   help="don't round the positional table to fp16 (the published code does)")
+    add_cam_arguments(p)
+    add_image_arguments(p)
     p.add_argument("--crf", action="store_true", help="also write dense-CRF label maps to OUT/masks_crf")
     p.add_argument("--crf-image", choices=CRF_IMAGE_MODES, default="published",
                    help="CRF colour input: 'published' (BGR minus mean, wrapped to uint8, as published) or 'rgb'")
@@ -61,10 +51,6 @@ def parse_args() -> argparse.Namespace:
                    help="dense CRF in pydensecrf (processes) or in torch on --device, straight after each image's "
                         "CAMs (default: torch with cuda, pydensecrf on a CPU)")
     p.add_argument("--crf-workers", type=COUNT, default=1, help="pydensecrf processes (default 1)")
-    p.add_argument("--threads", type=POSITIVE, help="torch CPU threads (default: cores / local ranks)")
-    p.add_argument("--loader-threads", type=COUNT,
-                   help="threads decoding the next images; above 0 half as many write the outputs in the "
-                        "background (default: half the cores, at least 2, on a GPU; 0 on a CPU)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad image instead of skipping it")
     p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
     add_console_arguments(p)

@@ -16,9 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import (COUNT, POSITIVE, ToolParser, add_batch_arguments,  # noqa: E402
+from tagclip_cls.runtime.cli import (ToolParser, add_batch_arguments,  # noqa: E402
                                      add_class_arguments, add_console_arguments, add_device_arguments,
-                                     add_max_pixels_argument, add_weight_arguments, options_from_args, run_cli)
+                                     add_image_arguments, add_weight_arguments, options_from_args, run_cli)
 from tagclip_cls.tagging import METHODS  # noqa: E402
 
 
@@ -33,14 +33,7 @@ def parse_args() -> argparse.Namespace:
     add_batch_arguments(p)
     p.add_argument("--method", choices=METHODS, default="tagclip",
                    help="tagclip (DMAR+CWR), dmar (no CWR), coarse (neither), global (plain CLIP)")
-    p.add_argument("--max-side", type=POSITIVE, default=argparse.SUPPRESS,
-                   help="longer image sides are scaled down to this (default 1024, as in stage 2)")
-    add_max_pixels_argument(p)
-    p.add_argument("--no-fp16-pos", action="store_true",
-                   help="don't round the positional table to fp16 (the published code does)")
-    p.add_argument("--loader-threads", type=COUNT,
-                   help="threads decoding the next images (default: half the cores, at least 2, on a GPU; "
-                        "0 on a CPU)")
+    add_image_arguments(p)
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     add_console_arguments(p)

@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
 from tagclip_cls.runtime.cli import (CONFIDENCE, COUNT, ToolParser, add_batch_arguments,  # noqa: E402
                                      add_cfg_options_argument, add_class_arguments, add_console_arguments,
-                                     add_device_arguments, add_weight_arguments, cfg_options_dict,
+                                     add_device_arguments, add_image_arguments, add_weight_arguments, cfg_options_dict,
                                      options_from_args, run_cli)
 from tagclip_cls.tagging import METHODS  # noqa: E402
 from wsss.crf import CRF_BACKENDS  # noqa: E402
-from wsss.masks import CRF_IMAGE_MODES  # noqa: E402
+from wsss.masks import CRF_IMAGE_MODES, add_cam_arguments  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,6 +40,8 @@ def parse_args() -> argparse.Namespace:
     add_batch_arguments(p)
     p.add_argument("--method", choices=METHODS, default="tagclip",
                    help="stage 1: tagclip (DMAR+CWR), dmar (no CWR), coarse (neither), global (plain CLIP)")
+    add_image_arguments(p)
+    add_cam_arguments(p)
     p.add_argument("--no-crf", action="store_true", help="no dense CRF; stage 3 trains on the raw masks")
     p.add_argument("--crf-image", choices=CRF_IMAGE_MODES, default="published",
                    help="CRF colour input: 'published' (BGR minus mean, wrapped to uint8, as published) or 'rgb'")

@@ -154,12 +154,21 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: mixed on a GPU, grid on a CPU)")
 
 
-def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
-    """``--max-pixels``: image files with more pixels are skipped as unreadable, judged from their
-    header before anything is decoded (a 20 KB PNG can claim 13000 x 13000 and decode to gigabytes)."""
+def add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--max-side``, ``--max-pixels``, ``--no-fp16-pos`` and ``--loader-threads``: how both CLIP
+    stages read and embed their images. ``--max-pixels``: image files with more pixels are skipped
+    as unreadable, judged from their header before anything is decoded (a 20 KB PNG can claim
+    13000 x 13000 and decode to gigabytes)."""
+    parser.add_argument("--max-side", type=POSITIVE, default=argparse.SUPPRESS,
+                        help="longer image sides are scaled down to this (default 1024, in both stages)")
     parser.add_argument("--max-pixels", type=POSITIVE, default=argparse.SUPPRESS,
                         help="skip images of more pixels, from their header, without decoding them (default "
                              "100000000: three such images in flight fit in half of a 24 GiB machine)")
+    parser.add_argument("--no-fp16-pos", action="store_true",
+                        help="don't round the positional table to fp16 (the published code does)")
+    parser.add_argument("--loader-threads", type=COUNT,
+                        help="threads decoding the next images; in stage 2 above 0 half as many write the outputs "
+                             "in the background (default: half the cores, at least 2, on a GPU; 0 on a CPU)")
 
 
 def add_console_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,12 +16,13 @@ evaluation is redone whenever stage 2 ran, so its tables always describe the mas
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.atomic_io import write_text_atomic
+from tagclip_cls.core.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from tagclip_cls.core.presets import Preset
 from tagclip_cls.tagging.runner import collect_entries
 from tagclip_cls.formats.splits import read_split
@@ -37,6 +38,8 @@ from wsss.apps.report import ReportInputs, write_report
 from wsss.apps.run_report import random_weights_used, stage_configs
 
 log = logging.getLogger(__name__)
+
+OptionsT = TypeVar("OptionsT")
 
 
 @dataclass
@@ -57,6 +60,14 @@ class PipelineOptions:
     batch_size: int = 1  # both CLIP stages
     batching: str | None = None  # both CLIP stages; None: core.batches.default_batching
     method: str = "tagclip"
+    max_side: int | None = DEFAULT_MAX_SIDE  # both CLIP stages
+    max_pixels: int = DEFAULT_MAX_PIXELS  # both CLIP stages
+    no_fp16_pos: bool = False  # both CLIP stages
+    loader_threads: int | None = None  # both CLIP stages; None: see overlap.read_threads
+    grad_mode: str = "loop"  # stage 2
+    box_threshold: float | None = None  # stage 2; None: the preset's
+    affinity_layers: str | None = None  # stage 2; "START:END", None: the preset's
+    threads: int | None = None  # stage 2's torch CPU threads
     crf: bool = True
     crf_image: str = "published"
     ignore_below: float | None = None
@@ -135,16 +146,17 @@ def final_checkpoint(config: str, cfg_options: dict[str, Any], work_dir: Path) -
     return work_dir / f"iter_{max_iters}.pth"
 
 
+def stage_options(options_type: type[OptionsT], opts: PipelineOptions, **own: Any) -> OptionsT:
+    """A stage's options: every one of its fields from the pipeline's field of that name, but for
+    the paths the pipeline lays out itself (``own``)."""
+    return options_type(**{f.name: own[f.name] if f.name in own else getattr(opts, f.name)
+                           for f in fields(options_type)})
+
+
 def _stage1(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
     expected = [e.image_id for e in collect_entries(opts.img_root, opts.split, preset.classes)]
     missing = expected if opts.overwrite else stage1_missing(layout, expected)  # --overwrite: all of them
-    run_stage1(TagRunOptions(img_root=opts.img_root, out=str(layout.stage1.root), dataset=opts.dataset,
-                             classes=opts.classes, background=opts.background, split=opts.split,
-                             model=opts.model, pretrained=opts.pretrained, device=opts.device,
-                             precision=opts.precision, attention=opts.attention, batch_size=opts.batch_size,
-                             batching=opts.batching, method=opts.method,
-                             cache_dir=opts.cache_dir, strict=opts.strict, overwrite=opts.overwrite,
-                             progress=opts.progress), verify_only=not missing)
+    run_stage1(stage_options(TagRunOptions, opts, out=str(layout.stage1.root)), verify_only=not missing)
     if not missing:  # the folder's settings and weights were compared above
         return StageStatus("stage1", False, f"tags of all {len(expected)} images in {layout.stage1.root}")
     return StageStatus("stage1", True, f"{len(missing)} of {len(expected)} images had no tags yet")
@@ -152,14 +164,8 @@ def _stage1(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> St
 
 def _stage2(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
     complete = not opts.overwrite and not stage2_missing(layout, preset, opts.crf)
-    summary = run_stage2(MaskRunOptions(
-        img_root=opts.img_root, tags=str(layout.stage1.txt), out=str(layout.stage2.root), dataset=opts.dataset,
-        classes=opts.classes, background=opts.background, model=opts.model, pretrained=opts.pretrained,
-        device=opts.device, precision=opts.precision, attention=opts.attention, batch_size=opts.batch_size,
-        batching=opts.batching, crf=opts.crf, crf_image=opts.crf_image,
-        ignore_below=opts.ignore_below, crf_backend=opts.crf_backend, crf_workers=opts.crf_workers,
-        cache_dir=opts.cache_dir,
-        strict=opts.strict, overwrite=opts.overwrite, progress=opts.progress), verify_only=complete)
+    summary = run_stage2(stage_options(MaskRunOptions, opts, out=str(layout.stage2.root), tags=str(layout.stage1.txt)),
+                         verify_only=complete)
     if complete:  # the folder's settings and weights were compared above
         return StageStatus("stage2", False, f"pseudo masks complete in {layout.stage2.root}")
     detail = (f"{summary.computed} images computed, {summary.existing} already done, {len(summary.failed)} failed"
