@@ -209,3 +209,17 @@ def test_train_tool_reports_user_mistakes_in_one_line(voc, tmp_path, capsys):
             run_cli(lambda: train_seg.main(argv))
         err = capsys.readouterr().err
         assert exc.value.code == 2 and err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+
+
+def test_stage3_mistakes_are_user_errors_in_one_line():
+    """Stage 3's mistakes reach every tool's run_cli as UserErrors, also when a DataLoader worker
+    re-raised one with its traceback folded into the message (torch's ``ExceptionWrapper``)."""
+    from tagclip_cls.runtime.errors import UserError
+
+    assert issubclass(SegUserError, UserError) and issubclass(MissingFileError, UserError)
+    folded = ("Caught SegUserError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+              '  File "x.py", line 1, in f\nwsss.seg.errors.SegUserError: a.png: mask is 4x8 but its image is 8x8')
+    assert str(SegUserError(folded)) == "a.png: mask is 4x8 but its image is 8x8"
+    assert str(MissingFileError(folded.replace("errors.SegUserError", "errors.MissingFileError"))) == \
+        "a.png: mask is 4x8 but its image is 8x8"
+    assert str(SegUserError("cfg.py: config file not found")) == "cfg.py: config file not found"

@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
 from tagclip_cls.runtime.cli import (ToolParser, add_cfg_options_argument, add_launcher_argument,  # noqa: E402
                                      cfg_options_dict, run_cli)
-from tagclip_cls.runtime.errors import UserError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,17 +36,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from wsss.seg.errors import SegUserError  # mmengine, mmseg, torch: after parsing
-    from wsss.seg.runner import default_launcher, evaluate, load_config, user_message
+    from wsss.seg.runner import default_launcher, evaluate, load_config  # mmengine, mmseg, torch: after parsing
 
     work_dir = args.work_dir or osp.dirname(osp.abspath(args.checkpoint))
-    try:
-        cfg = load_config(args.config, data_root=args.data_root, work_dir=work_dir,
-                          cfg_options=cfg_options_dict(args.cfg_options) or None,
-                          launcher=args.launcher or default_launcher())
-        metrics = evaluate(cfg, args.checkpoint)
-    except SegUserError as err:
-        raise UserError(user_message(err)) from None
+    cfg = load_config(args.config, data_root=args.data_root, work_dir=work_dir,
+                      cfg_options=cfg_options_dict(args.cfg_options) or None,
+                      launcher=args.launcher or default_launcher())
+    metrics = evaluate(cfg, args.checkpoint)
     summary = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
     print(f"[test_seg] {summary}; tables in {osp.join(work_dir, 'results_test.json')} and .md")
 

@@ -42,17 +42,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from wsss.seg.errors import SegUserError  # mmengine, mmseg, torch: after parsing
-    from wsss.seg.runner import AMP_OPTIONS, default_launcher, load_config, train, user_message
+    # mmengine, mmseg, torch: after parsing
+    from wsss.seg.runner import AMP_OPTIONS, default_launcher, load_config, train
 
     cfg_options = {**cfg_options_dict(args.cfg_options), **(AMP_OPTIONS if args.amp else {})}
-    try:
-        cfg = load_config(args.config, pseudo_masks=args.pseudo_masks, data_root=args.data_root,
-                          work_dir=args.work_dir, cfg_options=cfg_options or None,
-                          resume=args.resume, launcher=args.launcher or default_launcher())
-        work_dir = train(cfg)
-    except SegUserError as err:
-        raise UserError(user_message(err)) from None
+    cfg = load_config(args.config, pseudo_masks=args.pseudo_masks, data_root=args.data_root,
+                      work_dir=args.work_dir, cfg_options=cfg_options or None,
+                      resume=args.resume, launcher=args.launcher or default_launcher())
+    work_dir = train(cfg)
     print(f"[train_seg] done; checkpoints and results_val.json/.md in {work_dir}")
 
 

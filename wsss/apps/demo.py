@@ -207,17 +207,13 @@ def train_and_predict(out: Path, ids: Sequence[str], masks: Path, opts: DemoOpti
     """Train the tiny segmenter on the pseudo masks (unless its checkpoint exists) and write its
     label maps to ``stage3/pred``; returns that folder."""
     from wsss.seg.api import Segmenter
-    from wsss.seg.errors import SegUserError
-    from wsss.seg.runner import train, user_message
+    from wsss.seg.runner import train
 
     work_dir = out / "stage3" / f"{opts.seg_size}px_{opts.train_iters}iters"  # other settings: another run
     checkpoint = work_dir / f"iter_{opts.train_iters}.pth"
-    try:
-        cfg = seg_config(out / "images", masks, ids, work_dir, len(CLASSES) + 1, opts.train_iters, opts.seg_size)
-        if opts.overwrite or not checkpoint.is_file():
-            train(cfg)
-    except SegUserError as err:
-        raise UserError(user_message(err)) from None
+    cfg = seg_config(out / "images", masks, ids, work_dir, len(CLASSES) + 1, opts.train_iters, opts.seg_size)
+    if opts.overwrite or not checkpoint.is_file():
+        train(cfg)
     segmenter = Segmenter.from_checkpoint(cfg, checkpoint, device="cpu")
     pred_dir = out / "stage3" / "pred"
     for image_id in ids:

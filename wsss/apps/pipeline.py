@@ -179,17 +179,13 @@ def _train(opts: PipelineOptions, layout: PipelineLayout) -> StageStatus:
     last = final_checkpoint(opts.seg_config, opts.cfg_options, layout.stage3)
     if last.is_file() and not opts.overwrite:
         return StageStatus("stage3", False, f"{last} exists")
-    from wsss.seg.errors import SegUserError  # mmseg is needed from here on only
-    from wsss.seg.runner import load_config, train, user_message
+    from wsss.seg.runner import load_config, train  # mmseg is needed from here on only
 
     masks = layout.stage2.label_dir(crf=opts.crf)
     resume = (layout.stage3 / "last_checkpoint").is_file() and not opts.overwrite
-    try:
-        cfg = load_config(opts.seg_config, pseudo_masks=str(masks), data_root=opts.data_root,
-                          work_dir=str(layout.stage3), cfg_options=opts.cfg_options or None, resume=resume)
-        train(cfg)
-    except SegUserError as err:
-        raise UserError(user_message(err)) from None
+    cfg = load_config(opts.seg_config, pseudo_masks=str(masks), data_root=opts.data_root,
+                      work_dir=str(layout.stage3), cfg_options=opts.cfg_options or None, resume=resume)
+    train(cfg)
     return StageStatus("stage3", True, f"trained to {last}" + (" (resumed)" if resume else ""))
 
 

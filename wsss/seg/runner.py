@@ -19,7 +19,7 @@ from tagclip_cls.runtime.ids import inside_root
 from wsss.seg import register  # noqa: F401  (mmseg modules of this project)
 from wsss.seg.checkpoint import load_whole, read_checkpoint
 from wsss.seg.compat import prepare_cpu_distributed
-from wsss.seg.errors import MissingFileError, SegUserError
+from wsss.seg.errors import MissingFileError
 
 DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
 #: what ``train_seg.py --amp`` sets: bf16 mixed precision through mmengine's AmpOptimWrapper
@@ -168,15 +168,3 @@ def evaluate(cfg: Config, checkpoint: str | os.PathLike) -> dict[str, float]:
     cfg.resume = False
     with flush_denormals(get_device() == "cpu"):
         return build_runner(cfg, WholeCheckpointRunner).test()
-
-
-def user_message(err: BaseException) -> str:
-    """One-line text of a ``SegUserError`` (also when a DataLoader worker re-raised it with
-    the worker's traceback folded into the message)."""
-    lines = str(err).strip().splitlines() or [type(err).__name__]
-    last = lines[-1]
-    for cls in (SegUserError, *SegUserError.__subclasses__()):
-        prefix = f"{cls.__module__}.{cls.__qualname__}: "
-        if last.startswith(prefix):
-            return last[len(prefix):]
-    return last
