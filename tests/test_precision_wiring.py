@@ -10,8 +10,6 @@ Autocast itself runs on any CPU (emulated where not native), so nothing is skipp
 from __future__ import annotations
 
 import json
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +21,8 @@ from tagclip_cls.runtime.errors import UserError
 from wsss.masks.api import MaskGenerator
 
 from conftest import write_image
+from test_gen_pseudo_masks import run_tool
 
-ROOT = Path(__file__).resolve().parent.parent
-TOOL = str(ROOT / "tools" / "gen_pseudo_masks.py")
 NATIVE_16_BIT = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16", "amx_fp16"})
 AVX2_ONLY = frozenset({"avx", "avx2", "fma"})
 TAGS = [7, 14]  # voc2012: cat, person
@@ -76,15 +73,6 @@ def test_mask_generator_precision_changes_the_cams(tiny_checkpoint, text_cache, 
     assert not np.array_equal(low.cams, ref.cams)  # the option reached the model
     assert np.abs(low.cams - ref.cams).mean() < 0.1  # ... and it is a rounding, not another method
     assert (low.label_map == ref.label_map).mean() > 0.9
-
-
-def run_tool(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    """Run the tool in this process; returns (exit status, stdout + stderr)."""
-    monkeypatch.setattr(sys, "argv", [TOOL, *args])
-    with pytest.raises(SystemExit) as exc:
-        runpy.run_path(TOOL, run_name="__main__")
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out + captured.err
 
 
 def test_gen_pseudo_masks_precision_changes_the_cams(tmp_path, tiny_checkpoint, text_cache, native_16_bit,

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from tagclip_cls.runtime.atomic_io import atomic_write
 from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.runtime.ids import inside_root
+from tagclip_cls.runtime.ids import path_inside
 from tagclip_cls.core.models import LoadedClip
 from tagclip_cls.core.vit import block_forward
 
@@ -91,7 +91,7 @@ def text_embeddings(clip: LoadedClip, class_names: Sequence[str], templates: Seq
     spec = {"model": clip.text_fingerprint, "classes": list(class_names), "templates": list(templates)}
     spec["exact"] = True  # the published encoder (keys of earlier entries made with it stay valid)
     key = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:32]
-    path = inside_root(cache_dir, cache_dir / f"{key}.pt")  # a link planted in the cache is neither read nor written
+    path = path_inside(cache_dir, f"{key}.pt")  # a link planted in the cache is neither read nor written
     width = clip.model.text_projection.shape[1]
     if path.is_file():
         try:

@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable, IO
 
-from tagclip_cls.runtime.errors import is_disk_fault, write_error
+from tagclip_cls.runtime.errors import disk_faults_named
 from tagclip_cls.runtime.ids import inside_root
 
 NEW_FILE_MODE = 0o666  # what open(path, "w") asks for; the kernel then applies the umask
@@ -39,22 +39,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str
     A write the storage refuses (full, read-only, ...) leaves no temporary file and raises a
     :class:`~tagclip_cls.runtime.errors.WriteError` naming ``path``."""
     path = inside_root(Path(path).parent if root is None else root, path)
-    try:
+    with disk_faults_named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = _create_temp(path)
-    except OSError as exc:
-        if is_disk_fault(exc):
-            raise write_error(path, exc) from None
-        raise
-    try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        os.unlink(tmp)
-        if is_disk_fault(exc):
-            raise write_error(path, exc) from None
-        raise
+        try:
+            with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
+                write(f)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, root: str | os.PathLike | None = None) -> None:

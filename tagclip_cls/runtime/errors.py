@@ -6,6 +6,8 @@ anything else is a bug and keeps its traceback.
 import errno
 import os
 import unicodedata
+from contextlib import contextmanager
+from typing import Iterator
 
 #: the characters that end a line or steer a terminal: controls and line/paragraph separators
 _UNPRINTABLE = ("Cc", "Zl", "Zp")
@@ -47,11 +49,13 @@ class WriteError(UserError, OSError):
         return f"{self.filename}: {self.strerror}"
 
 
-def is_disk_fault(exc: BaseException) -> bool:
-    """Whether ``exc`` is a write refused by the storage (see :data:`DISK_ERRNOS`)."""
-    return isinstance(exc, OSError) and exc.errno in DISK_ERRNOS
-
-
-def write_error(path: object, exc: OSError) -> WriteError:
-    """``exc`` as a :class:`WriteError` naming ``path``, the file that was being written."""
-    return WriteError(exc.errno, exc.strerror or str(exc), os.fspath(path) if isinstance(path, os.PathLike) else str(path))
+@contextmanager
+def disk_faults_named(path: str | os.PathLike) -> Iterator[None]:
+    """Within ``with``: a write the storage refuses (see :data:`DISK_ERRNOS`) is raised as a
+    :class:`WriteError` naming ``path``, the file being written; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        raise WriteError(exc.errno, exc.strerror or str(exc), str(path)) from None

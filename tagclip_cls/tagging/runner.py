@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tagclip_cls.runtime.distributed import RankInfo, shard, wait_for_all
-from tagclip_cls.runtime.errors import UserError, is_disk_fault, is_out_of_memory, write_error
+from tagclip_cls.runtime.errors import UserError, disk_faults_named, is_out_of_memory
 from tagclip_cls.runtime.ids import inside_root
 from tagclip_cls.runtime.setup import check_run_config
 from tagclip_cls.runtime.atomic_io import write_json_atomic
@@ -58,7 +58,7 @@ class PartFile:
         on resuming)."""
         inside_root(self.root, self.path)
         text = json.dumps(records) + "\n"
-        try:
+        with disk_faults_named(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as f:
                 if f.tell() and not self._ends_with_newline():
@@ -66,10 +66,6 @@ class PartFile:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
-        except OSError as exc:
-            if is_disk_fault(exc):
-                raise write_error(self.path, exc) from None
-            raise
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as f:
