@@ -14,9 +14,10 @@ from typing import Callable, Sequence, Union
 import numpy as np
 
 from tagclip_cls.formats.splits import label_token, read_lines
+from tagclip_cls.resources import data_file
 from tagclip_cls.runtime.errors import UserError
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "data" / "presets"
+PRESET_FOLDER = "presets"  # data/presets/NAME.json, read through tagclip_cls.resources
 MAX_CLASS_NAME_CHARS = 200
 COMMENT = "#"  # starts a comment line in a class file
 
@@ -72,12 +73,13 @@ class Preset:
 
 
 def available_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+    """Names of the shipped presets (``data/presets/*.json``)."""
+    return sorted(p.name.removesuffix(".json") for p in data_file(PRESET_FOLDER).iterdir() if p.name.endswith(".json"))
 
 
 def load_preset(name: str) -> Preset:
     """Load a named preset such as ``voc2007`` or ``cocostuff``."""
-    path = PRESET_DIR / f"{name}.json"
+    path = data_file(PRESET_FOLDER, f"{name}.json")
     if not path.is_file():
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(available_presets())}")
     raw = json.loads(path.read_text(encoding="utf-8"))

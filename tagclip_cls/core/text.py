@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from tagclip_cls.resources import data_file
 from tagclip_cls.runtime.atomic_io import atomic_write
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.ids import path_inside
@@ -24,12 +25,12 @@ from tagclip_cls.core.vit import block_forward
 
 log = logging.getLogger(__name__)
 
-TEMPLATE_FILE = Path(__file__).resolve().parents[2] / "data" / "templates" / "tagclip_85.txt"
+TEMPLATES = ("templates", "tagclip_85.txt")  # under data/, read through tagclip_cls.resources
 
 
-def load_templates(path: str | os.PathLike = TEMPLATE_FILE) -> list[str]:
-    """Prompt templates, one per line, each with a ``{}`` for the class name."""
-    return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+def load_templates() -> list[str]:
+    """The prompt templates (``data/templates/tagclip_85.txt``), each with a ``{}`` for the class name."""
+    return [line for line in data_file(*TEMPLATES).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def default_cache_dir() -> Path:
