@@ -6,7 +6,7 @@ STAMP := .venv/.installed
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml scripts/install.sh scripts/build_mmcv.sh
+$(STAMP): requirements.txt pyproject.toml setup.py scripts/install.sh scripts/build_mmcv.sh
 	bash scripts/install.sh
 	touch $@
 
