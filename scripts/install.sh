@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 [ -x "$PY" ] || python3 -m venv .venv
 pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
-pip_install $(grep -E '^torch(vision)?==' requirements.txt)  # first: mmcv and the rest build against them
+pip_install $(grep -E '^torch(vision)?==' requirements.txt)
 pip_install -r requirements.txt
 PY="$PY" bash scripts/build_mmcv.sh
 pip_install --no-deps -e .
