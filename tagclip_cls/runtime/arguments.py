@@ -16,10 +16,10 @@ DEVICE_PATTERN = re.compile(r"(cpu|cuda)(:\d+)?")
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 FOLDER_ARGUMENTS = ("img_root", "gt", "pred", "gt_masks", "pseudo_masks", "data_root")
 FILE_ARGUMENTS = ("split", "classes", "background", "config", "seg_config", "checkpoint")
-POSITIONAL_ARGUMENTS = ("config", "checkpoint")
+POSITIONAL_ARGUMENTS = ("config", "checkpoint", "runs")
 #: everything a tool reads (files or folders), which no output may replace
 INPUT_ARGUMENTS = (*FOLDER_ARGUMENTS, *FILE_ARGUMENTS, "tags", "masks", "seg", "tables", "instances", "voc_root",
-                   "ids", "pretrained")
+                   "ids", "pretrained", "runs")
 #: where tools write: ``out`` (a folder, or one file where the tool says so) and stage 3's ``work_dir``
 OUTPUT_ARGUMENTS = ("out", "work_dir")
 

@@ -1,9 +1,16 @@
-"""Multi-label classification metrics: per-class AP, mAP and overall precision/recall/F1."""
+"""Multi-label classification metrics: per-class AP, mAP and overall precision/recall/F1, and
+stage 1's ``metrics.json`` that holds them (:func:`classification_metrics`' dict)."""
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from typing import Any, Sequence
 
 import numpy as np
+
+from tagclip_cls.runtime.records import read_json_record
+
+#: keys of every ``metrics.json``, in the order they are written
+METRIC_KEYS = ("mAP", "per_class_AP", "precision", "recall", "F1", "num_images")
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float | None:
@@ -51,3 +58,38 @@ def format_summary(metrics: dict) -> str:
 
 def _fmt(value: float | None) -> str:
     return "  n/a" if value is None else f"{value:5.2f}"
+
+
+def _is_pct(value: Any, nullable: bool = False) -> bool:
+    if value is None:
+        return nullable
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100
+
+
+def metrics_problem(record: Any) -> str | None:
+    """What makes ``record`` not a ``metrics.json`` record, or ``None`` when it is one."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if set(record) != set(METRIC_KEYS):
+        return f"expected exactly the keys {list(METRIC_KEYS)}, got {sorted(record)}"
+    per_class = record["per_class_AP"]
+    if not isinstance(per_class, dict) or not per_class:
+        return "'per_class_AP' must be a non-empty object"
+    bad = next((name for name, ap in per_class.items() if not _is_pct(ap, nullable=True)), None)
+    if bad is not None:
+        return f"per_class_AP[{bad!r}] must be a percentage or null"
+    if not _is_pct(record["mAP"], nullable=True):
+        return "'mAP' must be a percentage or null"
+    bad = next((key for key in ("precision", "recall", "F1") if not _is_pct(record[key])), None)
+    if bad is not None:
+        return f"{bad!r} must be a percentage"
+    images = record["num_images"]
+    if not (isinstance(images, int) and not isinstance(images, bool) and images >= 0):
+        return "'num_images' must be a non-negative integer"
+    return None
+
+
+def read_metrics(path: str | os.PathLike) -> dict:
+    """The record of a ``metrics.json`` file; a ``UserError`` naming the file when it cannot be
+    read or is not such a file."""
+    return read_json_record(path, "metrics file", metrics_problem, "tools/gen_tags.py")

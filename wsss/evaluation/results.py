@@ -33,6 +33,7 @@ import numpy as np
 from tagclip_cls.runtime.atomic_io import write_text_atomic
 from tagclip_cls.runtime.ids import inside_root
 from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.records import read_json_record
 
 #: keys of every results file, in the order they are written
 RESULT_KEYS = ("split", "dataset", "num_images", "missing", "iteration", "checkpoint",
@@ -243,15 +244,5 @@ def write_results(record: dict[str, Any], json_path: str | os.PathLike,
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
     """The record of a results JSON file; a ``UserError`` naming the file when it cannot be read
     or is not such a file (e.g. written by an older version: score it again)."""
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read results file ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise UserError(f"{path}: not a results file (invalid JSON: {exc})") from None
-    problem = schema_problem(record)
-    if problem:
-        raise UserError(f"{path}: not a results file ({problem}); it is written by tools/eval_masks.py, "
-                        "run_pipeline.py, the demo and train_seg.py / test_seg.py")
-    return record
+    return read_json_record(path, "results file", schema_problem,
+                            "tools/eval_masks.py, run_pipeline.py, the demo and train_seg.py / test_seg.py")
