@@ -173,7 +173,7 @@ def test_published_figures_are_the_papers():
         assert ("GROUND-TRUTH" in figure.experiment) == (figure.benchmark == "segmenter")
 
 
-@pytest.mark.parametrize("mistake", ["missing", "empty", "not_json", "wrong_keys", "classes", "twice", "out_is_run"])
+@pytest.mark.parametrize("mistake", ["missing", "empty", "not_json", "metrics_keys", "wrong_keys", "classes", "twice", "out_is_run"])
 def test_mistakes_are_one_line_errors_and_write_nothing(masks, tmp_path, mistake):
     out = tmp_path / "cmp"
     runs, expected = [masks / "a"], ""
@@ -186,6 +186,10 @@ def test_mistakes_are_one_line_errors_and_write_nothing(masks, tmp_path, mistake
         (tmp_path / "run").mkdir()
         (tmp_path / "run" / "metrics.json").write_text("{ cut short")
         runs, expected = [tmp_path / "run"], f"{tmp_path / 'run' / 'metrics.json'}: not a metrics file (invalid JSON"
+    elif mistake == "metrics_keys":
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "metrics.json").write_text(json.dumps({"mAP": 50.0}))
+        runs, expected = [tmp_path / "run"], f"{tmp_path / 'run' / 'metrics.json'}: not a metrics file (expected exactly"
     elif mistake == "wrong_keys":
         (tmp_path / "run").mkdir()
         (tmp_path / "run" / "results_test.json").write_text(json.dumps({"mIoU": 50.0}))
