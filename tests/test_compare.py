@@ -51,9 +51,9 @@ def masks(tmp_path_factory):
     write_label_png(root / "pred_a" / "im.png", _rows_from(6))
     write_label_png(root / "pred_b" / "im.png", _rows_from(4))
     write_label_png(root / "stuff_gt" / "im.png", np.zeros((10, 10), np.uint8))
-    for pred, out, dataset in (("pred_a", "a", "voc2012"), ("pred_b", "b", "voc2012"), ("stuff_gt", "stuff", "cocostuff")):
-        gt = root / ("stuff_gt" if dataset == "cocostuff" else "gt")
-        run_tool("eval_masks", "--pred", root / pred, "--gt", gt, "--dataset", dataset, "--out", root / out)
+    for pred, gt, out, dataset in (("pred_a", "gt", "a", "voc2012"), ("pred_b", "gt", "b", "voc2012"),
+                                   ("stuff_gt", "stuff_gt", "stuff", "cocostuff")):
+        run_tool("eval_masks", "--pred", root / pred, "--gt", root / gt, "--dataset", dataset, "--out", root / out)
     return root
 
 
@@ -80,7 +80,8 @@ def segmenter(tmp_path_factory):
     data = write_synthetic_voc(root / "data", num_train=4, num_val=4, seed=3)
     work = root / "work"
     run_tool("train_seg", TINY_SEG, "--pseudo-masks", data / "pseudo_masks", "--data-root", data, "--work-dir", work,
-             "--cfg-options", "train_cfg.max_iters=1", "train_cfg.val_interval=1", "default_hooks.checkpoint.interval=1")
+             "--cfg-options", "train_cfg.max_iters=1", "train_cfg.val_interval=1",
+             "default_hooks.checkpoint.interval=1")
     results = root / "results"
     run_tool("test_seg", TINY_SEG, work / "iter_1.pth", "--data-root", data, "--work-dir", results)
     shutil.copy(work / "results_val.json", results)
@@ -173,7 +174,8 @@ def test_published_figures_are_the_papers():
         assert ("GROUND-TRUTH" in figure.experiment) == (figure.benchmark == "segmenter")
 
 
-@pytest.mark.parametrize("mistake", ["missing", "empty", "not_json", "metrics_keys", "wrong_keys", "classes", "twice", "out_is_run"])
+@pytest.mark.parametrize("mistake", ["missing", "empty", "not_json", "metrics_keys", "wrong_keys", "classes", "twice",
+                                     "out_is_run"])
 def test_mistakes_are_one_line_errors_and_write_nothing(masks, tmp_path, mistake):
     out = tmp_path / "cmp"
     runs, expected = [masks / "a"], ""
@@ -189,11 +191,13 @@ def test_mistakes_are_one_line_errors_and_write_nothing(masks, tmp_path, mistake
     elif mistake == "metrics_keys":
         (tmp_path / "run").mkdir()
         (tmp_path / "run" / "metrics.json").write_text(json.dumps({"mAP": 50.0}))
-        runs, expected = [tmp_path / "run"], f"{tmp_path / 'run' / 'metrics.json'}: not a metrics file (expected exactly"
+        runs = [tmp_path / "run"]
+        expected = f"{tmp_path / 'run' / 'metrics.json'}: not a metrics file (expected exactly"
     elif mistake == "wrong_keys":
         (tmp_path / "run").mkdir()
         (tmp_path / "run" / "results_test.json").write_text(json.dumps({"mIoU": 50.0}))
-        runs, expected = [tmp_path / "run"], f"{tmp_path / 'run' / 'results_test.json'}: not a results file (missing keys"
+        runs = [tmp_path / "run"]
+        expected = f"{tmp_path / 'run' / 'results_test.json'}: not a results file (missing keys"
     elif mistake == "classes":
         runs = [masks / "a", masks / "stuff"]
         expected = f"{masks / 'a' / 'results.json'} and {masks / 'stuff' / 'results.json'}: different class tables"

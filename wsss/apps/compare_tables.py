@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 from wsss.apps.compare import BENCHMARK_TITLES, SUMMARY_KEYS, Comparison, RunScores
 
 Cell = tuple[str, str]  # (text, CSS classes)
+NO_FIGURES = "No published figure for this benchmark and class table."
 
 
 def _value(v: float | None) -> str:
@@ -102,9 +103,7 @@ def markdown(comparisons: Sequence[Comparison], highlight: float) -> str:
     for comparison in comparisons:
         lines += [f"## {_md_cell(title(comparison), '')}", ""]
         lines += _md_table(summary_header(comparison), summary_rows(comparison, highlight)) + [""]
-        if not comparison.figures:
-            lines += ["No published figure for this benchmark and class table.", ""]
-        lines += [f"- {_md_cell(s, '')}" for s in sources(comparison)]
+        lines += [f"- {_md_cell(s, '')}" for s in sources(comparison)] or [NO_FIGURES]
         lines += ["", _note(highlight), ""]
         lines += _md_table(class_header(comparison), class_rows(comparison, highlight)) + [""]
     return "\n".join(lines)
@@ -139,7 +138,7 @@ def html_page(comparisons: Sequence[Comparison], highlight: float) -> str:
     sections = []
     for comparison in comparisons:
         refs = "".join(f"<li>{html.escape(s)}</li>" for s in sources(comparison))
-        missing = "" if comparison.figures else '<p class="note">No published figure for this benchmark and class table.</p>'
+        missing = "" if comparison.figures else f'<p class="note">{NO_FIGURES}</p>'
         sections.append(
             f'<section class="benchmark" data-benchmark="{html.escape(comparison.benchmark)}">'
             f"<h2>{html.escape(title(comparison))}</h2>"
