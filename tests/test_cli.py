@@ -36,8 +36,8 @@ def probe(tool: str, *args: str) -> tuple[int, list[str], str, str]:
 
 
 def test_every_tool_is_covered():
-    assert set(TOOLS) == {"demo.py", "eval_masks.py", "gen_pseudo_masks.py", "gen_tags.py", "make_random_weights.py",
-                          "make_report.py", "prepare_data.py", "run_pipeline.py", "test_seg.py", "train_seg.py"}
+    assert set(TOOLS) == {"compare_results.py", "demo.py", "eval_masks.py", "gen_pseudo_masks.py", "gen_tags.py",
+                          "make_random_weights.py", "make_report.py", "prepare_data.py", "run_pipeline.py", "test_seg.py", "train_seg.py"}
 
 
 @pytest.mark.parametrize("tool", TOOLS)
@@ -63,6 +63,7 @@ MISTAKES = {
                        "nope: stage-1 output folder not found"),
     "train_seg.py": (["nope.py", "--pseudo-masks", "."], "nope.py: config file not found"),
     "test_seg.py": (["nope.py", "x.pth"], "nope.py: config file not found"),
+    "compare_results.py": (["run", "--highlight", "200"], "'200': expected a number from 0 to 100"),
 }
 
 
