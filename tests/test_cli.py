@@ -37,7 +37,8 @@ def probe(tool: str, *args: str) -> tuple[int, list[str], str, str]:
 
 def test_every_tool_is_covered():
     assert set(TOOLS) == {"compare_results.py", "demo.py", "eval_masks.py", "gen_pseudo_masks.py", "gen_tags.py",
-                          "make_random_weights.py", "make_report.py", "prepare_data.py", "run_pipeline.py", "test_seg.py", "train_seg.py"}
+                          "make_random_weights.py", "make_report.py", "prepare_data.py", "run_pipeline.py",
+                          "test_seg.py", "train_seg.py"}
 
 
 @pytest.mark.parametrize("tool", TOOLS)
