@@ -237,3 +237,18 @@ def test_page_in_a_browser(masks, tmp_path):
         plain = page.locator("table.summary tr.run td.delta", has_text="+0.00")
         assert plain.evaluate("e => getComputedStyle(e).backgroundColor") == "rgba(0, 0, 0, 0)"
         assert errors == []
+
+
+def test_names_are_escaped(tmp_path):
+    """Class names and folders holding markdown or HTML syntax stay text in both outputs."""
+    for folder, ap in (("a|b", 40.0), ("<i>c", 50.0)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "metrics.json").write_text(json.dumps(
+            {"mAP": ap, "per_class_AP": {"<b>dog</b>": ap, "x|y": None}, "precision": 1.0, "recall": 2.0,
+             "F1": 1.5, "num_images": 2}))
+    run_tool("compare_results", tmp_path / "a|b", tmp_path / "<i>c", "--out", tmp_path / "cmp")
+    text = (tmp_path / "cmp" / "compare.md").read_text()
+    assert _md_row(text, "<b>dog</b>") == ["<b>dog</b>", "40.00", "50.00", "**+10.00**"]
+    assert "| x\\|y | - | - | - |" in text and f"| R1 | {tmp_path}/a\\|b/metrics |" in text
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "<b>dog" not in page and "&lt;b&gt;dog&lt;/b&gt;" in page and "<i>c" not in page

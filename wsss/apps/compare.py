@@ -70,18 +70,19 @@ class Comparison:
     def metric(self) -> str:
         return SUMMARY_KEYS[self.benchmark][0]
 
-    def delta(self, value: float | None, baseline: float | None) -> float | None:
-        """``value - baseline`` in points, or None when either is missing."""
-        return None if value is None or baseline is None else value - baseline
-
     def summary_delta(self, value: float | None) -> float | None:
         """A headline value's delta against the baseline run's."""
-        return self.delta(value, self.runs[0].summary[self.metric])
+        return points(value, self.runs[0].summary[self.metric])
 
     def class_deltas(self, run: RunScores) -> dict[str, float | None]:
         """Per-class deltas of ``run`` against the baseline run."""
         base = self.runs[0].per_class
-        return {name: self.delta(run.per_class[name], base[name]) for name in self.classes}
+        return {name: points(run.per_class[name], base[name]) for name in self.classes}
+
+
+def points(value: float | None, baseline: float | None) -> float | None:
+    """``value - baseline`` in percentage points, or None when either is missing."""
+    return None if value is None or baseline is None else value - baseline
 
 
 def benchmark_of(path: Path) -> str:
@@ -116,7 +117,7 @@ def read_scores(path: Path) -> RunScores:
         return RunScores(name, path, benchmark, tuple(per_class), {k: record[k] for k in SUMMARY_KEYS[benchmark]},
                          dict(per_class), record["num_images"], "")
     record = read_results(path)
-    per_class = {name: row["IoU"] for name, row in record["per_class"].items()}
+    per_class = {label: row["IoU"] for label, row in record["per_class"].items()}
     return RunScores(name, path, benchmark, tuple(per_class), {k: record[k] for k in SUMMARY_KEYS[benchmark]},
                      per_class, record["num_images"], run_description(record))
 
