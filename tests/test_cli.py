@@ -124,7 +124,7 @@ def test_make_random_weights_writes_a_marked_checkpoint(tmp_path):
 
 
 def test_cfg_options_parse_as_mmengine_does():
-    from tagclip_cls.runtime.cli import cfg_options_dict
+    from tagclip_cls.cli import cfg_options_dict
     from tagclip_cls.runtime.errors import UserError
     assert cfg_options_dict(["train_cfg.max_iters=10", "x=[1,2]", "y=(1,2)", "z=False", "w=abc"]) == {
         "train_cfg.max_iters": 10, "x": [1, 2], "y": (1, 2), "z": False, "w": "abc"}
@@ -135,7 +135,7 @@ def test_cfg_options_parse_as_mmengine_does():
 @pytest.mark.parametrize("level, shown", [("INFO", False), ("DEBUG", True)])
 def test_open_clip_parsing_lines_only_at_debug(level, shown):
     code = ("import logging, open_clip\n"
-            "from tagclip_cls.runtime.cli import setup_logging\n"
+            "from tagclip_cls.cli import setup_logging\n"
             f"setup_logging({level!r})\n"
             "open_clip.get_tokenizer('ViT-B-16')\n"
             "logging.getLogger('x').info('still shown')\n")

@@ -192,7 +192,7 @@ def _tool(name):
 
 
 def test_train_tool_reports_user_mistakes_in_one_line(voc, tmp_path, capsys):
-    from tagclip_cls.runtime.cli import run_cli
+    from tagclip_cls.cli import run_cli
     train_seg = _tool("train_seg")
     cases = [
         ([str(tmp_path / "none.py"), "--pseudo-masks", str(voc)], "none.py: config file not found"),

@@ -292,7 +292,7 @@ def parse_tool(tool: str, args: list[str], monkeypatch, capsys) -> tuple[int, st
     """Parse ``tools/TOOL``'s arguments in this process; the exit status and stderr of a mistake."""
     import runpy
 
-    from tagclip_cls.runtime.cli import ToolParser
+    from tagclip_cls.cli import ToolParser
 
     def parse_only(self, *args, **kwargs):
         original(self, *args, **kwargs)
@@ -353,7 +353,7 @@ def test_numeric_flags_are_checked_while_parsing(monkeypatch, capsys, tool, flag
 
 
 def test_numeric_types_take_ascii_numbers_in_range():
-    from tagclip_cls.runtime.cli import CONFIDENCE, COUNT, FRACTION, POSITIVE
+    from tagclip_cls.cli import CONFIDENCE, COUNT, FRACTION, POSITIVE
 
     assert (POSITIVE("3"), COUNT("0"), FRACTION("0"), FRACTION("1"), FRACTION(".4"), CONFIDENCE("1e-3")) == \
         (3, 0, 0.0, 1.0, 0.4, 0.001)
@@ -364,7 +364,7 @@ def tool_parsers(monkeypatch) -> dict[str, "argparse.ArgumentParser"]:
     import argparse
     import runpy
 
-    from tagclip_cls.runtime.cli import ToolParser
+    from tagclip_cls.cli import ToolParser
 
     class Caught(Exception):
         pass

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import (POSITIVE, ToolParser, add_console_arguments, add_device_arguments,  # noqa: E402
+from tagclip_cls.cli import (POSITIVE, ToolParser, add_console_arguments, add_device_arguments,  # noqa: E402
                                      int_at_least, options_from_args, run_cli)
 
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.core.presets import available_presets  # noqa: E402
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import COUNT, ToolParser, run_cli  # noqa: E402
+from tagclip_cls.cli import COUNT, ToolParser, run_cli  # noqa: E402
 
 RESULTS_NAME = "results.json"
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.formats.tags import tags_split_file  # noqa: E402
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import (CONFIDENCE, COUNT, ToolParser,  # noqa: E402
+from tagclip_cls.cli import (CONFIDENCE, COUNT, ToolParser,  # noqa: E402
                                      add_batch_arguments, add_class_arguments, add_console_arguments,
                                      add_device_arguments, add_image_arguments, add_weight_arguments,
                                      options_from_args, run_cli)

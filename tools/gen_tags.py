@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import (ToolParser, add_batch_arguments,  # noqa: E402
+from tagclip_cls.cli import (ToolParser, add_batch_arguments,  # noqa: E402
                                      add_class_arguments, add_console_arguments, add_device_arguments,
                                      add_image_arguments, add_weight_arguments, options_from_args, run_cli)
 from tagclip_cls.tagging import METHODS  # noqa: E402

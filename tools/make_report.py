@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_outputs_spare_inputs  # noqa: E402
-from tagclip_cls.runtime.cli import POSITIVE, ToolParser, add_class_arguments, run_cli  # noqa: E402
+from tagclip_cls.cli import POSITIVE, ToolParser, add_class_arguments, run_cli  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

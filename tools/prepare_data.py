@@ -16,7 +16,7 @@ from tagclip_cls.core.presets import available_presets, load_preset  # noqa: E40
 from tagclip_cls.formats.annotations import coco_split_rows, read_image_set, voc_split_rows  # noqa: E402
 from tagclip_cls.formats.splits import write_split  # noqa: E402
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import ToolParser, run_cli  # noqa: E402
+from tagclip_cls.cli import ToolParser, run_cli  # noqa: E402
 from wsss.evaluation.gt_masks import CROWD_MODES, mask_split_rows, write_coco_masks, write_stuff_masks  # noqa: E402
 
 

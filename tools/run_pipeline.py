@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import (CONFIDENCE, COUNT, ToolParser, add_batch_arguments,  # noqa: E402
+from tagclip_cls.cli import (CONFIDENCE, COUNT, ToolParser, add_batch_arguments,  # noqa: E402
                                      add_cfg_options_argument, add_class_arguments, add_console_arguments,
                                      add_device_arguments, add_image_arguments, add_weight_arguments, cfg_options_dict,
                                      options_from_args, run_cli)

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import (ToolParser, add_cfg_options_argument, add_launcher_argument,  # noqa: E402
+from tagclip_cls.cli import (ToolParser, add_cfg_options_argument, add_launcher_argument,  # noqa: E402
                                      cfg_options_dict, run_cli)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_arguments, no_gpu_visible  # noqa: E402
-from tagclip_cls.runtime.cli import (ToolParser, add_cfg_options_argument, add_launcher_argument,  # noqa: E402
+from tagclip_cls.cli import (ToolParser, add_cfg_options_argument, add_launcher_argument,  # noqa: E402
                                      cfg_options_dict, run_cli)
 from tagclip_cls.runtime.errors import UserError  # noqa: E402
 

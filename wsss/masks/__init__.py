@@ -7,7 +7,7 @@ arguments (and answers ``--help``) before torch loads.
 
 import argparse
 
-from tagclip_cls.runtime.cli import FRACTION, POSITIVE
+from tagclip_cls.cli import FRACTION, POSITIVE
 
 GRAD_MODES = ("loop", "batched")  # one backward per tag, or one batched backward
 CRF_IMAGE_MODES = ("published", "rgb")  # the published wrapped BGR-minus-mean image, or the picture

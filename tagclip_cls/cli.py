@@ -3,7 +3,8 @@ one-line errors for user mistakes (exit status 2; 130 after Ctrl-C).
 
 Nothing here imports torch: every tool parses and checks its arguments
 (:mod:`~tagclip_cls.runtime.arguments`) before its heavy imports, so ``--help`` and mistakes
-answer at once."""
+answer at once. The kit sits above :mod:`tagclip_cls.core`, whose presets and batchings its flags
+offer, and below the stages and tools that use it."""
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,9 @@ from typing import Any, Callable, NoReturn, TypeVar
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory
 from tagclip_cls.runtime.errors import UserError, one_line
 from tagclip_cls.runtime.numbers import parse_float, parse_int
+from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS
 from tagclip_cls.core.batches import BATCHINGS
 from tagclip_cls.core.presets import available_presets
-from tagclip_cls.runtime.precision import ATTENTION_MODES, PRECISIONS
 
 
 OptionsT = TypeVar("OptionsT")
