@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import tagclip_cls.tagging.runner as runner
+import tagclip_cls.tagging.resumable as resumable
 from tagclip_cls.runtime.distributed import RankInfo
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.tagging.run import TagRunOptions, run_stage1
-from tagclip_cls.tagging.runner import PartFile
+from tagclip_cls.tagging.resumable import PartFile
 
 import parity_inputs
 from conftest import write_image
@@ -89,7 +89,7 @@ def test_second_run_does_no_work(tmp_path, image_folder, classes_file, tiny_chec
 
     def no_work(*args, **kwargs):
         raise AssertionError("recomputed")
-    monkeypatch.setattr(runner, "tag_records", no_work)
+    monkeypatch.setattr(resumable, "tag_records", no_work)
     monkeypatch.setattr("tagclip_cls.core.text.encode_prompts", no_work)
     run_stage1(opts)
     assert (tmp_path / "out" / "tags.jsonl").read_bytes() == first
@@ -113,7 +113,7 @@ def test_batches_and_shards_give_identical_files(tmp_path, image_folder, classes
                                                 cache_dir, monkeypatch):
     single = options(image_folder, classes_file, tmp_path / "one", tiny_checkpoint, cache_dir, batch_size=2)
     run_stage1(single)
-    monkeypatch.setattr(runner, "wait_for_all", lambda rank: None)
+    monkeypatch.setattr(resumable, "wait_for_all", lambda rank: None)
     for r in (1, 0):  # rank 0 merges, so it goes last
         monkeypatch.setattr("tagclip_cls.tagging.run.rank_info", lambda r=r: RankInfo(r, 2, r))
         run_stage1(options(image_folder, classes_file, tmp_path / "two", tiny_checkpoint, cache_dir, batch_size=2))

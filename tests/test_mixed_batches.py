@@ -16,7 +16,7 @@ from tagclip_cls.core.vit import pad_tokens
 from tagclip_cls.formats.tags import TagFolder
 from tagclip_cls.tagging.api import Tagger
 from tagclip_cls.core.batches import ImageEntry, default_batching, plan_batches
-from tagclip_cls.tagging.runner import tag_images
+from tagclip_cls.tagging.resumable import tag_images
 from tagclip_cls.tagging.tagclip import TagCLIP, TagConfig, global_clip_scores
 
 from conftest import write_image

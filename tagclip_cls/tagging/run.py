@@ -16,7 +16,7 @@ from tagclip_cls.core.presets import make_preset
 from tagclip_cls.core.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from tagclip_cls.formats.tags import TagFolder
 from tagclip_cls.tagging.api import Tagger, tag_config
-from tagclip_cls.tagging.runner import collect_entries, tag_images
+from tagclip_cls.tagging.resumable import collect_entries, tag_images
 
 log = logging.getLogger(__name__)
 

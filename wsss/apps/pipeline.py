@@ -24,7 +24,7 @@ from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.atomic_io import write_text_atomic
 from tagclip_cls.core.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from tagclip_cls.core.presets import Preset
-from tagclip_cls.tagging.runner import collect_entries
+from tagclip_cls.tagging.resumable import collect_entries
 from tagclip_cls.formats.splits import read_split
 from tagclip_cls.core.presets import coarse27_names, make_preset
 from tagclip_cls.tagging.run import TagRunOptions, run_stage1

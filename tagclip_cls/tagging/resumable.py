@@ -1,4 +1,5 @@
-"""Tag a list of images and write stage 1's outputs (resumable, shardable).
+"""Tag a list of images with a built :class:`Tagger` and write stage 1's outputs, resumable and
+shardable (:mod:`.run` builds the Tagger from the tool's options and calls :func:`tag_images`).
 
 Outputs in ``OUT_DIR``: ``tags.jsonl`` (one object per image, input order), ``tags.txt``
 (published ``ID tag tag ...`` format, read by stage 2), ``metrics.json`` when labels are known,
