@@ -132,7 +132,7 @@ def test_stage3_trains_and_predicts(offline_run, tmp_path):
     shutil.copytree(src, out)
     result = run_demo(DemoOptions(out=str(out), random_weights=True, random_dims=TINY, image_side=64,
                                   train_iters=4, seg_size=32, cache_dir=str(out / "text_cache"), progress=False))
-    assert result.trained and (out / "stage3" / "32px_4iters" / "iter_4.pth").is_file()
+    assert result.trained and (out / "stage3" / "iter_4.pth").is_file()
     for image_id in SAMPLES:
         pred = read_label_png(out / "stage3" / "pred" / f"{image_id}.png")
         with Image.open(out / "images" / f"{image_id}.jpg") as im:
@@ -142,6 +142,55 @@ def test_stage3_trains_and_predicts(offline_run, tmp_path):
     assert table["num_images"] == 1 and table["mIoU"] is not None
     report = result.report.read_text()
     assert report.count('<img class="mask"') == 3 * len(SAMPLES) and report.count('<div class="miou">') == 3
+    # the copy's random weights lie elsewhere, so stages 1 and 2 were redone too
+    assert [(s.name, s.ran) for s in result.stages] == [("stage1", True), ("stage2", True), ("eval", False),
+                                                         ("stage3", True)]
+    again = run_demo(DemoOptions(out=str(out), random_weights=True, random_dims=TINY, image_side=64,
+                                 train_iters=4, seg_size=32, cache_dir=str(out / "text_cache"), progress=False))
+    assert [s.name for s in again.stages if s.ran] == [] and again.trained
+
+
+def test_segmenter_options_fit_the_tiny_config(tmp_path):
+    """The tiny DeepLab config as the demo's stage 3 reads it, against hand-written expectations."""
+    pytest.importorskip("mmengine")
+    from wsss.apps.pipeline import final_checkpoint
+    from wsss.seg.runner import load_config
+
+    options = demo.segmenter_options(size=40, iters=7)
+    cfg = load_config(demo.TINY_SEG_CONFIG, data_root=str(tmp_path), work_dir=str(tmp_path / "stage3"),
+                      cfg_options=options)
+    steps = {step.type: step for step in cfg.train_dataloader.dataset.pipeline}
+    assert steps["RandomResize"].scale == (40, 40) and steps["RandomCrop"].crop_size == (40, 40)
+    assert steps["RandomResize"].ratio_range == (0.75, 1.25)  # the rest of each step is the config's
+    assert cfg.model.data_preprocessor.size == (40, 40)
+    assert [s.scale for s in cfg.test_pipeline if s.type == "Resize"] == [(40, 40)]
+    assert cfg.model.decode_head.num_classes == len(CLASSES) + 1 == 6
+    assert cfg.train_cfg.max_iters == 7 and cfg.param_scheduler[0].end == 7
+    assert cfg.default_hooks.checkpoint.interval == 7 and cfg.default_hooks.logger.interval == 1
+    dataset = cfg.train_dataloader.dataset
+    assert (dataset.data_root, dataset.data_prefix.img_path, dataset.ann_file) == (str(tmp_path), "images", "ids.txt")
+    assert cfg.val_dataloader is None and cfg.test_evaluator is None and cfg.custom_hooks == []
+    assert final_checkpoint(str(demo.TINY_SEG_CONFIG), options, tmp_path / "stage3") == tmp_path / "stage3" / "iter_7.pth"
+
+
+def test_record_decides_what_is_redone(tmp_path, caplog):
+    """inputs.json: other weights redo everything, other segmenter settings only stage 3."""
+    weights = {"pretrained": "w.pt", "random": False, "description": "d"}
+    first = {"weights": weights, "image_side": 64, "segmenter": {"iters": 4, "size": 32}}
+    opts = DemoOptions(out=str(tmp_path))
+    assert demo.check_record(tmp_path, opts, first) == opts  # nothing made yet: nothing to redo
+    work_dir = tmp_path / "stage3"
+    (work_dir / "pred").mkdir(parents=True)
+    (work_dir / "iter_4.pth").write_bytes(b"x")
+    assert demo.check_record(tmp_path, opts, {**first, "segmenter": None}) == opts  # a run without stage 3
+    assert json.loads((tmp_path / "inputs.json").read_text())["segmenter"] == first["segmenter"]
+    assert demo.check_record(tmp_path, opts, first) == opts and work_dir.is_dir()
+    assert demo.check_record(tmp_path, opts, {**first, "segmenter": {"iters": 8, "size": 32}}) == opts
+    assert not work_dir.exists() and "training from scratch" in caplog.text
+    redo = demo.check_record(tmp_path, opts, {**first, "image_side": 96})
+    assert redo.overwrite and json.loads((tmp_path / "inputs.json").read_text())["image_side"] == 96
+    (tmp_path / "inputs.json").write_text("{damaged")
+    assert demo.check_record(tmp_path, opts, first).overwrite
 
 
 def test_other_weights_recompute_everything(offline_run, tmp_path, tiny_checkpoint):

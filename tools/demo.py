@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The three stages on five photographs that scikit-image ships, with an HTML report.
+"""The pipeline (tools/run_pipeline.py) on five photographs that scikit-image ships, with an HTML report.
 
     python tools/demo.py [--pretrained PATH] [--random-weights] [--out demo_out] [--device cpu|cuda]
         [--train-iters 300] [--skip-train]
@@ -45,7 +45,8 @@ def main() -> None:
     args = parse_args()
     from wsss.apps.demo import DemoOptions, run_demo  # torch, open_clip, mmseg: after parsing
 
-    result = run_demo(options_from_args(DemoOptions, args, drop=("no_crf",), crf=not args.no_crf))
+    result = run_demo(options_from_args(DemoOptions, args, drop=("no_crf",), crf=not args.no_crf),
+                      on_stage=lambda status: print(status.line(), flush=True))
     print(f"demo weights: {result.weights.description}")
     for note in result.notes[1:]:
         print(note)

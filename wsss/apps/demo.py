@@ -1,4 +1,5 @@
-"""``make demo``: the three stages on five photographs scikit-image ships, and an HTML report.
+"""``make demo``: :func:`~wsss.apps.pipeline.run_pipeline` on five photographs scikit-image
+ships, then the tiny segmenter's predictions, the horse's mIoU tables and the HTML report.
 
 The images (a cat, an astronaut, a cup of coffee, a rocket and a horse silhouette) need no
 download; the class list is open-vocabulary. CLIP weights come from ``--pretrained PATH``,
@@ -7,14 +8,19 @@ announced on the console and as a red banner in the report, since their tags and
 nothing. The horse silhouette is its own ground truth, so its mIoU tables are real checks of
 the plumbing, not of the method.
 
+What is the demo's own is small: the sample inputs, the choice of weights, the tiny DeepLab's
+settings (``cfg_options`` of ``configs/tiny``, handed to the pipeline's stage 3), predicting the
+samples with its checkpoint and scoring against the open-vocabulary class list (the pipeline's
+evaluation needs a dataset preset). Every stage runs, resumes and is skipped by the pipeline.
+
 Layout under ``out`` (default ``demo_out/``)::
 
-    images/ID.jpg, classes.txt, background.txt, gt/horse.png
-    inputs.json       weights and image size of the outputs (a change recomputes everything)
+    images/ID.jpg, ids.txt, classes.txt, background.txt, gt/horse.png
+    inputs.json       weights, image size and segmenter settings the outputs were made with
     weights/          random checkpoint (when used; 586 MB for ViT-B/16)
     stage1/           tags.jsonl, tags.txt
     stage2/           cams/, masks/, masks_crf/
-    stage3/           SIZEpx_Niters/ (the tiny segmenter's work dir), pred/ID.png
+    stage3/           the tiny segmenter's work dir (iter_N.pth), pred/ID.png
     eval/             mIoU tables (JSON) on the horse
     report.html
 """
@@ -23,26 +29,25 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.atomic_io import atomic_write, write_json_atomic, write_text_atomic
+from tagclip_cls.runtime.ids import inside_root
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.core.random_weights import save_random_openai_checkpoint
-from tagclip_cls.tagging.run import TagRunOptions, run_stage1
+from tagclip_cls.formats.mask_png import write_label_png
 
 from wsss.evaluation.miou import evaluate_ids
 from wsss.evaluation.results import write_results
-from tagclip_cls.formats.mask_folder import MaskFolder
-from tagclip_cls.formats.tags import TagFolder
-from tagclip_cls.formats.mask_png import write_label_png
-from wsss.masks.run import MaskRunOptions, run_stage2
+from wsss.apps.pipeline import PipelineLayout, PipelineOptions, StageStatus, final_checkpoint, run_pipeline
 from wsss.apps.report import RANDOM_BANNER, ReportInputs, write_report
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,7 @@ TINY_SEG_CONFIG = REPO / "configs" / "tiny" / "deeplabv2_r18-tiny_voc-64x64.py"
 CLASSES = ("cat", "person", "rocket", "coffee cup", "horse")
 BACKGROUND = ("sky", "grass", "wall", "ground", "tree", "building", "road", "table")
 SAMPLES = {"cat": "chelsea", "astronaut": "astronaut", "coffee": "coffee", "rocket": "rocket", "horse": "horse"}
+IDS = "ids.txt"  # the samples' split file: stages 1 and 2 and the segmenter's training read it
 HORSE_COLOUR, HORSE_BACKDROP = (96, 62, 36), (226, 232, 216)
 
 
@@ -89,6 +95,7 @@ class DemoResult:
     weights: Weights
     trained: bool
     notes: list[str]
+    stages: list[StageStatus]  # the pipeline's, in order
 
 
 def sample_images(image_side: int | None = None) -> dict[str, np.ndarray]:
@@ -117,11 +124,12 @@ def horse_ground_truth(shape: tuple[int, int]) -> np.ndarray:
 
 
 def write_inputs(out: Path, image_side: int | None) -> list[str]:
-    """Write images, class lists and the horse ground truth; returns the image ids."""
+    """Write images, their split file, class lists and the horse ground truth; returns the image ids."""
     images = sample_images(image_side)
     for image_id, rgb in images.items():
         atomic_write(out / "images" / f"{image_id}.jpg",
                      lambda f, rgb=rgb: Image.fromarray(rgb).save(f, format="JPEG", quality=95), "wb", out)
+    write_text_atomic(out / IDS, "\n".join(images) + "\n", out)
     write_text_atomic(out / "classes.txt", "\n".join(CLASSES) + "\n", out)
     write_text_atomic(out / "background.txt", "\n".join(BACKGROUND) + "\n", out)
     write_label_png(out / "gt" / "horse.png", horse_ground_truth(images["horse"].shape[:2]), out)
@@ -152,13 +160,17 @@ def resolve_weights(opts: DemoOptions, out: Path) -> Weights:
     return Weights(str(path), True, f"RANDOM weights ({path.name})")
 
 
-def score_masks(pred_dir: Path, gt_dir: Path, names: Sequence[str]) -> dict | None:
-    """Results record (:mod:`wsss.evaluation.results` schema) of the predictions that have
-    ground truth; ``None`` when none has."""
+def score(pred_dir: Path, layout: PipelineLayout, name: str) -> Path | None:
+    """Score ``pred_dir``'s label maps against the horse's ground truth into ``eval/NAME.json``
+    (:mod:`wsss.evaluation.results` schema, labels background + :data:`CLASSES`); returns the
+    table's path, ``None`` where no prediction has ground truth."""
+    gt_dir = layout.root / "gt"
     ids = [p.stem for p in sorted(gt_dir.glob("*.png")) if (pred_dir / p.name).is_file()]
     if not ids:
         return None
-    return evaluate_ids(pred_dir, gt_dir, ids, names, dataset="demo")
+    table = layout.eval / f"{name}.json"
+    write_results(evaluate_ids(pred_dir, gt_dir, ids, ("background", *CLASSES), dataset="demo"), table, layout.root)
+    return table
 
 
 def stage3_available() -> str | None:
@@ -173,92 +185,105 @@ def stage3_available() -> str | None:
     return None
 
 
-def seg_config(images: Path, masks: Path, ids: Sequence[str], work_dir: Path, num_labels: int,
-               iters: int, size: int):
-    """The tiny DeepLab config, pointed at the demo's images and pseudo masks, without validation."""
+def segmenter_options(size: int, iters: int) -> dict[str, Any]:
+    """``cfg_options`` fitting the tiny DeepLab config to the demo: the samples and :data:`IDS`
+    under the pipeline's ``data_root`` (the output folder), the demo's labels, ``iters``
+    iterations on ``size`` pixel crops, and no validation (the horse is scored from predictions)."""
+    from mmengine.config import Config
+
+    config = Config.fromfile(str(TINY_SEG_CONFIG), import_custom_modules=False)
+    sized = {"RandomResize": "scale", "RandomCrop": "crop_size"}  # the train pipeline's steps of a fixed size
+    train_steps = [dict(step, **({sized[step.type]: (size, size)} if step.type in sized else {}))
+                   for step in config.train_dataloader.dataset.pipeline]
+    return {"train_dataloader.dataset.data_prefix.img_path": "images",
+            "train_dataloader.dataset.ann_file": IDS,
+            "train_dataloader.dataset.pipeline": train_steps,
+            "model.decode_head.num_classes": len(CLASSES) + 1,
+            "model.data_preprocessor.size": (size, size),
+            "train_cfg.max_iters": iters, "train_cfg.val_interval": iters,
+            "param_scheduler.0.end": iters,
+            "default_hooks.checkpoint.interval": iters,
+            "default_hooks.logger.interval": max(1, min(50, iters // 4)),
+            "custom_hooks": [],
+            "test_pipeline": [dict(type="LoadImageFromFile"), dict(type="Resize", scale=(size, size), keep_ratio=True),
+                              dict(type="PackSegInputs")],
+            **{f"{split}_{part}": None for split in ("val", "test") for part in ("dataloader", "cfg", "evaluator")}}
+
+
+def pipeline_options(opts: DemoOptions, out: Path, weights: Weights, cfg_options: dict[str, Any] | None
+                     ) -> PipelineOptions:
+    """:func:`run_pipeline`'s settings for the demo: its samples, classes, weights and device;
+    stage 3 with the tiny DeepLab config and ``cfg_options`` (``None``: no stage 3); neither the
+    pipeline's evaluation (it needs a dataset preset) nor its report (the demo's shows predictions)."""
+    return PipelineOptions(
+        img_root=str(out / "images"), out=str(out), split=str(out / IDS), classes=str(out / "classes.txt"),
+        background=str(out / "background.txt"), pretrained=weights.pretrained, device=opts.device,
+        precision=opts.precision, attention=opts.attention, loader_threads=0, crf=opts.crf, crf_workers=0,
+        cache_dir=opts.cache_dir, seg_config=str(TINY_SEG_CONFIG), data_root=str(out),
+        cfg_options=cfg_options or {}, skip_train=cfg_options is None, report_images=0,
+        overwrite=opts.overwrite, progress=opts.progress)
+
+
+def check_record(out: Path, opts: DemoOptions, record: dict[str, Any]) -> DemoOptions:
+    """Compare ``record`` (weights, image side, segmenter settings) with ``inputs.json``, what
+    ``out`` was made with, and write it there. Other weights or image sizes recompute everything
+    (``opts`` with ``overwrite``); other segmenter settings train it from scratch, its work dir
+    removed (the pipeline would resume the other run). A run without stage 3 keeps the record of
+    the last one."""
+    path = out / "inputs.json"
+    try:
+        before = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        before = {"unreadable": True}
+    if before and not opts.overwrite and any(before.get(k) != record[k] for k in ("weights", "image_side")):
+        log.warning("%s was made with other weights or image sizes: recomputing everything", out)
+        opts = replace(opts, overwrite=True)
+    if record["segmenter"] is None:
+        record = {**record, "segmenter": before.get("segmenter")}
+    elif before.get("segmenter") not in (None, record["segmenter"]) and not opts.overwrite:
+        work_dir = inside_root(out, PipelineLayout(out).stage3)
+        log.warning("%s was trained with other settings: training from scratch", work_dir)
+        shutil.rmtree(work_dir, ignore_errors=True)
+    write_json_atomic(path, record, out)
+    return opts
+
+
+def predict(layout: PipelineLayout, ids: Sequence[str], cfg_options: dict[str, Any]) -> Path:
+    """Label the samples with the segmenter's last checkpoint into ``stage3/pred``; returns that folder."""
+    from wsss.seg.api import Segmenter
     from wsss.seg.runner import load_config
 
-    split = work_dir / "train.txt"
-    write_text_atomic(split, "\n".join(ids) + "\n", work_dir)
-    cfg = load_config(TINY_SEG_CONFIG, pseudo_masks=str(masks), work_dir=str(work_dir), cfg_options={
-        "train_dataloader.dataset.data_root": str(images.parent),
-        "train_dataloader.dataset.data_prefix": dict(img_path=str(images.resolve()), seg_map_path=str(masks.resolve())),
-        "train_dataloader.dataset.ann_file": str(split.resolve()),
-        "model.decode_head.num_classes": num_labels,
-        "train_cfg.max_iters": iters, "train_cfg.val_interval": iters,
-        "param_scheduler.0.end": iters,
-        "default_hooks.checkpoint.interval": iters,
-        "default_hooks.logger.interval": max(1, min(50, iters // 4))})
-    for name in ("val", "test"):
-        cfg[f"{name}_dataloader"] = cfg[f"{name}_cfg"] = cfg[f"{name}_evaluator"] = None
-    cfg.custom_hooks = []
-    cfg.model.data_preprocessor.size = (size, size)
-    for step in cfg.train_dataloader.dataset.pipeline:
-        if step.type == "RandomResize":
-            step.scale = (size, size)
-        elif step.type == "RandomCrop":
-            step.crop_size = (size, size)
-    cfg.test_pipeline = [dict(type="LoadImageFromFile"), dict(type="Resize", scale=(size, size), keep_ratio=True),
-                         dict(type="PackSegInputs")]
-    return cfg
-
-
-def train_and_predict(out: Path, ids: Sequence[str], masks: Path, opts: DemoOptions) -> Path:
-    """Train the tiny segmenter on the pseudo masks (unless its checkpoint exists) and write its
-    label maps to ``stage3/pred``; returns that folder."""
-    from wsss.seg.api import Segmenter
-    from wsss.seg.runner import train
-
-    work_dir = out / "stage3" / f"{opts.seg_size}px_{opts.train_iters}iters"  # other settings: another run
-    checkpoint = work_dir / f"iter_{opts.train_iters}.pth"
-    cfg = seg_config(out / "images", masks, ids, work_dir, len(CLASSES) + 1, opts.train_iters, opts.seg_size)
-    if opts.overwrite or not checkpoint.is_file():
-        train(cfg)
+    cfg = load_config(TINY_SEG_CONFIG, cfg_options=cfg_options)
+    checkpoint = final_checkpoint(str(TINY_SEG_CONFIG), cfg_options, layout.stage3)
     segmenter = Segmenter.from_checkpoint(cfg, checkpoint, device="cpu")
-    pred_dir = out / "stage3" / "pred"
+    pred_dir = layout.stage3 / "pred"
     for image_id in ids:
-        write_label_png(pred_dir / f"{image_id}.png", segmenter(out / "images" / f"{image_id}.jpg"), out)
+        write_label_png(pred_dir / f"{image_id}.png", segmenter(layout.root / "images" / f"{image_id}.jpg"),
+                        layout.root)
     return pred_dir
 
 
-def run_demo(opts: DemoOptions) -> DemoResult:
-    """Run the stages on the samples and write ``report.html``; returns what was made."""
+def run_demo(opts: DemoOptions, on_stage: Callable[[StageStatus], None] = lambda s: None) -> DemoResult:
+    """Run the pipeline on the samples, predict and score them, and write ``report.html``;
+    returns what was made. ``on_stage`` gets each pipeline stage's status when it is over."""
     out = Path(opts.out)
+    layout = PipelineLayout(out)
     ids = write_inputs(out, opts.image_side)
     weights = resolve_weights(opts, out)
     log.info("demo weights: %s", weights.description)
-    inputs = {"weights": asdict(weights), "image_side": opts.image_side}
-    record = out / "inputs.json"
-    if record.is_file() and json.loads(record.read_text(encoding="utf-8")) != inputs and not opts.overwrite:
-        log.warning("%s was made with other weights or image sizes: recomputing everything", out)
-        opts = replace(opts, overwrite=True)
-    write_json_atomic(record, inputs, out)
-    common = dict(img_root=str(out / "images"), classes=str(out / "classes.txt"),
-                  background=str(out / "background.txt"), pretrained=weights.pretrained,
-                  device=opts.device, precision=opts.precision, attention=opts.attention, cache_dir=opts.cache_dir,
-                  overwrite=opts.overwrite)
-    tags = TagFolder(out / "stage1")
-    run_stage1(TagRunOptions(out=str(tags.root), loader_threads=0, **common))
-    run_stage2(MaskRunOptions(tags=str(tags.txt), out=str(out / "stage2"), crf=opts.crf,
-                              crf_workers=0, progress=opts.progress, **common))
-    masks = MaskFolder(out / "stage2").label_dir(crf=opts.crf)
-    names = ("background", *CLASSES)
-    notes = ["Ground truth exists for the horse silhouette only; its mIoU tables check the plumbing."]
-    tables: list[tuple[str, Path]] = []
-    for title, crf in (("pseudo masks", False), ("pseudo masks + CRF", True)):
-        folder = MaskFolder(out / "stage2").label_dir(crf)
-        table = score_masks(folder, out / "gt", names)
-        if table is not None:
-            write_results(table, out / "eval" / f"{folder.name}.json", out)
-            tables.append((f"{title} (horse)", out / "eval" / f"{folder.name}.json"))
-    pred_dir = None
     why_not = "--skip-train given" if opts.skip_train else stage3_available()
-    if why_not is None:
-        pred_dir = train_and_predict(out, ids, masks, opts)
-        table = score_masks(pred_dir, out / "gt", names)
-        if table is not None:
-            write_results(table, out / "eval" / "segmenter.json", out)
-            tables.append(("segmenter (horse)", out / "eval" / "segmenter.json"))
+    cfg_options = segmenter_options(opts.seg_size, opts.train_iters) if why_not is None else None
+    segmenter = {"iters": opts.train_iters, "size": opts.seg_size} if cfg_options is not None else None
+    opts = check_record(out, opts, {"weights": asdict(weights), "image_side": opts.image_side, "segmenter": segmenter})
+    stages = run_pipeline(pipeline_options(opts, out, weights, cfg_options), on_stage)
+    notes = ["Ground truth exists for the horse silhouette only; its mIoU tables check the plumbing."]
+    masks = (("pseudo masks", layout.stage2.label_dir(crf=False)),
+             ("pseudo masks + CRF", layout.stage2.label_dir(crf=True)))
+    scored = [(f"{title} (horse)", score(folder, layout, folder.name)) for title, folder in masks]
+    pred_dir = None
+    if cfg_options is not None:
+        pred_dir = predict(layout, ids, cfg_options)
+        scored.append(("segmenter (horse)", score(pred_dir, layout, "segmenter")))
     else:
         notes.append(f"Stage 3 (segmenter) skipped: {why_not}.")
         log.warning("stage 3 skipped: %s", why_not)
@@ -267,9 +292,9 @@ def run_demo(opts: DemoOptions) -> DemoResult:
                 ("segmenter", f"tiny DeepLabV2 R18, {opts.train_iters} iterations at {opts.seg_size}px"
                  if pred_dir else "not trained")]
     report = write_report(out / "report.html", ReportInputs(
-        images=out / "images", tags=tags.jsonl, class_names=CLASSES, stage2=out / "stage2",
-        predictions=pred_dir, tables=tables, title="classify-then-segment demo",
-        random_weights=weights.random, settings=settings, notes=notes), out)
+        images=out / "images", tags=layout.stage1.jsonl, class_names=CLASSES, stage2=layout.stage2.root,
+        predictions=pred_dir, tables=[(title, table) for title, table in scored if table is not None],
+        title="classify-then-segment demo", random_weights=weights.random, settings=settings, notes=notes), out)
     if weights.random:
         _loud(RANDOM_BANNER)
-    return DemoResult(report=report, weights=weights, trained=pred_dir is not None, notes=notes)
+    return DemoResult(report=report, weights=weights, trained=pred_dir is not None, notes=notes, stages=stages)
