@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.arguments import check_arguments  # noqa: E402
-from tagclip_cls.runtime.cli import ToolParser, float_between, run_cli  # noqa: E402
+from tagclip_cls.cli import ToolParser, float_between, run_cli  # noqa: E402
 
 DEFAULT_HIGHLIGHT = 1.0  # percentage points
 
