@@ -1,7 +1,7 @@
 """What pyproject.toml cannot state: packages built from folders of another name.
 
 The top-level ``data/`` ships as the package data ``tagclip_cls/data`` (read through
-:mod:`tagclip_cls.resources`) and ``tools/`` as the package ``tagclip_wsss_tools``, whose
+:mod:`tagclip_cls.runtime.resources`) and ``tools/`` as the package ``tagclip_wsss_tools``, whose
 ``main`` functions are pyproject.toml's console scripts; a checkout keeps both where they are.
 """
 from setuptools import find_namespace_packages, find_packages, setup

@@ -2,7 +2,7 @@
 
 Layers (each sub-package only imports from those above it in this list):
 
-* :mod:`tagclip_cls.runtime`: what every tool uses (errors, atomic writes, ids, ranks, threads,
+* :mod:`tagclip_cls.runtime`: what every tool uses (errors, atomic writes, ids, ranks, threads, data files,
   precision, CPU memory, checks of command-line values);
 * :mod:`tagclip_cls.formats`: every on-disk format, one reader/writer pair each;
 * :mod:`tagclip_cls.core`: the CLIP core shared by stages 1 and 2 (loading, the dense ViT

@@ -20,14 +20,14 @@ import pytest
 from packaging.requirements import Requirement
 
 from tagclip_cls.core.text import load_templates
-from tagclip_cls.resources import data_root
+from tagclip_cls.runtime.resources import data_root
 
 from conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 TOOL_PACKAGE = "tagclip_wsss_tools"  # tools/ in the wheel (setup.py)
-PACKAGED_DATA = "tagclip_cls/data"  # data/ in the wheel (setup.py, tagclip_cls.resources)
+PACKAGED_DATA = "tagclip_cls/data"  # data/ in the wheel (setup.py, tagclip_cls.runtime.resources)
 
 # run inside the installed environment, from a folder outside the checkout
 PROBE = """
@@ -39,7 +39,7 @@ from tagclip_cls import Tagger
 from tagclip_cls.core.presets import available_presets, load_preset
 from tagclip_cls.core.random_weights import save_random_openai_checkpoint
 from tagclip_cls.core.text import load_templates
-from tagclip_cls.resources import data_root
+from tagclip_cls.runtime.resources import data_root
 from wsss import MaskGenerator
 
 tiny, presets, templates = (json.loads(arg) for arg in sys.argv[1:])
@@ -149,7 +149,7 @@ def test_editable_install_reads_the_checkout(source, tmp_path):
     """``pip install -e .`` (scripts/install.sh): the package, the tools and the data are the
     checkout's own files, and the console scripts run."""
     env = fresh_env(tmp_path / "env", build(source, "build_editable", tmp_path / "dist"))
-    code = ("import sys, tagclip_cls.resources as r, tagclip_wsss_tools.gen_tags as g; "
+    code = ("import sys, tagclip_cls.runtime.resources as r, tagclip_wsss_tools.gen_tags as g; "
             "print(r.__file__, g.__file__, r.data_root(), sep='\\n')")
     proc = subprocess.run([str(env / "bin" / "python"), "-c", code], cwd=tmp_path, env=outside_env(),
                           capture_output=True, text=True, timeout=120)

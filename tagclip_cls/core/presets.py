@@ -14,10 +14,10 @@ from typing import Callable, Sequence, Union
 import numpy as np
 
 from tagclip_cls.formats.splits import label_token, read_lines
-from tagclip_cls.resources import data_file
+from tagclip_cls.runtime.resources import data_file
 from tagclip_cls.runtime.errors import UserError
 
-PRESET_FOLDER = "presets"  # data/presets/NAME.json, read through tagclip_cls.resources
+PRESET_FOLDER = "presets"  # data/presets/NAME.json, read through tagclip_cls.runtime.resources
 MAX_CLASS_NAME_CHARS = 200
 COMMENT = "#"  # starts a comment line in a class file
 

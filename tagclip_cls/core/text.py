@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from tagclip_cls.resources import data_file
+from tagclip_cls.runtime.resources import data_file
 from tagclip_cls.runtime.atomic_io import atomic_write
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.ids import path_inside
@@ -25,7 +25,7 @@ from tagclip_cls.core.vit import block_forward
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = ("templates", "tagclip_85.txt")  # under data/, read through tagclip_cls.resources
+TEMPLATES = ("templates", "tagclip_85.txt")  # under data/, read through tagclip_cls.runtime.resources
 
 
 def load_templates() -> list[str]:

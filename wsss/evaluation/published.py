@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tagclip_cls.core.presets import available_presets, load_preset
-from tagclip_cls.resources import data_file
+from tagclip_cls.runtime.resources import data_file
 from wsss.evaluation.miou import eval_class_names
 
 #: benchmark -> the metric its figures (and runs) report

@@ -1,4 +1,4 @@
-"""Exceptions for user mistakes in stage 3: :class:`~tagclip_cls.runtime.errors.UserError`\ s,
+"""Exceptions for user mistakes in stage 3: :class:`~tagclip_cls.runtime.errors.UserError` subclasses,
 so that every tool's ``run_cli`` prints them as one line, as any other user mistake."""
 from tagclip_cls.runtime.errors import UserError
 

@@ -11,14 +11,15 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+PACKAGE = "tagclip_cls"
 PACKAGED = "data"  # the folder inside the installed package (setup.py's mapping)
-CHECKOUT_DATA = Path(__file__).resolve().parent.parent / "data"
+CHECKOUT_DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def data_root() -> Traversable:
     """The data folder: the wheel's package data when installed, else the checkout's ``data/``
     (plain runs, ``PYTHONPATH`` and editable installs, which have no packaged copy)."""
-    packaged = files(__package__) / PACKAGED
+    packaged = files(PACKAGE) / PACKAGED
     return packaged if packaged.is_dir() else CHECKOUT_DATA
 
 
