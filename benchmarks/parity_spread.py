@@ -9,7 +9,7 @@ difference; per stage-2 image the largest refined-CAM difference, that differenc
 the CAM's largest value before its final min-max scaling and as a fraction of its tolerance
 (``tests/parity_tolerance.py``), and the label-map pixels that differ (and how many of them are
 not near ties of the fixture). These
-figures set the tolerances in ``tests/parity_tolerance.py`` (README, *What was verified*).
+figures set the tolerances in ``tests/parity_tolerance.py`` (docs/verification.md).
 
 The fixtures hold no CAMs before refinement, so those are compared between settings instead:
 ``--save RUN.npz`` keeps this run's Grad-CAMs, and ``--compare A.npz B.npz ...`` prints how far

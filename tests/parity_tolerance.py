@@ -16,8 +16,8 @@ fixture's two best rows (``[1 - max cam, cams]``, from float16 CAMs as stored) l
 CAMs may move: twice the CAM tolerance plus float16 rounding. Every changed pixel must be such a
 near tie, and they must be few (:data:`MAX_CHANGED_FRACTION`).
 
-The constants are set from the spread that ``benchmarks/parity_spread.py`` measured (README,
-*What was verified*); each constant's docstring gives the figure and the margin.
+The constants are set from the spread that ``benchmarks/parity_spread.py`` measured
+(docs/verification.md); each constant's docstring gives the figure and the margin.
 """
 from __future__ import annotations
 
