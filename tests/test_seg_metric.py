@@ -211,9 +211,9 @@ def test_wsss_metric_counts_pixels_exactly_past_2_to_24():
     # 2**24 + 1 rounds to 2**24 and the one missed pixel of image 2 would vanish
     metric = _wsss_metric(("a", "b"))
     big, f32 = 2 ** 24, torch.float32
-    metric.results = [  # (intersect, union, pred, gt) per image, as process() appends them
-        tuple(torch.tensor(v, dtype=f32) for v in ([big, 0], [big, 0], [big, 0], [big, 0])),
-        tuple(torch.tensor(v, dtype=f32) for v in ([0, 0], [1, 0], [0, 0], [1, 0])),
+    metric.results = [  # (intersect, union, pred, gt) per image, as process() appends them for a plain prediction
+        {None: tuple(torch.tensor(v, dtype=f32) for v in ([big, 0], [big, 0], [big, 0], [big, 0]))},
+        {None: tuple(torch.tensor(v, dtype=f32) for v in ([0, 0], [1, 0], [0, 0], [1, 0]))},
     ]
     metric.compute_metrics(metric.results)
     assert metric.last_scores["per_class"]["a"] == {

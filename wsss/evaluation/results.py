@@ -12,7 +12,14 @@ the pipeline's ``eval/*.json``, the demo's ``eval/*.json``, ``train_seg.py`` / `
      "mIoU": %, "mAcc": %, "aAcc": %,          # null when no class has ground truth
      "num_classes_evaluated": int,             # classes with ground-truth pixels
      "per_class": {NAME: {"IoU": %, "Acc": %, "gt_pixels": int, "pred_pixels": int}},
-     "published": [{"name": str, "mIoU": %}, ...]}       # reference numbers, if any
+     "published": [{"name": str, "mIoU": %}, ...],       # reference numbers, if any
+     "variants": [{"name": str, "mIoU": %, "mAcc": %, "aAcc": %,   # optional: the stages of a
+                   "num_classes_evaluated": int, "per_class": {...}}, ...]}  # test protocol
+
+``variants`` (written by a stage-3 test protocol, :mod:`wsss.seg.protocol`) scores each of the
+protocol's predictions, e.g. ``single_scale``, ``multi_scale`` and ``multi_scale_crf``, with
+the same keys as the record; the record's own scores are those of the last one. Records without
+it (every other writer, and older files) stay valid.
 
 Scores are in percent at full float precision; only the tables (markdown, console, HTML) round,
 to two decimals. mIoU follows the WSSS convention: a class without ground-truth pixels in the
@@ -38,6 +45,10 @@ from tagclip_cls.runtime.records import read_json_record
 #: keys of every results file, in the order they are written
 RESULT_KEYS = ("split", "dataset", "num_images", "missing", "iteration", "checkpoint",
                "mIoU", "mAcc", "aAcc", "num_classes_evaluated", "per_class", "published")
+#: keys a results file may have besides :data:`RESULT_KEYS` (absent in older files)
+OPTIONAL_KEYS = ("variants",)
+#: keys of the score part of a record, which each entry of ``variants`` has besides its name
+SCORE_KEYS = ("mIoU", "mAcc", "aAcc", "num_classes_evaluated", "per_class")
 #: keys of one ``per_class`` entry
 CLASS_KEYS = ("IoU", "Acc", "gt_pixels", "pred_pixels")
 
@@ -106,9 +117,11 @@ def results_record(scores: dict[str, Any], *, split: str | os.PathLike | None = 
                    dataset: str | None = None, num_images: int | None = None,
                    missing: Sequence[str] = (), iteration: int | None = None,
                    checkpoint: str | os.PathLike | None = None,
-                   published: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+                   published: Sequence[dict[str, Any]] = (),
+                   variants: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The JSON-ready record of one evaluation: ``scores`` (from :func:`scores_from_areas`)
-    with its context, every key of :data:`RESULT_KEYS` present."""
+    with its context, every key of :data:`RESULT_KEYS` present, and ``variants`` (named
+    scores, ``scores`` being the last one's) when given."""
     record = {
         "split": None if split is None else str(split),
         "dataset": dataset,
@@ -116,9 +129,11 @@ def results_record(scores: dict[str, Any], *, split: str | os.PathLike | None = 
         "missing": list(missing),
         "iteration": iteration,
         "checkpoint": None if checkpoint is None else str(checkpoint),
-        **{key: scores[key] for key in ("mIoU", "mAcc", "aAcc", "num_classes_evaluated", "per_class")},
+        **{key: scores[key] for key in SCORE_KEYS},
         "published": [dict(ref) for ref in published],
     }
+    if variants:
+        record["variants"] = [{"name": v["name"], **{key: v[key] for key in SCORE_KEYS}} for v in variants]
     problem = schema_problem(record)
     if problem:
         raise ValueError(f"not a valid results record: {problem}")
@@ -142,8 +157,8 @@ def schema_problem(record: Any) -> str | None:
     if not isinstance(record, dict):
         return "not a JSON object"
     keys = set(record)
-    if keys != set(RESULT_KEYS):
-        lacking, extra = sorted(set(RESULT_KEYS) - keys), sorted(keys - set(RESULT_KEYS))
+    lacking, extra = sorted(set(RESULT_KEYS) - keys), sorted(keys - set(RESULT_KEYS) - set(OPTIONAL_KEYS))
+    if lacking or extra:
         return "; ".join(([f"missing keys {lacking}"] if lacking else []) +
                          ([f"unknown keys {extra}"] if extra else []))
     for key in ("split", "dataset", "checkpoint"):
@@ -154,7 +169,12 @@ def schema_problem(record: Any) -> str | None:
             return f"{key!r} must be a non-negative integer or null"
     if not (isinstance(record["missing"], list) and all(isinstance(i, str) for i in record["missing"])):
         return "'missing' must be a list of image ids"
-    per_class = record["per_class"]
+    return _scores_problem(record) or published_problem(record["published"]) or _variants_problem(record)
+
+
+def _scores_problem(scores: dict[str, Any]) -> str | None:
+    """What is wrong with the :data:`SCORE_KEYS` part of a record or variant, or ``None``."""
+    per_class = scores["per_class"]
     if not isinstance(per_class, dict) or not per_class:
         return "'per_class' must be a non-empty object"
     for name, row in per_class.items():
@@ -168,13 +188,34 @@ def schema_problem(record: Any) -> str | None:
         if (row["IoU"] is None, row["Acc"] is None) != (no_gt, no_gt):
             return f"per_class[{name!r}]: IoU and Acc are null exactly when there are no ground-truth pixels"
     evaluated = sum(row["gt_pixels"] > 0 for row in per_class.values())
-    if record["num_classes_evaluated"] != evaluated:
-        return (f"'num_classes_evaluated' is {record['num_classes_evaluated']!r} but {evaluated} classes "
+    if scores["num_classes_evaluated"] != evaluated:
+        return (f"'num_classes_evaluated' is {scores['num_classes_evaluated']!r} but {evaluated} classes "
                 "have ground-truth pixels")
     for key in ("mIoU", "mAcc", "aAcc"):
-        if not _is_pct(record[key]) or (record[key] is None) != (evaluated == 0):
+        if not _is_pct(scores[key]) or (scores[key] is None) != (evaluated == 0):
             return f"{key!r} must be a percentage (null only when no class has ground truth)"
-    return published_problem(record["published"])
+    return None
+
+
+def _variants_problem(record: dict[str, Any]) -> str | None:
+    """What is wrong with a record's optional ``variants``, or ``None``."""
+    if "variants" not in record:
+        return None
+    variants = record["variants"]
+    if not (isinstance(variants, list) and variants and all(
+            isinstance(v, dict) and set(v) == {"name", *SCORE_KEYS} and isinstance(v["name"], str) and v["name"]
+            for v in variants)):
+        return f"'variants' must be a non-empty list of objects with exactly the keys {['name', *SCORE_KEYS]}"
+    names = [v["name"] for v in variants]
+    if len(set(names)) != len(names):
+        return f"'variants' names must differ, got {names}"
+    for v in variants:
+        problem = _scores_problem(v)
+        if problem:
+            return f"variant {v['name']!r}: {problem}"
+    if any(variants[-1][key] != record[key] for key in SCORE_KEYS):
+        return "the record's scores must be those of its last variant"
+    return None
 
 
 def published_problem(published: Any) -> str | None:
@@ -208,12 +249,15 @@ def coverage_description(record: dict[str, Any]) -> str:
 def markdown_table(record: dict[str, Any]) -> str:
     """Markdown summary (this run beside published mIoU) and the per-class table (2 decimals)."""
     where = run_description(record)
-    lines = ["| result | mIoU | mAcc | aAcc |", "|---|---|---|---|",
-             f"| this run{f' ({where})' if where else ''} | {_fmt(record['mIoU'])} | {_fmt(record['mAcc'])} "
-             f"| {_fmt(record['aAcc'])} |"]
+    lines = ["| result | mIoU | mAcc | aAcc |", "|---|---|---|---|"]
+    for name, scores in [(v["name"], v) for v in record.get("variants", [])] or [(None, record)]:
+        what = ", ".join(p for p in (where, name) if p)
+        lines.append(f"| this run{f' ({what})' if what else ''} | {_fmt(scores['mIoU'])} | {_fmt(scores['mAcc'])} "
+                     f"| {_fmt(scores['aAcc'])} |")
     for ref in record["published"]:
         lines.append(f"| published: {ref['name']} | {_fmt(ref.get('mIoU'))} | - | - |")
-    lines += ["", f"Means over the {coverage_description(record)}.", "",
+    result = f" Per class: {record['variants'][-1]['name']}." if "variants" in record else ""
+    lines += ["", f"Means over the {coverage_description(record)}.{result}", "",
               "| class | IoU | Acc | GT pixels | predicted pixels |", "|---|---|---|---|---|"]
     for name, row in record["per_class"].items():
         lines.append(f"| {name} | {_fmt(row['IoU'])} | {_fmt(row['Acc'])} | {row['gt_pixels']} "

@@ -13,10 +13,12 @@ has no background (0..26 are the coarse classes).
 """
 from __future__ import annotations
 
+import logging
 import os.path as osp
 from typing import Any
 
 import mmengine.fileio as fileio
+from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
 import numpy as np
 from mmseg.datasets import BaseSegDataset, COCOStuffDataset, PascalVOCDataset
@@ -25,6 +27,7 @@ from mmseg.registry import DATASETS, TRANSFORMS
 
 from tagclip_cls.core.presets import coarse27_names, load_preset
 from tagclip_cls.formats.mask_png import label_png_problem
+from tagclip_cls.resources import data_file
 from wsss.seg.errors import MissingFileError, SegUserError
 
 IGNORE_INDEX = 255
@@ -49,18 +52,31 @@ class PseudoMaskDataset(BaseSegDataset):
             with annotations).
         gt_remap: name of a lookup table in ``LABEL_REMAPS`` applied to the ground-truth
             maps when they are stored in another label space (never to pseudo masks).
-        **kwargs: as for mmseg's ``BaseSegDataset``.
+        shipped_split: name of a split file shipped in the project's ``data/splits`` (e.g. the
+            published evaluation list), used as ``ann_file``; give one or the other.
+        expected_images: how many images the full split has (e.g. 4,952 for COCO-Object val);
+            another count is warned about in one line (a partial data set is allowed).
+        **kwargs: as for mmseg's ``BaseSegDataset``. Without ``seg_map_path`` in
+            ``data_prefix`` and without ``pseudo_mask_dir`` the images are listed without
+            labels (a test set without public ground truth, e.g. VOC test).
     """
 
     def __init__(self, pseudo_mask_dir: str | None = None, list_from: str = "images",
-                 gt_remap: str | None = None, **kwargs: Any) -> None:
+                 gt_remap: str | None = None, shipped_split: str | None = None,
+                 expected_images: int | None = None, **kwargs: Any) -> None:
         if list_from not in ("images", "masks"):
             raise ValueError(f"list_from must be 'images' or 'masks', got {list_from!r}")
         if gt_remap is not None and gt_remap not in LABEL_REMAPS:
             raise ValueError(f"unknown gt_remap {gt_remap!r}; known: {sorted(LABEL_REMAPS)}")
+        if shipped_split is not None:
+            if kwargs.get("ann_file"):
+                raise SegUserError(f"dataset: give ann_file ({kwargs['ann_file']}) or shipped_split "
+                                   f"({shipped_split}), not both (set shipped_split=None to use ann_file)")
+            kwargs["ann_file"] = str(data_file("splits", shipped_split))
         self.pseudo_mask_dir = pseudo_mask_dir
         self.list_from = list_from
         self.gt_remap = gt_remap
+        self.expected_images = expected_images
         # the pipeline names mmseg transforms: resolve them in mmseg's scope even when the
         # dataset is built outside a Runner
         with DefaultScope.overwrite_default_scope("mmseg"):
@@ -100,10 +116,10 @@ class PseudoMaskDataset(BaseSegDataset):
         data_list = []
         for img_id in self._image_ids(img_dir, mask_dir, suffix):
             img_path = osp.join(img_dir, img_id + self.img_suffix)
-            seg_path = osp.join(mask_dir, img_id + suffix)
+            seg_path = osp.join(mask_dir, img_id + suffix) if mask_dir else None
             if not osp.isfile(img_path):
                 raise MissingFileError(f"{img_path}: image not found (listed as {img_id})")
-            if not osp.isfile(seg_path):
+            if seg_path is not None and not osp.isfile(seg_path):
                 raise MissingFileError(f"{seg_path}: {kind} missing for image {img_id}")
             data_list.append(dict(img_path=img_path, seg_map_path=seg_path,
                                   label_map=self.label_map, label_remap=remap,
@@ -111,6 +127,9 @@ class PseudoMaskDataset(BaseSegDataset):
                                   reduce_zero_label=self.reduce_zero_label, seg_fields=[]))
         if not data_list:
             raise SegUserError(f"{self.ann_file or img_dir}: no images found")
+        if self.expected_images is not None and len(data_list) != self.expected_images:
+            print_log(f"{self.ann_file or mask_dir or img_dir}: {len(data_list)} images, but the full split has "
+                      f"{self.expected_images}: scores are not comparable with published ones", "current", logging.WARNING)
         return data_list
 
 
