@@ -98,6 +98,28 @@ def test_crf_needs_the_original_size():
         predict_variants(net, inputs, PROTOCOLS["published"], (30, 40), None)
 
 
+def test_clip_es_config_validates_and_tests_by_the_published_protocol():
+    from mmengine.config import Config
+
+    for name in ("voc12aug-321x321", "voc12test-export"):
+        cfg = Config.fromfile(str(REPO / f"configs/deeplabv2/deeplabv2_r101-d8_clip-es-20k_{name}.py"))
+        assert cfg.test_cfg == dict(type="ProtocolTestLoop", protocol="published")
+        assert not any(t["type"] == "Resize" for t in cfg.test_dataloader.dataset.pipeline)  # original size
+    assert cfg.custom_hooks == [dict(type="VOCTestExportHook", competition="comp6")]
+    assert cfg.test_dataloader.dataset.ann_file == "ImageSets/Segmentation/test.txt"
+    cfg = Config.fromfile(str(REPO / "configs/deeplabv2/deeplabv2_r101-d8_clip-es-20k_voc12aug-321x321.py"))
+    assert cfg.val_cfg == dict(type="ProtocolValLoop", protocol="published")
+    assert cfg.val_dataloader.dataset.pipeline == cfg.test_dataloader.dataset.pipeline
+
+
+def test_unknown_protocol_is_one_line(tmp_path):
+    from tagclip_cls.runtime.errors import UserError
+
+    (tmp_path / "any.pth").write_bytes(b"")  # refused before the checkpoint is read
+    with pytest.raises(UserError, match=r"^unknown test protocol 'fancy'; choose one of single, published$"):
+        _tool("test_seg").main([TINY, str(tmp_path / "any.pth"), "--protocol", "fancy"])
+
+
 # ---- published splits -----------------------------------------------------------------------
 
 def test_shipped_cocostuff27_val_list_has_tagclips_4172_unique_ids():
