@@ -91,6 +91,23 @@ def test_crf_post_processing_matches_pydensecrf_with_the_published_parameters():
     assert (expected != labels["multi_scale"].numpy()).mean() > 0.05  # the CRF changes the labels
 
 
+def test_loop_predictions_carry_every_variant_and_the_crf_result_as_prediction():
+    from mmseg.structures import SegDataSample
+
+    from wsss.seg.loops import predict_batch
+
+    net = HalfResNet(classes=3, seed=2)
+    image, inputs = _image_and_inputs(size=(40, 48), seed=3)
+    sample = SegDataSample(metainfo=dict(img_shape=(40, 48), ori_shape=(40, 48)))
+    raw = torch.from_numpy(image[..., ::-1].copy()).permute(2, 0, 1)  # as loaded: uint8 BGR
+    net.data_preprocessor = lambda batch, training: dict(inputs=inputs, data_samples=batch["data_samples"])
+    (out,) = predict_batch(net, dict(inputs=[raw], data_samples=[sample]), PROTOCOLS["published"])
+    expected = predict_variants(net, inputs, PROTOCOLS["published"], (40, 48), image)
+    assert list(out.variant_labels) == list(expected)
+    assert all(torch.equal(out.variant_labels[k], v) for k, v in expected.items())
+    assert torch.equal(out.pred_sem_seg.data[0], expected["multi_scale_crf"])
+
+
 def test_crf_needs_the_original_size():
     net = HalfResNet()
     image, inputs = _image_and_inputs()
