@@ -27,7 +27,7 @@ from mmseg.registry import DATASETS, TRANSFORMS
 
 from tagclip_cls.core.presets import coarse27_names, load_preset
 from tagclip_cls.formats.mask_png import label_png_problem
-from tagclip_cls.resources import data_file
+from tagclip_cls.runtime.resources import data_file
 from wsss.seg.errors import MissingFileError, SegUserError
 
 IGNORE_INDEX = 255
