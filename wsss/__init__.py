@@ -8,7 +8,8 @@
 * :mod:`wsss.apps`: the pipeline, the demo and the HTML report.
 
 Layers: :mod:`wsss.crf` imports nothing of the project; :mod:`wsss.evaluation` only
-:mod:`tagclip_cls`'s runtime, formats and core; :mod:`wsss.seg` those and :mod:`wsss.evaluation`;
+:mod:`tagclip_cls`'s runtime, formats and core; :mod:`wsss.seg` those, :mod:`wsss.evaluation`
+and :mod:`wsss.crf` (the published test's CRF post-processing);
 :mod:`wsss.masks` those of :mod:`tagclip_cls` (and its ``cli``) and :mod:`wsss.crf`, never stage 1
 (:mod:`tagclip_cls.tagging`: the two stages meet only in the tags file, and stage 1 never imports
 stage 2 either); :mod:`wsss.apps` sits on top of everything and nothing below imports it.
