@@ -8,18 +8,22 @@ import os.path as osp
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.device import get_device
 from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
+from tagclip_cls.core.checkpoint_file import state_dict_of
 from tagclip_cls.runtime.denormals import flush_denormals
 from tagclip_cls.runtime.ids import inside_root
 from wsss.seg import register  # noqa: F401  (mmseg modules of this project)
 from wsss.seg.checkpoint import load_whole, read_checkpoint
 from wsss.seg.compat import prepare_cpu_distributed
 from wsss.seg.errors import MissingFileError
+from wsss.seg.init_layouts import detect_layout
+from wsss.seg.pretrained import load_backbone_state
 
 DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
 #: what ``train_seg.py --amp`` sets: bf16 mixed precision through mmengine's AmpOptimWrapper
@@ -125,10 +129,33 @@ class WholeCheckpointRunner(QuietConsoleRunner):
         mmengine's method are accepted and ignored: this is always strict, on the CPU first)."""
         checkpoint = read_checkpoint(filename)
         self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
-        load_whole(self.model.module if is_model_wrapper(self.model) else self.model, checkpoint, filename)
+        self.load_weights(checkpoint, filename)
         self._has_loaded = True
         self.logger.info(f"Load checkpoint from {filename}")
         return checkpoint
+
+    def load_weights(self, checkpoint: dict[str, Any], filename: str) -> None:
+        """Copy the read ``checkpoint`` into the model, all of it."""
+        load_whole(self.unwrapped_model, checkpoint, filename)
+
+    @property
+    def unwrapped_model(self) -> torch.nn.Module:
+        """The segmentor, without a DDP wrapper."""
+        return self.model.module if is_model_wrapper(self.model) else self.model
+
+
+class InitCheckpointRunner(WholeCheckpointRunner):
+    """The training runner: ``load_from`` is a checkpoint of this config, loaded whole, or a ResNet
+    in the deeplab-pytorch or torchvision layout, which must set the whole backbone
+    (:func:`~wsss.seg.pretrained.load_backbone_state`); mmengine would load what matches."""
+
+    def load_weights(self, checkpoint: dict[str, Any], filename: str) -> None:
+        """A segmentor checkpoint whole, a ResNet one into the backbone, or a :class:`UserError`."""
+        state = state_dict_of(checkpoint, filename)
+        if detect_layout(state) in ("deeplab-pytorch", "torchvision"):
+            load_backbone_state(self.unwrapped_model.backbone, state, filename)
+        else:
+            super().load_weights(checkpoint, filename)
 
 
 def check_work_dir(work_dir: str | os.PathLike) -> None:
@@ -149,11 +176,21 @@ def build_runner(cfg: Config, runner_type: type[QuietConsoleRunner] = QuietConso
     return runner_type.from_cfg(cfg)
 
 
+def skip_pretrained_init(cfg: Config) -> None:
+    """Drop the backbone's pretrained init when ``load_from`` or ``--resume`` sets the backbone
+    anyway (mmengine initialises before loading), so its file need not exist."""
+    backbone = cfg.model.get("backbone", {})
+    if "Pretrained" in str((backbone.get("init_cfg") or {}).get("type", "")):
+        backbone.init_cfg = None
+
+
 def train(cfg: Config) -> Path:
     """Train as configured; returns the work dir (holding checkpoints, logs and the
     ``results_val`` tables of the last validation). Denormals are flushed on CPU."""
+    if cfg.get("load_from") or cfg.get("resume"):
+        skip_pretrained_init(cfg)
     with flush_denormals(get_device() == "cpu"):
-        runner = build_runner(cfg)
+        runner = build_runner(cfg, InitCheckpointRunner)
         runner.train()
     return Path(runner.work_dir)
 
