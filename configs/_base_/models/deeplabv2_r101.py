@@ -1,7 +1,8 @@
 # DeepLab-v2: dilated ResNet-101 (output stride 8) + four 3x3 atrous branches (rates
 # 6/12/18/24) whose class scores are summed. BatchNorm is frozen as in DeepLab-v2 (a batch
-# of 10 crops is too small to re-estimate it). ImageNet init from torchvision's weights;
-# for a COCO-pretrained init set model.backbone.init_cfg.checkpoint (or load_from) to a file.
+# of 10 crops is too small to re-estimate it). ImageNet init from torchvision's weights, which
+# must set every backbone weight (StrictPretrained); for another init set
+# model.backbone.init_cfg.checkpoint to a file in the torchvision or deeplab-pytorch layout.
 norm_cfg = dict(type='BN', requires_grad=False)
 data_preprocessor = dict(
     type='SegDataPreProcessor',
@@ -24,7 +25,7 @@ model = dict(
         norm_eval=True,
         style='pytorch',
         contract_dilation=True,
-        init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet101')),
+        init_cfg=dict(type='StrictPretrained', checkpoint='torchvision://resnet101')),
     decode_head=dict(
         type='DeepLabV2Head',
         in_channels=2048,
