@@ -1,6 +1,8 @@
 """Backbone initialisation from ResNet checkpoints in deeplab-pytorch's and torchvision's key
 layouts: every weight lands where the layout's own network would use it (the converted backbone
 computes what that network computes), or the load is refused in one line and nothing is copied."""
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,8 @@ import wsss.seg.register  # noqa: F401  (the project's mmseg modules)
 from tagclip_cls.runtime.errors import UserError
 from wsss.seg.pretrained import StrictPretrained
 
+REPO = Path(__file__).resolve().parents[1]
+CLIP_ES = REPO / "configs/deeplabv2/deeplabv2_r101-d8_clip-es-20k_voc12aug-321x321.py"
 R50, R101 = (3, 4, 6, 3), (3, 4, 23, 3)
 STEM = 4  # a narrow network: stem 4 channels, bottleneck widths 4/8/16/32 (outputs x4)
 
@@ -70,12 +74,14 @@ def deeplab_features(state, x, blocks, strides=(1, 2, 1, 1), dilations=(1, 1, 2,
 
 
 def _caffe_resnet(depth):
+    """The CLIP-ES config's backbone at ``depth``, narrowed to :data:`STEM` channels, uninitialised."""
+    from mmengine.config import Config
     from mmseg.registry import MODELS
 
     init_default_scope("mmseg")
-    return MODELS.build(dict(type="CaffeResNet", depth=depth, stem_channels=STEM, base_channels=STEM,
-                             out_indices=(3, ), strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4),
-                             contract_dilation=False, norm_eval=True))
+    cfg = Config.fromfile(str(CLIP_ES)).model.backbone
+    cfg.update(depth=depth, stem_channels=STEM, base_channels=STEM, init_cfg=None)
+    return MODELS.build(cfg)
 
 
 @pytest.mark.parametrize("prefix", ["", "base."], ids=["deeplabv1-coco", "deeplabv2-msc"])

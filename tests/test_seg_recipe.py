@@ -65,6 +65,9 @@ def test_clip_es_config_is_the_published_model(clip_es):
     assert model.type == "MSCEncoderDecoder" and tuple(model.scales) == (1.0, 0.75, 0.5)
     assert model.backbone.type == "CaffeResNet" and model.backbone.depth == 101
     assert model.backbone.init_cfg.type == "StrictPretrained"
+    # configs/voc12.yaml IMAGE.MEAN subtracted from BGR input, nothing divided (libs/datasets/base.py)
+    pre = model.data_preprocessor
+    assert (pre.mean, pre.std, pre.bgr_to_rgb) == ([104.008, 116.669, 122.675], [1.0, 1.0, 1.0], False)
     assert tuple(model.decode_head.dilations) == (6, 12, 18, 24)
     assert clip_es.optim_wrapper.optimizer.lr == LR and clip_es.train_cfg.max_iters == 20000
     assert [t["type"] for t in clip_es.train_pipeline if "Resize" in t["type"] or "Scale" in t["type"]] == [
