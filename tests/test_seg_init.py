@@ -179,3 +179,29 @@ def test_training_load_from_sets_the_backbone_or_refuses(tmp_path):
     del state["layer1.conv1.conv.weight"]
     with pytest.raises(UserError, match="first: conv1.weight"):
         runner.load_weights(state, "init.pth")
+
+
+def test_torchvision_scheme_reads_torch_hub_cache(tmp_path, monkeypatch):
+    from mmengine.runner.checkpoint import get_torchvision_models
+
+    url = get_torchvision_models()["resnet50"]  # the file mmengine's torchvision://resnet50 fetches
+    cached = tmp_path / "checkpoints" / url.rsplit("/", 1)[1]
+    cached.parent.mkdir()
+    torch.save(deeplab_state(R50, seed=7), cached)  # already downloaded: nothing is fetched
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
+    backbone = _caffe_resnet(50)
+    StrictPretrained("torchvision://resnet50")(backbone)
+    assert torch.equal(backbone.conv1.weight, torch.load(cached)["layer1.conv1.conv.weight"])
+    with pytest.raises(UserError, match="torchvision has no model named 'resnet7'"):
+        StrictPretrained("torchvision://resnet7")(backbone)
+
+
+def test_load_from_or_resume_skips_the_pretrained_init():
+    from mmengine.config import Config
+    from wsss.seg.runner import skip_pretrained_init
+
+    cfg = Config.fromfile(str(CLIP_ES))
+    assert cfg.model.backbone.init_cfg.type == "StrictPretrained"
+    skip_pretrained_init(cfg)
+    assert cfg.model.backbone.init_cfg is None
