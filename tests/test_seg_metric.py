@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from tagclip_cls.runtime.errors import UserError
 from wsss.evaluation.results import scores_from_areas
 
 CLASSES = ("background", "cat", "dog", "bird")  # K = 4; "bird" is predicted, never ground truth
@@ -221,3 +222,25 @@ def test_wsss_metric_counts_pixels_exactly_past_2_to_24():
         "gt_pixels": big + 1, "pred_pixels": big}
     assert metric.last_scores["aAcc"] == pytest.approx(100 * big / (big + 1), rel=1e-12)
     assert metric.last_scores["aAcc"] < 100
+
+
+def test_clip_es_config_prints_the_published_figures_with_their_experiment():
+    """The CLIP-ES config's results tables carry CLIP-ES's four VOC figures (71.1/71.4 ImageNet
+    init, 73.8/73.9 COCO init: its README's table) from data/published/figures.json, each saying
+    that it was trained on masks made from ground-truth image labels."""
+    from mmengine.config import Config
+    from mmseg.registry import HOOKS
+
+    import wsss.seg.register  # noqa: F401
+    cfg = Config.fromfile("configs/deeplabv2/deeplabv2_r101-d8_clip-es-20k_voc12aug-321x321.py")
+    hook = HOOKS.build(next(h for h in cfg.custom_hooks if h["type"] == "SegResultsTableHook"))
+    assert sorted(r["mIoU"] for r in hook.reference) == [71.1, 71.4, 73.8, 73.9]
+    assert all("GROUND-TRUTH image labels" in r["name"] and r["name"].startswith("CLIP-ES, VOC2012 ")
+               for r in hook.reference)
+
+
+def test_published_figures_of_an_unknown_dataset_are_one_line():
+    from wsss.seg.metric import SegResultsTableHook
+    with pytest.raises(UserError, match="'voc2013' is not a dataset preset"):
+        SegResultsTableHook(published_dataset="voc2013")
+    assert SegResultsTableHook().reference == []

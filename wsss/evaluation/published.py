@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tagclip_cls.core.presets import available_presets, load_preset
+from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.resources import data_file
 from wsss.evaluation.miou import eval_class_names
 
@@ -82,6 +83,16 @@ def published_figures() -> list[PublishedFigure]:
 def figures_for(benchmark: str, classes: tuple[str, ...]) -> list[PublishedFigure]:
     """The figures of ``benchmark`` scored on exactly the class table ``classes``."""
     return [f for f in published_figures() if f.benchmark == benchmark and class_table(benchmark, f.dataset) == classes]
+
+
+def segmenter_references(dataset: str) -> list[dict[str, Any]]:
+    """The published trained-network figures on preset ``dataset`` as a results file's
+    ``published`` entries, each named with its experiment (e.g. that CLIP-ES trained on masks made
+    from ground-truth image labels); a name that is no preset is a ``UserError``."""
+    if dataset not in available_presets():
+        raise UserError(f"published figures: {dataset!r} is not a dataset preset ({', '.join(available_presets())})")
+    return [{"name": f"{fig.name} [{fig.experiment}]", "mIoU": fig.value}
+            for fig in published_figures() if fig.benchmark == "segmenter" and fig.dataset == dataset]
 
 
 def presets_with(benchmark: str, classes: tuple[str, ...]) -> list[str]:

@@ -9,8 +9,8 @@ from mmengine.hooks import Hook
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import HOOKS, METRICS
 
-from wsss.evaluation.results import published_problem, results_record, scores_from_areas, write_results
-from wsss.seg.errors import SegUserError
+from wsss.evaluation.published import segmenter_references
+from wsss.evaluation.results import results_record, scores_from_areas, write_results
 
 
 @METRICS.register_module()
@@ -65,17 +65,15 @@ class SegResultsTableHook(Hook):
     (the :mod:`wsss.evaluation.results` schema).
 
     Args:
-        reference: published results to print beside this run's, e.g.
-            ``[dict(name='CLIP-ES DeepLabV2 R101 ImageNet init, VOC val', mIoU=71.1)]``.
+        published_dataset: a dataset preset (e.g. ``'voc2012'``) whose published segmenter
+            figures (``data/published/figures.json``, with their experiment labels) are printed
+            beside this run's; ``None``: none.
     """
 
     priority = "LOW"
 
-    def __init__(self, reference: Sequence[dict[str, Any]] = ()) -> None:
-        self.reference = [dict(r) for r in reference]
-        problem = published_problem(self.reference)
-        if problem:  # refused when the config is built, not after the first validation
-            raise SegUserError(f"SegResultsTableHook reference: {problem}")
+    def __init__(self, published_dataset: str | None = None) -> None:
+        self.reference = [] if published_dataset is None else segmenter_references(published_dataset)
 
     def _write(self, runner: Any, evaluator: Any, split: str) -> None:
         if not is_main_process():
