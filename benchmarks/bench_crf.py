@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory  # noqa: E402
 from wsss.crf import CRFParams, dense_crf  # noqa: E402
-from wsss.masks.crf import crf_image, single_threaded_children  # noqa: E402
+from wsss.masks.crf import bilateral_image, single_threaded_children  # noqa: E402
 from wsss.crf.permutohedral import dense_crf_torch, dense_crf_torch_batch  # noqa: E402
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
@@ -69,7 +69,7 @@ def inputs() -> list[tuple[str, np.ndarray, np.ndarray]]:
     items = []
     for index, (name, rgb) in enumerate(photographs().items()):
         prob = blob_probabilities(LABELS, *rgb.shape[:2], seed=index)
-        items += [(f"{name}/{mode}", crf_image(rgb, mode), prob) for mode in ("published", "rgb")]
+        items += [(f"{name}/{mode}", bilateral_image(rgb, mode), prob) for mode in ("published", "rgb")]
     return items
 
 

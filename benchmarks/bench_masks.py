@@ -34,7 +34,7 @@ from tagclip_cls.core.presets import load_preset  # noqa: E402
 from tagclip_cls.core.random_weights import random_openai_state_dict  # noqa: E402
 from tagclip_cls.core.text import encode_prompts  # noqa: E402
 from wsss.masks.cams import CAM_TEMPLATE, CamConfig, ClipES  # noqa: E402
-from wsss.masks.crf import CRFJob, CRFSettings, run_crf_batch  # noqa: E402
+from wsss.masks.crf import CRFJob, CRFWork, run_crf_batch  # noqa: E402
 from wsss.masks.label_maps import LabelSpace, label_map  # noqa: E402
 from tagclip_cls.formats.mask_folder import write_cams  # noqa: E402
 
@@ -167,7 +167,7 @@ def main() -> None:
                      for path, _ in items]
         for workers in args.workers:
             start = time.perf_counter()
-            run_crf_batch(jobs, CRFSettings(space=space), workers=workers, overwrite=True, progress=False)
+            run_crf_batch(jobs, CRFWork(space), workers=workers, overwrite=True, progress=False)
             seconds = time.perf_counter() - start
             print(f"CRF workers={workers}: {len(jobs) / seconds:.2f} img/s ({len(jobs)} images, pool start-up included)")
 

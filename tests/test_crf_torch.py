@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from wsss.crf import CRF_BACKENDS, CRFParams, dense_crf, dense_crf_batch
-from wsss.masks.crf import crf_image
+from wsss.masks.crf import bilateral_image
 from wsss.crf.permutohedral import PermutohedralLattice, dense_crf_torch, dense_crf_torch_batch
 
 PARAMS = CRFParams()
@@ -63,7 +63,7 @@ def assert_matches_pydensecrf(image: np.ndarray, prob: np.ndarray, q: np.ndarray
 ])
 @pytest.mark.parametrize("device", DEVICES)
 def test_matches_pydensecrf_on_voc_sized_photographs(name, size, mode, labels, device):
-    image = crf_image(photo(name, *size), mode)
+    image = bilateral_image(photo(name, *size), mode)
     prob = blobs(labels, size[1], size[0], seed=labels)
     assert_matches_pydensecrf(image, prob, dense_crf_torch(image, prob, PARAMS, device))
 
@@ -76,7 +76,7 @@ def test_matches_pydensecrf_from_one_pixel_to_640x640(height, width, labels, dev
     rgb = photo("chelsea", 640, 640)[100:100 + height, 200:200 + width]
     if height == 640:
         rgb = photo("coffee", 640, 640)
-    image = crf_image(rgb, "published")
+    image = bilateral_image(rgb, "published")
     prob = blobs(labels, height, width, seed=height * width)
     assert_matches_pydensecrf(image, prob, dense_crf_torch(image, prob, PARAMS, device))
 
@@ -85,7 +85,7 @@ def test_matches_pydensecrf_from_one_pixel_to_640x640(height, width, labels, dev
 def test_batch_matches_pydensecrf_image_by_image(device):
     shapes = [(1, 1, 2), (1, 9, 6), (37, 53, 3), (120, 90, 4), (375, 500, 5), (4, 4, 2)]
     names = ["astronaut", "chelsea", "coffee", "rocket", "astronaut", "coffee"]
-    images = [crf_image(photo(name, 500, 375)[:h, :w], mode)
+    images = [bilateral_image(photo(name, 500, 375)[:h, :w], mode)
               for name, (h, w, _), mode in zip(names, shapes, ["published", "rgb"] * 3)]
     probs = [blobs(labels, h, w, seed=i) for i, (h, w, labels) in enumerate(shapes)]
     out = dense_crf_torch_batch(images, probs, PARAMS, device)
@@ -226,10 +226,10 @@ def test_dense_crf_api_dispatches_to_both_backends():
     """wsss.crf.dense_crf: the same Q shape and type, and labels, whichever backend computes it."""
     from wsss.crf import dense_crf_batch
 
-    image = crf_image(photo("chelsea", 120, 90), "published")
+    image = bilateral_image(photo("chelsea", 120, 90), "published")
     prob = blobs(3, 90, 120, seed=7)
     assert_matches_pydensecrf(image, prob, dense_crf(image, prob, PARAMS, backend="torch", device="cpu"))
-    small = crf_image(photo("coffee", 40, 30), "rgb")
+    small = bilateral_image(photo("coffee", 40, 30), "rgb")
     pair = dense_crf_batch([image, small], [prob, blobs(2, 30, 40, seed=8)], PARAMS, backend="pydensecrf")
     assert [q.shape for q in pair] == [(3, 90, 120), (2, 30, 40)]
     with pytest.raises(ValueError, match="unknown CRF backend 'cuda'"):

@@ -429,7 +429,7 @@ def test_inline_crf_runs_once_per_batch(five_images, monkeypatch, capsys):
     agree with the CRF of each image alone, from the same stored CAMs."""
     import wsss.masks.run as run_module
     from tagclip_cls.core.presets import make_preset
-    from wsss.masks.crf import crf_label_map
+    from wsss.masks.crf import CRFSettings, crf_label_map
     from wsss.masks.label_maps import LabelSpace
 
     tmp_path, base = five_images
@@ -446,6 +446,6 @@ def test_inline_crf_runs_once_per_batch(five_images, monkeypatch, capsys):
         with np.load(path) as data:
             keys, cams = data["keys"].tolist(), data["cams"]
         rgb = np.asarray(Image.open(next((tmp_path / "images").glob(f"{path.stem}.*"))).convert("RGB"))
-        alone = crf_label_map(rgb, cams, keys, space, backend="torch")
+        alone = crf_label_map(rgb, cams, keys, space, CRFSettings(backend="torch"))
         written = np.asarray(Image.open(out / "masks_crf" / f"{path.stem}.png"))
         assert (alone == written).mean() >= 0.995, path.stem

@@ -137,7 +137,7 @@ def test_cam_key_k_is_refused_and_k_minus_1_and_0_accepted(tmp_path):
 
 @pytest.mark.parametrize("dataset", ["voc2012", "cocostuff"])
 def test_crf_step_refuses_a_cam_key_k(tmp_path, dataset):
-    from wsss.masks.crf import CRFJob, CRFSettings, run_crf_batch
+    from wsss.masks.crf import CRFJob, CRFWork, run_crf_batch
     from wsss.masks.label_maps import LabelSpace
     from PIL import Image
     preset = load_preset(dataset)
@@ -148,12 +148,12 @@ def test_crf_step_refuses_a_cam_key_k(tmp_path, dataset):
     job = CRFJob(str(tmp_path / "a.png"), str(cam), str(tmp_path / "out" / "a.png"))
     cams = np.stack([np.full((6, 8), 0.9), np.full((6, 8), 0.2)])
     write_cams(cam, [k - 1, 0], cams)
-    assert run_crf_batch([job], CRFSettings(space=space), progress=False).written == 1
+    assert run_crf_batch([job], CRFWork(space), progress=False).written == 1
     # before, key K was an IndexError deep in rows_to_labels and key -1 became class K - 1
     for bad in (k, -1):
         write_cams(cam, [bad, 0], cams)
         with pytest.raises(UserError) as err:
-            run_crf_batch([job], CRFSettings(space=space), overwrite=True, progress=False)
+            run_crf_batch([job], CRFWork(space), overwrite=True, progress=False)
         assert refused(err).startswith(f"{cam}: CAM key {bad} is not a class index (0..{k - 1})" if bad == k else
                                        f"{cam}: CAM keys must be distinct class indices (non-negative integers)")
 

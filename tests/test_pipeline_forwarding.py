@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: what the pipeline lays out itself, per stage
 OWN = {TagRunOptions: {"out"}, MaskRunOptions: {"out", "tags"}}
 #: read by the pipeline before a stage runs, so given real values below
-READ_BY_PIPELINE = {"img_root", "out", "split", "dataset", "classes", "background", "overwrite", "crf"}
+READ_BY_PIPELINE = {"img_root", "out", "split", "dataset", "classes", "background", "overwrite", "crf_masks"}
 
 
 class Captured(Exception):

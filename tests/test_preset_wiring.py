@@ -20,7 +20,7 @@ from tagclip_cls.core.presets import make_preset
 from tagclip_cls.core.text import load_templates
 from tagclip_cls.tagging import api as tagging_api
 from tagclip_cls.tagging.api import Tagger
-from wsss.masks.api import MaskGenerator, cam_config
+from wsss.masks.api import MaskGenerator
 from wsss.masks.label_maps import LabelSpace
 
 from conftest import write_image
@@ -144,7 +144,7 @@ def test_named_preset_reaches_tagger_and_mask_generator(tiny_clip, text_cache, f
     generator = MaskGenerator(tiny_clip, preset, cache_dir=text_cache)  # no config: the preset's
     assert_cam_config(generator.model.config, spec)
     assert generator.space == expected_space(spec, NUM_CLASSES[name])
-    overridden = MaskGenerator(tiny_clip, preset, cam_config(preset, box_threshold=0.25, affinity_layers=(-3, None)),
+    overridden = MaskGenerator(tiny_clip, preset, box_threshold=0.25, affinity_layers=(-3, None),
                                cache_dir=text_cache)
     assert overridden.model.config.box_threshold == 0.25
     assert tuple(overridden.model.config.affinity_layers) == (-3, None)

@@ -263,8 +263,8 @@ def test_crf_default_parameters_and_published_image_mean():
     assert (params.gauss_sxy, params.gauss_compat) == (1.0, 3.0)
     assert (params.bilateral_sxy, params.bilateral_srgb, params.bilateral_compat) == (67.0, 3.0, 4.0)
     assert crf_module.PUBLISHED_BGR_MEAN == (104.008, 116.669, 122.675)
-    settings = crf_module.CRFSettings(space=None)
-    assert settings.params == params and settings.mode == "published"
+    settings = crf_module.CRFSettings()
+    assert settings.params == params and settings.image_mode == "published"
 
 
 def test_crf_defaults_reach_pydensecrf(monkeypatch):

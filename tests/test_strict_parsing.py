@@ -395,7 +395,7 @@ def test_no_tool_reads_a_number_with_int_or_float(monkeypatch):
 
 @pytest.mark.parametrize("text", ["-٨:", "-8:-١", "1.5:", "-8", "::", "a:b"])
 def test_affinity_layers_are_ascii_integers(text):
-    from wsss.masks.run import parse_layer_slice
+    from wsss.masks.api import parse_layer_slice
 
     with pytest.raises(UserError, match="--affinity-layers .*: expected START:END in ASCII digits"):
         parse_layer_slice(text)

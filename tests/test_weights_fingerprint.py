@@ -76,7 +76,7 @@ def test_stage2_notices_replaced_weights(setup, tiny_state_dict, monkeypatch, ca
 def test_pipeline_compares_before_skipping_a_complete_stage(setup, tiny_state_dict):
     tmp_path, images, weights, _, _ = setup
     opts = PipelineOptions(img_root=str(images), out=str(tmp_path / "run"), dataset="voc2012",
-                           pretrained=str(weights), cache_dir=str(tmp_path / "cache"), crf=False, progress=False)
+                           pretrained=str(weights), cache_dir=str(tmp_path / "cache"), crf_masks=False, progress=False)
     run_pipeline(opts)
     replace_keeping_size_and_time(weights, tiny_state_dict, "visual.conv1.weight")
     with pytest.raises(UserError, match="other weights"):

@@ -42,7 +42,7 @@ def parse_args() -> argparse.Namespace:
     add_batch_arguments(p)
     add_cam_arguments(p)
     add_image_arguments(p)
-    p.add_argument("--crf", action="store_true", help="also write dense-CRF label maps to OUT/masks_crf")
+    p.add_argument("--crf", dest="crf_masks", action="store_true", help="also write dense-CRF label maps to OUT/masks_crf")
     p.add_argument("--crf-image", choices=CRF_IMAGE_MODES, default="published",
                    help="CRF colour input: 'published' (BGR minus mean, wrapped to uint8, as published) or 'rgb'")
     p.add_argument("--ignore-below", type=CONFIDENCE,

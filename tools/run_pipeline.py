@@ -65,7 +65,7 @@ def main() -> None:
     args = parse_args()
     from wsss.apps.pipeline import PipelineOptions, run_pipeline  # torch, open_clip: after parsing
 
-    options = options_from_args(PipelineOptions, args, drop=("no_crf", "cfg_options"), crf=not args.no_crf,
+    options = options_from_args(PipelineOptions, args, drop=("no_crf", "cfg_options"), crf_masks=not args.no_crf,
                                 cfg_options=cfg_options_dict(args.cfg_options))
     run_pipeline(options, on_stage=lambda status: print(status.line(), flush=True))
 

@@ -13,10 +13,10 @@ from tagclip_cls.runtime.arguments import check_device, check_out_folder
 from tagclip_cls.runtime.overlap import cores_per_rank
 
 
-def check_device_and_output(device: str, precision: str, out: str | os.PathLike) -> None:
-    """One-line errors, before anything loads, for a device torch can't use, a precision that
-    would crawl, and an ``--out`` that is an existing file."""
-    check_device(device, precision)
+def check_device_and_output(device: str, out: str | os.PathLike) -> None:
+    """One-line errors, before anything loads, for a device torch can't use and an ``--out`` that
+    is an existing file (the precision is checked where it is resolved: core.choices)."""
+    check_device(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but torch sees no GPU here; use --device cpu")
     check_out_folder(out)

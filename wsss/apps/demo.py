@@ -218,7 +218,7 @@ def pipeline_options(opts: DemoOptions, out: Path, weights: Weights, cfg_options
     return PipelineOptions(
         img_root=str(out / "images"), out=str(out), split=str(out / IDS), classes=str(out / "classes.txt"),
         background=str(out / "background.txt"), pretrained=weights.pretrained, device=opts.device,
-        precision=opts.precision, attention=opts.attention, loader_threads=0, crf=opts.crf, crf_workers=0,
+        precision=opts.precision, attention=opts.attention, loader_threads=0, crf_masks=opts.crf, crf_workers=0,
         cache_dir=opts.cache_dir, seg_config=str(TINY_SEG_CONFIG), data_root=str(out),
         cfg_options=cfg_options or {}, skip_train=cfg_options is None, report_images=0,
         overwrite=opts.overwrite, progress=opts.progress)

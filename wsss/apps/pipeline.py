@@ -22,17 +22,18 @@ from typing import Any, Callable, TypeVar
 
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.atomic_io import write_text_atomic
-from tagclip_cls.core.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from tagclip_cls.core.presets import Preset
 from tagclip_cls.tagging.resumable import collect_entries
 from tagclip_cls.formats.splits import read_split
 from tagclip_cls.core.presets import coarse27_names, make_preset
+from tagclip_cls.tagging.api import TagChoices
 from tagclip_cls.tagging.run import TagRunOptions, run_stage1
 
 from wsss.evaluation.miou import evaluate_dirs
 from wsss.evaluation.results import read_results, write_results
 from tagclip_cls.formats.mask_folder import MaskFolder
 from tagclip_cls.formats.tags import TagFolder
+from wsss.masks.api import MaskChoices
 from wsss.masks.run import MaskRunOptions, run_stage2
 from wsss.apps.report import ReportInputs, write_report
 from wsss.apps.run_report import random_weights_used, stage_configs
@@ -42,9 +43,11 @@ log = logging.getLogger(__name__)
 OptionsT = TypeVar("OptionsT")
 
 
-@dataclass
-class PipelineOptions:
-    """Settings of :func:`run_pipeline` (``tools/run_pipeline.py``'s flags)."""
+@dataclass(kw_only=True)
+class PipelineOptions(MaskChoices, TagChoices):
+    """Settings of :func:`run_pipeline` (``tools/run_pipeline.py``'s flags): both CLIP stages'
+    choices (:class:`TagChoices`, :class:`MaskChoices`: the fields they share mean the same in
+    both stages) and the pipeline's own."""
 
     img_root: str
     out: str
@@ -54,24 +57,9 @@ class PipelineOptions:
     split: str | None = None
     model: str | None = None
     pretrained: str = "openai"
-    device: str = "cpu"
-    precision: str = "fp32"
-    attention: str | None = None  # None: see runtime.precision.resolve_attention
     batch_size: int = 1  # both CLIP stages
-    batching: str | None = None  # both CLIP stages; None: core.batches.default_batching
-    method: str = "tagclip"
-    max_side: int | None = DEFAULT_MAX_SIDE  # both CLIP stages
-    max_pixels: int = DEFAULT_MAX_PIXELS  # both CLIP stages
-    no_fp16_pos: bool = False  # both CLIP stages
-    loader_threads: int | None = None  # both CLIP stages; None: see overlap.read_threads
-    grad_mode: str = "loop"  # stage 2
-    box_threshold: float | None = None  # stage 2; None: the preset's
-    affinity_layers: str | None = None  # stage 2; "START:END", None: the preset's
     threads: int | None = None  # stage 2's torch CPU threads
-    crf: bool = True
-    crf_image: str = "published"
-    ignore_below: float | None = None
-    crf_backend: str | None = None  # None: torch with a GPU, pydensecrf on a CPU
+    crf_masks: bool = True  # stage 2 writes masks_crf/, and stage 3 trains on them
     crf_workers: int = 1  # pydensecrf processes, also scoring the masks
     cache_dir: str | None = None
     gt_masks: str | None = None
@@ -163,13 +151,13 @@ def _stage1(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> St
 
 
 def _stage2(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
-    complete = not opts.overwrite and not stage2_missing(layout, preset, opts.crf)
+    complete = not opts.overwrite and not stage2_missing(layout, preset, opts.crf_masks)
     summary = run_stage2(stage_options(MaskRunOptions, opts, out=str(layout.stage2.root), tags=str(layout.stage1.txt)),
                          verify_only=complete)
     if complete:  # the folder's settings and weights were compared above
         return StageStatus("stage2", False, f"pseudo masks complete in {layout.stage2.root}")
     detail = (f"{summary.computed} images computed, {summary.existing} already done, {len(summary.failed)} failed"
-              + (f", {summary.crf_written} CRF masks written" if opts.crf else ""))
+              + (f", {summary.crf_written} CRF masks written" if opts.crf_masks else ""))
     return StageStatus("stage2", True, detail)
 
 
@@ -181,7 +169,7 @@ def _train(opts: PipelineOptions, layout: PipelineLayout) -> StageStatus:
         return StageStatus("stage3", False, f"{last} exists")
     from wsss.seg.runner import load_config, train  # mmseg is needed from here on only
 
-    masks = layout.stage2.label_dir(crf=opts.crf)
+    masks = layout.stage2.label_dir(crf=opts.crf_masks)
     resume = (layout.stage3 / "last_checkpoint").is_file() and not opts.overwrite
     cfg = load_config(opts.seg_config, pseudo_masks=str(masks), data_root=opts.data_root,
                       work_dir=str(layout.stage3), cfg_options=opts.cfg_options or None, resume=resume)
@@ -201,7 +189,7 @@ def _is_results_file(path: Path) -> bool:
 def _evaluate(opts: PipelineOptions, layout: PipelineLayout, preset: Preset, stale: bool) -> StageStatus:
     if not opts.gt_masks:
         return StageStatus("eval", False, "no --gt-masks given")
-    folders = [layout.stage2.label_dir(crf=False)] + ([layout.stage2.label_dir(crf=True)] if opts.crf else [])
+    folders = [layout.stage2.label_dir(crf=False)] + ([layout.stage2.label_dir(crf=True)] if opts.crf_masks else [])
     tables = [layout.eval / f"{f.name}.json" for f in folders]
     if not stale and all(_is_results_file(t) for t in tables):
         return StageStatus("eval", False, f"tables in {layout.eval}")

@@ -1,4 +1,5 @@
-"""The fully connected CRF (Krähenbühl and Koltun) as stage 2 uses it, with two backends.
+"""The fully connected CRF solver (Krähenbühl and Koltun) as stage 2 uses it, with two backends.
+The label maps it refines, its settings object and the ``masks_crf/`` files: :mod:`wsss.masks.crf`.
 
 * ``pydensecrf``: the published C++ code (:mod:`.pydensecrf_backend`), one CPU core per call;
 * ``torch``: :mod:`.permutohedral`, the same model and lattice in PyTorch, on CPU or CUDA, for

@@ -1,11 +1,16 @@
-"""Stage 2 step 5: dense-CRF post-processing of the CAM label maps (the CRF itself: :mod:`wsss.crf`).
+"""Stage 2 step 5: label maps refined by the dense CRF (the CRF solver itself: the package :mod:`wsss.crf`).
+
+Names: :class:`~wsss.crf.CRFParams` are the CRF's kernels and iterations; :class:`CRFSettings`
+everything a refinement takes (those params, the colour input's ``image_mode``, ``ignore_below``,
+the solver ``backend`` and its ``device``); :func:`bilateral_image` makes that colour input; the
+refined label maps are written to ``masks_crf/`` (``MaskRunOptions.crf_masks``).
 
 The unary is ``-log(prob)`` of the probability stack (``[bg, cams]``, or just the CAMs for
 COCO-Stuff) as given, not renormalised, clipped below at 1e-5 exactly like
 ``pydensecrf.utils.unary_from_softmax``. Pairwise terms: Gaussian ``sxy=1, compat=3`` and
 bilateral ``sxy=67, srgb=3, compat=4``; 10 mean-field iterations; arg-max over Q.
 
-CRF image inputs (``mode``):
+CRF image inputs (``image_mode``):
 
 * ``published``: the published evaluation's quirk, the BGR image minus the Caffe mean
   (104.008, 116.669, 122.675) cast to uint8. Negative values wrap: on x86-64 numpy's
@@ -48,7 +53,28 @@ _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
 
-def crf_image(rgb: np.ndarray, mode: str = "published") -> np.ndarray:
+@dataclass(frozen=True)
+class CRFSettings:
+    """How the dense CRF refines a label map, in one object; the defaults are CLIP-ES's published
+    evaluation. Stage 2 resolves it from ``--crf-image``, ``--ignore-below`` and ``--crf-backend``
+    (``wsss.masks.api.MaskChoices``)."""
+
+    params: CRFParams = CRFParams()  # the kernels and the iterations (wsss.crf.params)
+    image_mode: str = "published"  # the bilateral kernel's colour input: CRF_IMAGE_MODES, see bilateral_image
+    ignore_below: float | None = None  # pixels whose largest Q is below this become 255 (None: none)
+    backend: str = "pydensecrf"  # the solver: wsss.crf.CRF_BACKENDS
+    device: str | None = None  # where the torch backend runs (None: cpu)
+
+    def __post_init__(self) -> None:
+        if self.image_mode not in CRF_IMAGE_MODES:
+            raise UserError(f"--crf-image {self.image_mode!r}: choose one of {', '.join(CRF_IMAGE_MODES)}")
+        if self.backend not in CRF_BACKENDS:
+            raise UserError(f"--crf-backend {self.backend!r}: choose one of {', '.join(CRF_BACKENDS)}")
+        if self.ignore_below is not None and not 0.0 < self.ignore_below <= 1.0:
+            raise UserError("--ignore-below must lie in (0, 1]")
+
+
+def bilateral_image(rgb: np.ndarray, mode: str = "published") -> np.ndarray:
     """The ``H x W x 3`` C-contiguous uint8 image the bilateral kernel sees (see module doc)."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -61,44 +87,39 @@ def crf_image(rgb: np.ndarray, mode: str = "published") -> np.ndarray:
     raise ValueError(f"unknown CRF image mode {mode!r}; choose one of {', '.join(CRF_IMAGE_MODES)}")
 
 
-def crf_rows(rgb: np.ndarray, prob: np.ndarray, mode: str = "published", threshold: float | None = None,
-             params: CRFParams = CRFParams(), backend: str = "pydensecrf", device: str | None = None) -> np.ndarray:
-    """Row index (into ``prob``) per pixel after the CRF, uint8; 255 where ``max Q < threshold``."""
-    return crf_rows_batch([rgb], [prob], mode, threshold, params, backend, device)[0]
+def crf_rows(rgb: np.ndarray, prob: np.ndarray, settings: CRFSettings = CRFSettings()) -> np.ndarray:
+    """Row index (into ``prob``) per pixel after the CRF, uint8; 255 where ``max Q < settings.ignore_below``."""
+    return crf_rows_batch([rgb], [prob], settings)[0]
 
 
-def crf_rows_batch(rgbs: Sequence[np.ndarray], probs: Sequence[np.ndarray], mode: str = "published",
-                   threshold: float | None = None, params: CRFParams = CRFParams(), backend: str = "pydensecrf",
-                   device: str | None = None) -> list[np.ndarray]:
+def crf_rows_batch(rgbs: Sequence[np.ndarray], probs: Sequence[np.ndarray],
+                   settings: CRFSettings = CRFSettings()) -> list[np.ndarray]:
     """:func:`crf_rows` of several images, the CRF in one :func:`~wsss.crf.dense_crf_batch` call
     (the torch backend: one lattice, a few large operations instead of many small ones per image).
     A stack of no rows is all 255, one of a single row all 0 (nothing to decide)."""
     probs = [np.asarray(prob, dtype=np.float32) for prob in probs]
     rows = [np.full(prob.shape[1:], IGNORE if prob.shape[0] == 0 else 0, dtype=np.uint8) for prob in probs]
     chosen = [i for i, prob in enumerate(probs) if prob.shape[0] > 1]
-    qs = dense_crf_batch([crf_image(rgbs[i], mode) for i in chosen], [probs[i] for i in chosen], params,
-                         backend=backend, device=device)
+    qs = dense_crf_batch([bilateral_image(rgbs[i], settings.image_mode) for i in chosen], [probs[i] for i in chosen],
+                         settings.params, backend=settings.backend, device=settings.device)
     for i, q in zip(chosen, qs):
         rows[i] = first_argmax(q)
-        if threshold is not None:
-            rows[i][q.max(axis=0) < threshold] = IGNORE
+        if settings.ignore_below is not None:
+            rows[i][q.max(axis=0) < settings.ignore_below] = IGNORE
     return rows
 
 
 def crf_label_map(rgb: np.ndarray, cams: np.ndarray, keys: Sequence[int], space: LabelSpace,
-                  mode: str = "published", threshold: float | None = None, params: CRFParams = CRFParams(),
-                  backend: str = "pydensecrf", device: str | None = None) -> np.ndarray:
-    """CRF-refined label map (uint8 ``H x W``: label values of ``space``, 255 = below threshold)."""
-    return crf_label_maps([rgb], [cams], [keys], space, mode, threshold, params, backend, device)[0]
+                  settings: CRFSettings = CRFSettings()) -> np.ndarray:
+    """CRF-refined label map (uint8 ``H x W``: label values of ``space``, 255 = below ``settings.ignore_below``)."""
+    return crf_label_maps([rgb], [cams], [keys], space, settings)[0]
 
 
 def crf_label_maps(rgbs: Sequence[np.ndarray], cams: Sequence[np.ndarray], keys: Sequence[Sequence[int]],
-                   space: LabelSpace, mode: str = "published", threshold: float | None = None,
-                   params: CRFParams = CRFParams(), backend: str = "pydensecrf", device: str | None = None
-                   ) -> list[np.ndarray]:
+                   space: LabelSpace, settings: CRFSettings = CRFSettings()) -> list[np.ndarray]:
     """:func:`crf_label_map` of several images, the CRF in one call (:func:`crf_rows_batch`)."""
     probs = [probability_stack(check_cams(c, k), space) for c, k in zip(cams, keys)]
-    rows = crf_rows_batch(rgbs, probs, mode, threshold, params, backend, device)
+    rows = crf_rows_batch(rgbs, probs, settings)
     return [rows_to_labels(r, k, space) for r, k in zip(rows, keys)]
 
 
@@ -114,15 +135,11 @@ class CRFJob:
 
 
 @dataclass(frozen=True)
-class CRFSettings:
-    """Everything a worker needs besides the job (picklable)."""
+class CRFWork:
+    """What every job of a run shares (picklable, for the worker processes)."""
 
     space: LabelSpace
-    mode: str = "published"
-    threshold: float | None = None
-    params: CRFParams = field(default_factory=CRFParams)
-    backend: str = "pydensecrf"
-    device: str | None = None  # torch backend
+    settings: CRFSettings = CRFSettings()
     max_pixels: int = DEFAULT_MAX_PIXELS  # image files with more pixels are refused from their header
 
 
@@ -133,27 +150,26 @@ class CRFBatchResult:
     failed: dict[str, str] = field(default_factory=dict)  # image id (the output's name) -> reason
 
 
-def run_crf_job_or_fail(job: CRFJob, settings: CRFSettings, overwrite: bool = False) -> bool | str:
+def run_crf_job_or_fail(job: CRFJob, work: CRFWork, overwrite: bool = False) -> bool | str:
     """:func:`run_crf_job`, or the reason it failed when it ran out of memory (that image's
     failure, not the run's: the CRF works at the image's full size)."""
     try:
-        return run_crf_job(job, settings, overwrite)
+        return run_crf_job(job, work, overwrite)
     except MemoryError:
         pass
     return f"{job.image_path}: out of memory in the CRF"
 
 
-def run_crf_job(job: CRFJob, settings: CRFSettings, overwrite: bool = False) -> bool:
+def run_crf_job(job: CRFJob, work: CRFWork, overwrite: bool = False) -> bool:
     """CRF one image and write its palette PNG; False when the output exists and is kept."""
     if not overwrite and Path(job.out_path).exists():
         return False
-    keys, cams = read_cams(job.cam_path, len(settings.space.class_to_label))
-    rgb = load_rgb(as_pil(job.image_path, settings.max_pixels))
+    keys, cams = read_cams(job.cam_path, len(work.space.class_to_label))
+    rgb = load_rgb(as_pil(job.image_path, work.max_pixels))
     if tuple(cams.shape[1:]) != rgb.shape[:2]:
         raise UserError(f"{job.cam_path}: CAM size {cams.shape[2]}x{cams.shape[1]} differs from image "
                         f"{job.image_path} ({rgb.shape[1]}x{rgb.shape[0]})")
-    labels = crf_label_map(rgb, cams, keys, settings.space, settings.mode, settings.threshold, settings.params,
-                           settings.backend, settings.device)
+    labels = crf_label_map(rgb, cams, keys, work.space, work.settings)
     write_label_png(job.out_path, labels, job.out_root)
     return True
 
@@ -185,7 +201,7 @@ def single_threaded_children() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def run_crf_batch(jobs: Sequence[CRFJob], settings: CRFSettings, workers: int = 0,
+def run_crf_batch(jobs: Sequence[CRFJob], work: CRFWork, workers: int = 0,
                   overwrite: bool = False, progress: bool = True) -> CRFBatchResult:
     """CRF many images; ``workers`` 0 or 1 runs inline, more uses a spawned process pool (the
     torch backend always runs inline: it uses the cores, or the GPU, itself).
@@ -194,10 +210,6 @@ def run_crf_batch(jobs: Sequence[CRFJob], settings: CRFSettings, workers: int = 
     memory is listed in the result's ``failed``; any other failing job's error is raised after
     the pool shuts down.
     """
-    if settings.mode not in CRF_IMAGE_MODES:
-        raise UserError(f"unknown CRF image mode {settings.mode!r}; choose one of {', '.join(CRF_IMAGE_MODES)}")
-    if settings.backend not in CRF_BACKENDS:
-        raise UserError(f"unknown CRF backend {settings.backend!r}; choose one of {', '.join(CRF_BACKENDS)}")
     result = CRFBatchResult()
     bar = tqdm(total=len(jobs), desc="crf", unit="img", disable=not progress)
 
@@ -211,14 +223,14 @@ def run_crf_batch(jobs: Sequence[CRFJob], settings: CRFSettings, workers: int = 
         bar.update()
 
     with bar:
-        if workers <= 1 or settings.backend == "torch":
+        if workers <= 1 or work.settings.backend == "torch":
             for job in jobs:
-                count(run_crf_job_or_fail(job, settings, overwrite), job)
+                count(run_crf_job_or_fail(job, work, overwrite), job)
             return result
         with single_threaded_children(), ProcessPoolExecutor(
                 max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_die_with_parent) as pool:
-            futures = {pool.submit(run_crf_job_or_fail, job, settings, overwrite): job for job in jobs}
+            futures = {pool.submit(run_crf_job_or_fail, job, work, overwrite): job for job in jobs}
             try:
                 for future in as_completed(futures):
                     count(future.result(), futures[future])

@@ -4,7 +4,7 @@ Output layout under ``out``::
 
     cams/ID.npz       keys (int64 class indices), cams (float16 K x H x W, original size)
     masks/ID.png      palette PNG: 0 background, class index + 1 (COCO-Stuff: coarse-27 ids), 255 ignore
-    masks_crf/ID.png  the same after the dense CRF (with ``crf``)
+    masks_crf/ID.png  the same after the dense CRF (with ``crf_masks``)
     config.json       the settings the files were made with (a resumed run must match)
 
 Every file is written atomically, each image's files are independent, and images whose outputs
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tagclip_cls.core.batches import Batch, ImageEntry, check_batching, default_batching, plan_batches
-from tagclip_cls.core.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, PreparedImage, as_pil, find_image, load_rgb
+from tagclip_cls.core.batches import Batch, ImageEntry, check_batching, plan_batches
+from tagclip_cls.core.images import PreparedImage, as_pil, find_image, load_rgb
 from tagclip_cls.core.models import load_clip
 from tagclip_cls.core.presets import Preset, make_preset
 from tagclip_cls.formats.mask_folder import MaskFolder, read_cam_keys, read_cams, write_cams
@@ -36,22 +36,20 @@ from tagclip_cls.formats.mask_png import write_label_png
 from tagclip_cls.formats.splits import SplitEntry, read_split
 from tagclip_cls.runtime.distributed import RankInfo, device_for_rank, rank_info, shard
 from tagclip_cls.runtime.errors import UserError, is_out_of_memory
-from tagclip_cls.runtime.numbers import parse_int
-from tagclip_cls.runtime.overlap import BackgroundWriter, read_batches_ahead, read_threads
-from tagclip_cls.runtime.precision import resolve_attention
+from tagclip_cls.runtime.overlap import BackgroundWriter, read_batches_ahead
 from tagclip_cls.runtime.setup import check_device_and_output, check_run_config, share_cpu_threads
-from wsss.masks.api import MaskGenerator, cam_config
-from wsss.crf import CRF_BACKENDS, default_backend
-from wsss.masks.crf import CRF_IMAGE_MODES, CRFJob, CRFSettings, crf_label_maps, run_crf_batch
+from wsss.masks.api import MaskChoices, MaskGenerator, MaskOptions
+from wsss.masks.crf import CRFJob, CRFWork, crf_label_maps, run_crf_batch
 from wsss.masks.label_maps import LabelSpace, label_map
 
 log = logging.getLogger(__name__)
 _COUNTS = threading.Lock()  # the summary's counts, changed by the writer threads too
 
 
-@dataclass
-class MaskRunOptions:
-    """Everything ``tools/gen_pseudo_masks.py`` takes (see its ``--help``)."""
+@dataclass(kw_only=True)
+class MaskRunOptions(MaskChoices):
+    """Everything ``tools/gen_pseudo_masks.py`` takes (see its ``--help``): the stage's choices
+    (:class:`MaskChoices`, one set of defaults with the API) and the run's inputs and outputs."""
 
     img_root: str
     tags: str
@@ -61,24 +59,10 @@ class MaskRunOptions:
     background: str | None = None
     model: str | None = None
     pretrained: str = "openai"
-    device: str = "cpu"
     batch_size: int = 1
-    batching: str | None = None  # None: core.batches.default_batching (mixed on a GPU, grid on a CPU)
-    precision: str = "fp32"
-    attention: str | None = None  # None: see runtime.precision.resolve_attention
-    grad_mode: str = "loop"
-    box_threshold: float | None = None  # None: the preset's (0.4 unless it says otherwise)
-    affinity_layers: str | None = None  # "START:END" python slice over the layers; None: the preset's
-    max_side: int | None = DEFAULT_MAX_SIDE
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    no_fp16_pos: bool = False
-    crf: bool = False
-    crf_image: str = "published"
-    ignore_below: float | None = None
-    crf_backend: str | None = None  # None: torch with a GPU, pydensecrf on a CPU
+    crf_masks: bool = False  # also write masks_crf/ (--crf)
     crf_workers: int = 1
     threads: int | None = None
-    loader_threads: int | None = None  # readers (> 0: half as many writers too); None: see overlap.read_threads
     cache_dir: str | None = None
     strict: bool = False
     overwrite: bool = False
@@ -103,50 +87,33 @@ class MaskRunSummary:
         return text
 
 
-def parse_layer_slice(text: str) -> tuple[int | None, int | None]:
-    """``"-8:-1"`` -> ``(-8, -1)``, ``"-8:"`` -> ``(-8, None)`` (python-slice bounds)."""
-    parts = [part.strip() for part in text.split(":")]
-    bounds = [parse_int(part) if part else None for part in parts]
-    if len(parts) != 2 or any(bound is None for bound, part in zip(bounds, parts) if part):
-        raise UserError(f"--affinity-layers {text!r}: expected START:END in ASCII digits, e.g. -8:-1 or -8:")
-    return bounds[0], bounds[1]
-
-
-def build_generator(preset: Preset, opts: MaskRunOptions, device: torch.device) -> MaskGenerator:
+def build_generator(preset: Preset, opts: MaskRunOptions, options: MaskOptions,
+                    device: torch.device) -> MaskGenerator:
     """Load CLIP and the CLIP-ES text features (name variants, background words; cached)."""
-    layers = parse_layer_slice(opts.affinity_layers) if opts.affinity_layers else None
-    config = cam_config(preset, opts.box_threshold, layers, not opts.no_fp16_pos, opts.precision, opts.grad_mode,
-                        resolve_attention(opts.attention, opts.device))
-    return MaskGenerator(load_clip(opts.model, opts.pretrained, device, fp16_weights=True), preset, config, max_side=opts.max_side,
-                         crf_image=opts.crf_image, ignore_below=opts.ignore_below, cache_dir=opts.cache_dir,
-                         max_pixels=opts.max_pixels)
+    return MaskGenerator(load_clip(opts.model, opts.pretrained, device, fp16_weights=True), preset, options,
+                         cache_dir=opts.cache_dir)
 
 
 def _check_options(opts: MaskRunOptions) -> None:
-    if opts.crf_image not in CRF_IMAGE_MODES:
-        raise UserError(f"--crf-image must be one of {', '.join(CRF_IMAGE_MODES)}")
-    if opts.ignore_below is not None and not opts.crf:
+    if opts.ignore_below is not None and not opts.crf_masks:
         raise UserError("--ignore-below applies to the CRF result: add --crf")
-    if opts.ignore_below is not None and not 0.0 < opts.ignore_below <= 1.0:
-        raise UserError("--ignore-below must lie in (0, 1]")
     if opts.crf_workers < 0:
         raise UserError("--crf-workers must be 0 or more")
-    if opts.crf_backend is not None and opts.crf_backend not in CRF_BACKENDS:
-        raise UserError(f"--crf-backend must be one of {', '.join(CRF_BACKENDS)}")
-    resolve_attention(opts.attention, opts.device)  # an unknown mode fails before anything loads
-    check_device_and_output(opts.device, opts.precision, opts.out)
+    check_device_and_output(opts.device, opts.out)
 
 
 def run_stage2(opts: MaskRunOptions, verify_only: bool = False) -> MaskRunSummary:
     """Generate CAMs and label maps for this rank's share of the images in ``opts.tags``.
     ``verify_only``: only refuse an output folder made with other settings or weights (the model
     loads for its fingerprint), computing nothing."""
-    batching = opts.batching or default_batching(opts.device)
-    check_batching(opts.batch_size, batching)
     _check_options(opts)
     rank = rank_info()
-    share_cpu_threads(opts.threads)
     preset = make_preset(opts.dataset, opts.classes, opts.background)
+    device = device_for_rank(opts.device, rank)
+    options = replace(opts, device=str(device)).resolve(preset)  # this rank's GPU, for the CRF too
+    batching = options.runtime.batching
+    check_batching(opts.batch_size, batching)
+    share_cpu_threads(opts.threads)
     LabelSpace.from_preset(preset)  # a label space that fits 8-bit PNGs, checked before anything loads
     entries = read_split(opts.tags, preset.classes)
     layout = MaskFolder(opts.out)
@@ -156,7 +123,7 @@ def run_stage2(opts: MaskRunOptions, verify_only: bool = False) -> MaskRunSummar
     if opts.batch_size > 1:  # batched products round differently; one-image batches are plain one-by-one runs
         settings["batches"] = {"size": opts.batch_size, "batching": batching}
     check_run_config(layout.config, settings, write=False, overwrite=opts.overwrite, known_before_loading=True)
-    generator = build_generator(preset, opts, device_for_rank(opts.device, rank))
+    generator = build_generator(preset, opts, options, device)
     check_run_config(layout.config, {
         **settings, "model": generator.clip.name, "random_weights": generator.clip.random_weights,
         "weights": generator.clip.weights_fingerprint, "cam": asdict(generator.model.config)},
@@ -167,11 +134,8 @@ def run_stage2(opts: MaskRunOptions, verify_only: bool = False) -> MaskRunSummar
     summary = MaskRunSummary()
     batches = _plan(entries, generator.clip.patch_size, opts, batching, rank, summary)
     work = _check_existing(batches, layout, generator, opts, summary)
-    threads = read_threads(opts.loader_threads, generator.clip.device.type)
-    crf = CRFSettings(space=generator.space, mode=opts.crf_image, threshold=opts.ignore_below,
-                      backend=opts.crf_backend or default_backend(opts.device), device=str(generator.clip.device),
-                      max_pixels=opts.max_pixels)
-    crf_inline = opts.crf and crf.backend == "torch"  # on the CAMs in memory and the image decoded once
+    threads = options.runtime.loader_threads
+    crf_inline = opts.crf_masks and options.crf.backend == "torch"  # on the CAMs in memory and the image decoded once
     # each image's files are its own: half as many writers as readers (a write takes about half a read)
     with BackgroundWriter(inline=threads == 0, threads=max(1, threads // 2)) as writer, \
             tqdm(total=sum(len(todo) for _, todo in work), desc="cams", unit="img", disable=not opts.progress) as bar:
@@ -179,16 +143,17 @@ def run_stage2(opts: MaskRunOptions, verify_only: bool = False) -> MaskRunSummar
                                     [batch.entries for batch, _ in work], threads)
         with closing(loaded):
             for (batch, todo), images in zip(work, loaded):
-                _compute_batch(generator, layout, writer, batch, todo, images, crf, opts, summary)
+                _compute_batch(generator, layout, writer, batch, todo, images, opts, summary)
                 bar.update(len(todo))
     if rank.world_size == 1 and entries and len(summary.failed) == len(entries):  # (ranks: see _plan)
         raise UserError(f"none of the {len(entries)} images could be processed (first: "
                         f"{next(iter(summary.failed.values()))})")
-    if opts.crf:  # the images whose CRF mask is still missing (all of them, unless computed inline)
+    if opts.crf_masks:  # the images whose CRF mask is still missing (all of them, unless computed inline)
         jobs = [CRFJob(str(e.path), str(layout.cam(e.image_id)), str(layout.crf(e.image_id)), str(layout.root))
                 for batch in batches for e in batch.entries if e.image_id not in summary.failed]
         overwrite = opts.overwrite and not crf_inline  # inline masks are this run's
-        crf_result = run_crf_batch(jobs, crf, opts.crf_workers, overwrite, opts.progress)
+        work = CRFWork(generator.space, options.crf, options.max_pixels)
+        crf_result = run_crf_batch(jobs, work, opts.crf_workers, overwrite, opts.progress)
         summary.crf_written += crf_result.written
         for image_id, reason in crf_result.failed.items():
             _record_failure(image_id, UserError(reason), opts, summary)
@@ -248,9 +213,8 @@ def _check_existing(batches: Sequence[Batch], layout: MaskFolder, generator: Mas
 
 
 def _compute_batch(generator: MaskGenerator, layout: MaskFolder, writer: BackgroundWriter, batch: Batch,
-                   todo: set[str], images: list, crf: CRFSettings, opts: MaskRunOptions,
-                   summary: MaskRunSummary) -> None:
-    """CAMs of a batch's readable images in one pass, then (``crf.backend == "torch"``, the images
+                   todo: set[str], images: list, opts: MaskRunOptions, summary: MaskRunSummary) -> None:
+    """CAMs of a batch's readable images in one pass, then (the torch CRF backend, the images
     loaded with their RGB pixels) their CRF in one call: all of them, the planned company, so
     that resumed and sharded runs keep the bits. The outputs of the images in ``todo`` are
     written; out of memory fails those images, not the run."""
@@ -266,7 +230,7 @@ def _compute_batch(generator: MaskGenerator, layout: MaskFolder, writer: Backgro
         crf_labels: list = [None] * len(ready)
         if ready[0][2] is not None:  # the inline CRF: the batch's images in one call, in the planned company
             crf_labels = crf_label_maps([rgb for _, _, rgb in ready], cams, [list(e.labels) for e, _, _ in ready],
-                                        crf.space, crf.mode, crf.threshold, crf.params, crf.backend, crf.device)
+                                        generator.space, generator.options.crf)
     except (RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):
             raise
@@ -326,7 +290,7 @@ def _load(generator: MaskGenerator, path: Path,
     try:
         if not with_rgb:
             return generator.prepare(path), None
-        image = as_pil(path, generator.max_pixels)
+        image = as_pil(path, generator.options.max_pixels)
         return generator.prepare(image), load_rgb(image)
     except UserError as exc:
         return exc
