@@ -176,6 +176,8 @@ def test_trains_then_resumes_the_segmenter(tiny_checkpoint, tmp_path):
                                         "train_dataloader.batch_size": 2})
     got = _by_name(run_pipeline(opts))
     work = tmp_path / "out" / "stage3"
+    labels = sorted((tmp_path / "out" / "stage2" / "masks_crf_conf0.95").glob("*.png"))
+    assert len(labels) == 6  # the confidence-guided labels it trained on
     assert got["stage3"].ran and got["stage3"].detail == f"trained to {work / 'iter_4.pth'}"
     results_val = read_results(work / "results_val.json")
     assert results_val["iteration"] == 4 and results_val["split"] == "val" and results_val["num_images"] == 2
@@ -189,3 +191,36 @@ def test_trains_then_resumes_the_segmenter(tiny_checkpoint, tmp_path):
     assert torch.load(work / "iter_6.pth", map_location="cpu")["meta"]["iter"] == 6
     newest_log = sorted(work.glob("*/*.log"))[-1].read_text()
     assert "resumed" in newest_log and "iter: 4" in newest_log
+
+
+def test_training_labels_are_confidence_guided_and_evaluated_masks_keep_every_pixel(first_run, dataset, tmp_path):
+    """CLIP-ES trains on the CRF labels with pixels below CRF confidence 0.95 set to 255
+    (eval_cam_with_crf.py), while the pseudo masks it scores keep every pixel: masks_crf/ against
+    the published pydensecrf computation without a threshold, masks_crf_conf0.95/ with it."""
+    from PIL import Image
+
+    from test_gen_pseudo_masks import published_crf_labels
+    from wsss.apps import pipeline
+
+    opts = _copy(first_run[0], tmp_path / "out")
+    assert opts.ignore_below == 0.95  # the published default
+    layout = pipeline.PipelineLayout(Path(opts.out))
+    status = pipeline._confident_labels(opts, layout, pipeline.make_preset("voc2012"))
+    assert status.ran and status.detail.startswith("3 written, 0 already")
+    assert pipeline.training_labels(opts, layout) == layout.stage2.root / "masks_crf_conf0.95"
+    ignored = 0
+    for image_id in SIZES:
+        with np.load(layout.stage2.cam(image_id)) as data:
+            keys, cams = data["keys"].tolist(), data["cams"]
+        rgb = np.asarray(Image.open(dataset / "images" / f"{image_id}.jpg").convert("RGB"))
+        every_pixel = read_label_png(layout.stage2.crf(image_id))
+        confident = read_label_png(layout.stage2.confident(image_id, 0.95))
+        assert (every_pixel == published_crf_labels(rgb, keys, cams, None)).mean() >= 0.995
+        assert (confident == published_crf_labels(rgb, keys, cams, 0.95)).mean() >= 0.995
+        assert not (every_pixel == 255).any()
+        assert ((confident == every_pixel) | (confident == 255)).all()
+        ignored += int((confident == 255).sum())
+    assert ignored > 0  # the tiny random CLIP leaves some pixels unsure
+    assert not pipeline._confident_labels(opts, layout, pipeline.make_preset("voc2012")).ran  # resumable
+    opts.ignore_below = None
+    assert pipeline.training_labels(opts, layout) == layout.stage2.root / "masks_crf"

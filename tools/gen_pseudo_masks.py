@@ -46,7 +46,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--crf-image", choices=CRF_IMAGE_MODES, default="published",
                    help="CRF colour input: 'published' (BGR minus mean, wrapped to uint8, as published) or 'rgb'")
     p.add_argument("--ignore-below", type=CONFIDENCE,
-                   help="with --crf: pixels whose CRF confidence is below this become 255 (e.g. 0.95)")
+                   help="with --crf: pixels whose CRF confidence is below this become 255 in masks_crf/; CLIP-ES "
+                        "trains on such labels with 0.95 (run_pipeline.py's default for its training labels), "
+                        "and scores pseudo masks without it (default: every pixel)")
     p.add_argument("--crf-backend", choices=CRF_BACKENDS,
                    help="dense CRF in pydensecrf (processes) or in torch on --device, straight after each image's "
                         "CAMs (default: torch with cuda, pydensecrf on a CPU)")

@@ -45,7 +45,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-crf", action="store_true", help="no dense CRF; stage 3 trains on the raw masks")
     p.add_argument("--crf-image", choices=CRF_IMAGE_MODES, default="published",
                    help="CRF colour input: 'published' (BGR minus mean, wrapped to uint8, as published) or 'rgb'")
-    p.add_argument("--ignore-below", type=CONFIDENCE, help="CRF confidence below which pixels become 255")
+    p.add_argument("--ignore-below", type=CONFIDENCE, default=0.95,
+                   help="stage 3 trains on the CRF labels with pixels below this CRF confidence set to 255 "
+                        "(default 0.95, CLIP-ES's confidence-guided labels, in stage2/masks_crf_confT/); "
+                        "stage2/masks_crf/, which --gt-masks scores, keep every pixel")
+    p.add_argument("--every-pixel", action="store_true", help="stage 3 trains on every pixel of masks_crf/")
     p.add_argument("--crf-backend", choices=CRF_BACKENDS,
                    help="dense CRF in pydensecrf or in torch on --device (default: torch with cuda, else pydensecrf)")
     p.add_argument("--crf-workers", type=COUNT, default=1, help="pydensecrf processes, also scoring the masks")
@@ -65,7 +69,8 @@ def main() -> None:
     args = parse_args()
     from wsss.apps.pipeline import PipelineOptions, run_pipeline  # torch, open_clip: after parsing
 
-    options = options_from_args(PipelineOptions, args, drop=("no_crf", "cfg_options"), crf_masks=not args.no_crf,
+    options = options_from_args(PipelineOptions, args, drop=("no_crf", "cfg_options", "every_pixel", "ignore_below"),
+                                crf_masks=not args.no_crf, ignore_below=None if args.every_pixel else args.ignore_below,
                                 cfg_options=cfg_options_dict(args.cfg_options))
     run_pipeline(options, on_stage=lambda status: print(status.line(), flush=True))
 

@@ -1,8 +1,12 @@
-"""Stage 2's output folder: ``cams/ID.npz``, ``masks/ID.png``, ``masks_crf/ID.png``, ``config.json``.
+"""Stage 2's output folder: ``cams/ID.npz``, ``masks/ID.png``, ``masks_crf/ID.png``, ``config.json``
+(and the pipeline's training labels ``masks_crf_confTHRESHOLD/ID.png``).
 
 * ``cams/ID.npz``: ``keys`` (int64 class indices, the image's tags) and ``cams`` (float16
   ``K x H x W`` in [0, 1] at the image's original size); no pickles;
 * ``masks/ID.png`` and ``masks_crf/ID.png``: label PNGs (:mod:`.mask_png`), before and after the CRF;
+* ``masks_crf_confT/ID.png`` (e.g. ``masks_crf_conf0.95``): the CRF labels with every pixel whose
+  CRF confidence is below ``T`` set to 255, what a segmenter trains on (CLIP-ES's
+  "confidence-guided" labels), while ``masks_crf/`` keeps every pixel for evaluation;
 * ``config.json``: the settings the files were made with.
 
 Every path is built with :func:`~tagclip_cls.runtime.ids.path_inside`, so no id can reach
@@ -41,6 +45,13 @@ class MaskFolder:
 
     def crf(self, image_id: str) -> Path:
         return path_inside(self.root, MASKS_CRF, f"{image_id}.png")
+
+    def confident(self, image_id: str, threshold: float) -> Path:
+        return path_inside(self.root, self.confident_dir(threshold).name, f"{image_id}.png")
+
+    def confident_dir(self, threshold: float) -> Path:
+        """The folder of CRF labels with pixels less confident than ``threshold`` ignored (255)."""
+        return self.root / f"{MASKS_CRF}_conf{threshold:g}"
 
     def label_dir(self, crf: bool) -> Path:
         """The folder of label PNGs before (``masks``) or after (``masks_crf``) the CRF."""

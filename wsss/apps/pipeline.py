@@ -3,7 +3,9 @@
 Layout under ``out``::
 
     stage1/   tags.jsonl, tags.txt (+ metrics.json when the split has labels)
-    stage2/   cams/, masks/, masks_crf/
+    stage2/   cams/, masks/, masks_crf/ (every pixel: what eval/ scores), masks_crf_conf0.95/
+              (stage 3's training labels: pixels whose CRF confidence is below --ignore-below are
+              255, CLIP-ES's confidence-guided labels)
     stage3/   the segmenter's work dir (checkpoints, results_val.json/.md)
     eval/     masks.{json,md}, masks_crf.{json,md}: pseudo masks against --gt-masks
     report.html
@@ -22,6 +24,7 @@ from typing import Any, Callable, TypeVar
 
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.runtime.atomic_io import write_text_atomic
+from tagclip_cls.core.images import find_image
 from tagclip_cls.core.presets import Preset
 from tagclip_cls.tagging.resumable import collect_entries
 from tagclip_cls.formats.splits import read_split
@@ -34,6 +37,8 @@ from wsss.evaluation.results import read_results, write_results
 from tagclip_cls.formats.mask_folder import MaskFolder
 from tagclip_cls.formats.tags import TagFolder
 from wsss.masks.api import MaskChoices
+from wsss.masks.crf import CRFJob, CRFWork, run_crf_batch
+from wsss.masks.label_maps import LabelSpace
 from wsss.masks.run import MaskRunOptions, run_stage2
 from wsss.apps.report import ReportInputs, write_report
 from wsss.apps.run_report import random_weights_used, stage_configs
@@ -60,6 +65,9 @@ class PipelineOptions(MaskChoices, TagChoices):
     batch_size: int = 1  # both CLIP stages
     threads: int | None = None  # stage 2's torch CPU threads
     crf_masks: bool = True  # stage 2 writes masks_crf/, and stage 3 trains on them
+    # stage 3 trains on the CRF labels with pixels below this CRF confidence set to 255 (CLIP-ES's
+    # 0.95; None: every pixel); stage 2's masks_crf/ keep every pixel, as the published evaluation
+    ignore_below: float | None = 0.95
     crf_workers: int = 1  # pydensecrf processes, also scoring the masks
     cache_dir: str | None = None
     gt_masks: str | None = None
@@ -152,8 +160,7 @@ def _stage1(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> St
 
 def _stage2(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
     complete = not opts.overwrite and not stage2_missing(layout, preset, opts.crf_masks)
-    summary = run_stage2(stage_options(MaskRunOptions, opts, out=str(layout.stage2.root), tags=str(layout.stage1.txt)),
-                         verify_only=complete)
+    summary = run_stage2(stage2_options(opts, layout), verify_only=complete)
     if complete:  # the folder's settings and weights were compared above
         return StageStatus("stage2", False, f"pseudo masks complete in {layout.stage2.root}")
     detail = (f"{summary.computed} images computed, {summary.existing} already done, {len(summary.failed)} failed"
@@ -161,15 +168,57 @@ def _stage2(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> St
     return StageStatus("stage2", True, detail)
 
 
-def _train(opts: PipelineOptions, layout: PipelineLayout) -> StageStatus:
-    if opts.skip_train or not opts.seg_config:
+def stage2_options(opts: PipelineOptions, layout: PipelineLayout, **own: Any) -> MaskRunOptions:
+    """Stage 2's options: its masks_crf/ keep every pixel (``ignore_below`` is the training labels')."""
+    return stage_options(MaskRunOptions, opts, out=str(layout.stage2.root), tags=str(layout.stage1.txt),
+                         **{"ignore_below": None, **own})
+
+
+def trains(opts: PipelineOptions) -> bool:
+    """Whether this run trains a segmenter (stage 3)."""
+    return bool(opts.seg_config) and not opts.skip_train
+
+
+def training_labels(opts: PipelineOptions, layout: PipelineLayout) -> Path:
+    """The folder stage 3 trains on: the confidence-guided CRF labels, or without a threshold
+    (or without the CRF, which gives no confidence) the masks as stage 2 wrote them."""
+    if opts.crf_masks and opts.ignore_below is not None:
+        return layout.stage2.confident_dir(opts.ignore_below)
+    return layout.stage2.label_dir(crf=opts.crf_masks)
+
+
+def _confident_labels(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
+    """CLIP-ES's confidence-guided training labels, by the CRF again from the stored CAMs (the
+    CRF's own settings and backend, with ``ignore_below``), resumable image by image."""
+    if not opts.crf_masks or opts.ignore_below is None:
+        why = "no CRF: stage 3 trains on masks/" if not opts.crf_masks else "stage 3 trains on every pixel of masks_crf/"
+        return StageStatus("labels", False, why)
+    folder = layout.stage2
+    settings = stage2_options(opts, layout, ignore_below=opts.ignore_below).resolve(preset)
+    ids = [e.image_id for e in read_split(layout.stage1.txt, preset.classes) if folder.cam(e.image_id).is_file()]
+    jobs = [CRFJob(str(find_image(opts.img_root, i)), str(folder.cam(i)), str(folder.confident(i, opts.ignore_below)),
+                   str(folder.root)) for i in ids]
+    work = CRFWork(LabelSpace.from_preset(preset), settings.crf, settings.max_pixels)
+    result = run_crf_batch(jobs, work, opts.crf_workers, opts.overwrite, opts.progress)
+    if result.failed:
+        raise UserError(f"{len(result.failed)} training labels could not be made (first: "
+                        f"{next(iter(result.failed.values()))})")
+    return StageStatus("labels", result.written > 0,
+                       f"{result.written} written, {result.skipped} already in {folder.confident_dir(opts.ignore_below)}")
+
+
+def _train(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
+    if not trains(opts):
         return StageStatus("stage3", False, "--skip-train given" if opts.skip_train else "no --seg-config given")
     last = final_checkpoint(opts.seg_config, opts.cfg_options, layout.stage3)
     if last.is_file() and not opts.overwrite:
         return StageStatus("stage3", False, f"{last} exists")
     from wsss.seg.runner import load_config, train  # mmseg is needed from here on only
 
-    masks = layout.stage2.label_dir(crf=opts.crf_masks)
+    labels = _confident_labels(opts, layout, preset)
+    log.info("[labels] %s", labels.detail)
+
+    masks = training_labels(opts, layout)
     resume = (layout.stage3 / "last_checkpoint").is_file() and not opts.overwrite
     cfg = load_config(opts.seg_config, pseudo_masks=str(masks), data_root=opts.data_root,
                       work_dir=str(layout.stage3), cfg_options=opts.cfg_options or None, resume=resume)
@@ -255,7 +304,7 @@ def run_pipeline(opts: PipelineOptions, on_stage: Callable[[StageStatus], None] 
     record(_stage1(opts, layout, preset))
     masks_ran = record(_stage2(opts, layout, preset)).ran
     record(_evaluate(opts, layout, preset, stale=masks_ran))
-    record(_train(opts, layout))
+    record(_train(opts, layout, preset))
     if opts.report_images > 0:
         path = _report(opts, layout, preset)
         record(StageStatus("report", True, str(path)))
