@@ -154,6 +154,6 @@ def test_editable_install_reads_the_checkout(source, tmp_path):
     proc = subprocess.run([str(env / "bin" / "python"), "-c", code], cwd=tmp_path, env=outside_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == [str(source / "tagclip_cls" / "resources.py"), str(source / "tools" / "gen_tags.py"),
+    assert proc.stdout.split() == [str(source / "tagclip_cls" / "runtime" / "resources.py"), str(source / "tools" / "gen_tags.py"),
                                    str(source / "data")]
     run_help(env / "bin", tmp_path)
