@@ -203,4 +203,6 @@ def test_the_stages_share_the_defaults_of_their_common_options():
             "no_fp16_pos"} <= common
     assert {name: tag[name] for name in common} == {name: mask[name] for name in common}
     pipeline = {f.name: f.default for f in dataclasses.fields(PipelineOptions)}
+    # the pipeline's own ignore_below is its training labels' (CLIP-ES's 0.95); stage 2 gets None
+    assert pipeline.pop("ignore_below") == 0.95 and mask.pop("ignore_below") is None
     assert {name: pipeline[name] for name in tag} == tag and {name: pipeline[name] for name in mask} == mask
