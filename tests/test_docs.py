@@ -17,8 +17,7 @@ from markdown_it import MarkdownIt
 from conftest import write_image
 
 ROOT = Path(__file__).resolve().parent.parent
-INCOMING = ROOT / "docs" / "_incoming"  # other helpers' drafts, merged into the pages later
-PAGES = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").rglob("*.md") if INCOMING not in p.parents)]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 RUNNABLE = ("bash", "python")
 LANGUAGES = (*RUNNABLE, "text")
 MARKERS = ("weights", "dataset", "gpu", "machines", "minutes")

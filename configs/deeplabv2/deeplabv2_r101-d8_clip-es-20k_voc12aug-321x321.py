@@ -3,8 +3,9 @@
 # at scales 1/0.75/0.5 fused by max with a loss on each and on the fused logits, SGD lr 2.5e-4
 # (ASPP weights 10x, ASPP biases 20x without decay) poly 0.9, 20k iterations, batch 10,
 # 321x321 crops of images rescaled by one of 0.5/0.75/1/1.25/1.5. Init: set
-# model.backbone.init_cfg.checkpoint to the ImageNet model CLIP-ES names (71.1 val) or
-# deeplab-pytorch's COCO DeepLab-v1 model (73.8 val); see docs/_incoming/segmodel.md.
+# model.backbone.init_cfg.checkpoint to the ImageNet model CLIP-ES names or deeplab-pytorch's
+# COCO DeepLab-v1 model (CLIP-ES's 71.1 / 73.8 val come from masks made with ground-truth image
+# labels, not from TagCLIP tags); see docs/stage3_segmentation.md, which also lists the known gaps.
 # Validated and tested as published (original size, scales 0.5/0.75/1.0 fused by max, dense
 # CRF: configs/_base_/protocols/published_msc_crf.py).
 _base_ = [

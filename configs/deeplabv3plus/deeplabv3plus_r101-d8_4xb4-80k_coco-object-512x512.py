@@ -1,5 +1,7 @@
 # DeepLab-v3+ ResNet-101-v1c on COCO-Object (81 classes) pseudo masks, mmseg's 80k schedule.
 # Batch 4 per process; mmseg's schedule assumes 4 GPUs (torchrun --nproc_per_node=4).
+# This project's own recipe: neither TagCLIP nor CLIP-ES published a trained-network figure
+# for COCO-Object (TagCLIP's figures there are pseudo masks scored on val).
 _base_ = [
     '../_base_/models/deeplabv3plus_r101.py', '../_base_/datasets/coco_object.py',
     '../_base_/default_runtime.py', '../_base_/schedules/schedule_80k.py'

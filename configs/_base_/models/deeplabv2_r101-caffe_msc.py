@@ -3,7 +3,7 @@
 # branches summed, run on inputs at scales 1, 0.75 and 0.5 whose logits are fused by max, with a
 # loss on every scale and on the fused logits. BatchNorm frozen. The init checkpoint must set
 # every backbone weight (StrictPretrained, any of the deeplab-pytorch / torchvision / mmseg
-# layouts); see docs/_incoming/segmodel.md for the two published inits.
+# layouts); see docs/stage3_segmentation.md (Initialisation) for the two published inits.
 norm_cfg = dict(type='BN', requires_grad=False)  # main.py: freeze_bn(); no BN param in any lr group
 data_preprocessor = dict(
     type='SegDataPreProcessor',
