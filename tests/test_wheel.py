@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 TOOL_PACKAGE = "tagclip_wsss_tools"  # tools/ in the wheel (setup.py)
 PACKAGED_DATA = "tagclip_cls/data"  # data/ in the wheel (setup.py, tagclip_cls.runtime.resources)
+PACKAGED_CONFIGS = "tagclip_cls/configs"  # configs/ in the wheel
 
 # run inside the installed environment, from a folder outside the checkout
 PROBE = """
@@ -54,6 +55,13 @@ tagger = Tagger.from_pretrained("tiny.pt", classes=["cat", "person"], background
 image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
 assert tagger(image).scores.shape == (2,)
 assert MaskGenerator.from_tagger(tagger)(image, tags=["cat", "person"]).label_map.shape == (48, 64)
+# the configs ship too: the demo's and the CLIP-ES one load with their _base_ files
+from mmengine.config import Config
+from tagclip_cls.runtime.resources import config_file
+from wsss.apps.demo import TINY_SEG_CONFIG
+assert TINY_SEG_CONFIG.is_relative_to(sys.prefix) and TINY_SEG_CONFIG.is_file(), TINY_SEG_CONFIG
+clip_es = config_file("deeplabv2", "deeplabv2_r101-d8_clip-es-20k_voc12aug-321x321.py")
+assert Config.fromfile(str(clip_es), import_custom_modules=False).optim_wrapper.optimizer.lr == 2.5e-4
 """
 
 
@@ -134,6 +142,8 @@ def test_wheel_works_outside_the_checkout(source, tmp_path):
     shipped = set(zipfile.ZipFile(wheel).namelist())
     data = [name.removeprefix("data/") for name in git_files("--cached", "data")]
     assert {f"{PACKAGED_DATA}/{name}" for name in data} <= shipped
+    configs = [name.removeprefix("configs/") for name in git_files("--cached", "configs")]
+    assert configs and {f"{PACKAGED_CONFIGS}/{name}" for name in configs} <= shipped
     env = fresh_env(tmp_path / "env", wheel)
     work = tmp_path / "elsewhere"
     work.mkdir()

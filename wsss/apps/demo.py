@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.resources import config_file
 from tagclip_cls.runtime.atomic_io import atomic_write, write_json_atomic, write_text_atomic
 from tagclip_cls.runtime.ids import inside_root
 from tagclip_cls.core.models import load_clip
@@ -52,8 +53,7 @@ from wsss.apps.report import RANDOM_BANNER, ReportInputs, write_report
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
-TINY_SEG_CONFIG = REPO / "configs" / "tiny" / "deeplabv2_r18-tiny_voc-64x64.py"
+TINY_SEG_CONFIG = config_file("tiny", "deeplabv2_r18-tiny_voc-64x64.py")
 CLASSES = ("cat", "person", "rocket", "coffee cup", "horse")
 BACKGROUND = ("sky", "grass", "wall", "ground", "tree", "building", "road", "table")
 SAMPLES = {"cat": "chelsea", "astronaut": "astronaut", "coffee": "coffee", "rocket": "rocket", "horse": "horse"}
