@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tagclip_cls.runtime.cpu_memory import retain_freed_memory  # noqa: E402
 from wsss.crf import CRFParams, dense_crf  # noqa: E402
-from wsss.masks.crf import bilateral_image, single_threaded_children  # noqa: E402
+from wsss.crf import bilateral_image  # noqa: E402
+from wsss.masks.crf import single_threaded_children  # noqa: E402
 from wsss.crf.permutohedral import dense_crf_torch, dense_crf_torch_batch  # noqa: E402
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")

@@ -5,7 +5,8 @@ from PIL import Image
 from tagclip_cls.runtime.errors import UserError
 from tagclip_cls.core.presets import load_preset
 from tagclip_cls.formats.mask_folder import read_cams
-from wsss.masks.crf import (CRFJob, CRFSettings, CRFWork, bilateral_image, crf_label_map, crf_label_maps,
+from wsss.crf import bilateral_image
+from wsss.masks.crf import (CRFJob, CRFSettings, CRFWork, crf_label_map, crf_label_maps,
                             crf_rows, crf_rows_batch, run_crf_batch)
 from wsss.masks.label_maps import LabelSpace
 from tagclip_cls.formats.mask_png import read_label_png

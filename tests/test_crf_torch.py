@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from wsss.crf import CRF_BACKENDS, CRFParams, dense_crf, dense_crf_batch
-from wsss.masks.crf import bilateral_image
+from wsss.crf import bilateral_image
 from wsss.crf.permutohedral import PermutohedralLattice, dense_crf_torch, dense_crf_torch_batch
 
 PARAMS = CRFParams()

@@ -256,13 +256,14 @@ def test_crf_default_parameters_and_published_image_mean():
     sxy=1 compat=3, bilateral sxy=67 srgb=3 compat=4; the published image is BGR minus
     (104.008, 116.669, 122.675); the default image mode is that published one."""
     from wsss.crf import CRFParams
+    from wsss.crf import image as crf_image
     from wsss.masks import crf as crf_module
 
     params = CRFParams()
     assert params.iterations == 10
     assert (params.gauss_sxy, params.gauss_compat) == (1.0, 3.0)
     assert (params.bilateral_sxy, params.bilateral_srgb, params.bilateral_compat) == (67.0, 3.0, 4.0)
-    assert crf_module.PUBLISHED_BGR_MEAN == (104.008, 116.669, 122.675)
+    assert crf_image.PUBLISHED_BGR_MEAN == (104.008, 116.669, 122.675)
     settings = crf_module.CRFSettings()
     assert settings.params == params and settings.image_mode == "published"
 

@@ -85,7 +85,9 @@ def test_crf_post_processing_matches_pydensecrf_with_the_published_parameters():
     crf = dcrf.DenseCRF2D(48, 40, 3)
     crf.setUnaryEnergy(np.ascontiguousarray(-np.log(np.maximum(prob, 1e-5)).reshape(3, -1).astype(np.float32)))
     crf.addPairwiseGaussian(sxy=1, compat=3)
-    crf.addPairwiseBilateral(sxy=67, srgb=3, rgbim=np.ascontiguousarray(image), compat=4)
+    # its dataset subtracts the BGR mean (voc12.yaml) and main.py's crf casts that to uint8 (wrapping)
+    published = (image[..., ::-1].astype(np.float64) - (104.008, 116.669, 122.675)).astype(np.int64).astype(np.uint8)
+    crf.addPairwiseBilateral(sxy=67, srgb=3, rgbim=np.ascontiguousarray(published), compat=4)
     expected = np.asarray(crf.inference(10)).reshape(3, 40, 48).argmax(0)
     assert (labels["multi_scale_crf"].numpy() == expected).all()
     assert (expected != labels["multi_scale"].numpy()).mean() > 0.05  # the CRF changes the labels

@@ -26,8 +26,8 @@ from tagclip_cls.cli import (CONFIDENCE, COUNT, ToolParser,  # noqa: E402
                                      add_device_arguments, add_image_arguments, add_weight_arguments,
                                      options_from_args, run_cli)
 from tagclip_cls.runtime.errors import one_line  # noqa: E402
-from wsss.crf import CRF_BACKENDS  # noqa: E402
-from wsss.masks import CRF_IMAGE_MODES, add_cam_arguments  # noqa: E402
+from wsss.crf import CRF_BACKENDS, CRF_IMAGE_MODES  # noqa: E402
+from wsss.masks import add_cam_arguments  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -25,8 +25,8 @@ from tagclip_cls.cli import (CONFIDENCE, COUNT, ToolParser, add_batch_arguments,
                                      add_device_arguments, add_image_arguments, add_weight_arguments, cfg_options_dict,
                                      options_from_args, run_cli)
 from tagclip_cls.tagging import METHODS  # noqa: E402
-from wsss.crf import CRF_BACKENDS  # noqa: E402
-from wsss.masks import CRF_IMAGE_MODES, add_cam_arguments  # noqa: E402
+from wsss.crf import CRF_BACKENDS, CRF_IMAGE_MODES  # noqa: E402
+from wsss.masks import add_cam_arguments  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

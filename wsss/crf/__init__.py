@@ -5,7 +5,8 @@ The label maps it refines, its settings object and the ``masks_crf/`` files: :mo
 * ``torch``: :mod:`.permutohedral`, the same model and lattice in PyTorch, on CPU or CUDA, for
   one image or many at once; Q agrees with pydensecrf's to about 1e-8 on photographs.
 
-``image`` is the ``H x W x 3`` uint8 colour input of the bilateral kernel and ``prob`` the
+``image`` is the ``H x W x 3`` uint8 colour input of the bilateral kernel (:func:`bilateral_image`
+makes it from a picture, as published or plainly) and ``prob`` the
 ``R x H x W`` probability stack (unary ``-log(max(prob, 1e-5))``); both backends return the
 mean-field Q as an ``R x H x W`` float32 array. The backends load on first use.
 """
@@ -15,9 +16,11 @@ from typing import Sequence
 
 import numpy as np
 
+from wsss.crf.image import CRF_IMAGE_MODES, bilateral_image
 from wsss.crf.params import CRFParams
 
-__all__ = ["CRF_BACKENDS", "CRFParams", "default_backend", "dense_crf", "dense_crf_batch"]
+__all__ = ["CRF_BACKENDS", "CRF_IMAGE_MODES", "CRFParams", "bilateral_image", "default_backend", "dense_crf",
+           "dense_crf_batch"]
 
 CRF_BACKENDS = ("pydensecrf", "torch")
 

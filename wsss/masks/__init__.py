@@ -10,7 +10,6 @@ import argparse
 from tagclip_cls.cli import FRACTION, POSITIVE
 
 GRAD_MODES = ("loop", "batched")  # one backward per tag, or one batched backward
-CRF_IMAGE_MODES = ("published", "rgb")  # the published wrapped BGR-minus-mean image, or the picture
 
 
 def add_cam_arguments(parser: argparse.ArgumentParser) -> None:

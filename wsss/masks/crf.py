@@ -2,7 +2,7 @@
 
 Names: :class:`~wsss.crf.CRFParams` are the CRF's kernels and iterations; :class:`CRFSettings`
 everything a refinement takes (those params, the colour input's ``image_mode``, ``ignore_below``,
-the solver ``backend`` and its ``device``); :func:`bilateral_image` makes that colour input; the
+the solver ``backend`` and its ``device``); :func:`~wsss.crf.bilateral_image` makes that colour input; the
 refined label maps are written to ``masks_crf/`` (``MaskRunOptions.crf_masks``).
 
 The unary is ``-log(prob)`` of the probability stack (``[bg, cams]``, or just the CAMs for
@@ -10,15 +10,7 @@ COCO-Stuff) as given, not renormalised, clipped below at 1e-5 exactly like
 ``pydensecrf.utils.unary_from_softmax``. Pairwise terms: Gaussian ``sxy=1, compat=3`` and
 bilateral ``sxy=67, srgb=3, compat=4``; 10 mean-field iterations; arg-max over Q.
 
-CRF image inputs (``image_mode``):
-
-* ``published``: the published evaluation's quirk, the BGR image minus the Caffe mean
-  (104.008, 116.669, 122.675) cast to uint8. Negative values wrap: on x86-64 numpy's
-  float -> uint8 ``astype`` truncates toward zero and keeps the low 8 bits, i.e.
-  ``trunc(x) mod 256`` (-0.5 -> 0, -1.7 -> 255, -104.008 -> 152). C leaves that cast undefined
-  (ARM saturates to 0), so it is computed here with integer arithmetic, the same on every
-  platform and equal to what the published masks were made with.
-* ``rgb``: the plain RGB uint8 image (the corrected behaviour).
+CRF image inputs (``image_mode``): :mod:`wsss.crf.image` (``published`` or ``rgb``).
 
 Many images run in a process pool (``run_crf_batch``, pydensecrf backend); workers are spawned
 with OMP/BLAS thread counts set to 1. The torch backend runs in the calling process.
@@ -42,13 +34,11 @@ from tagclip_cls.core.images import DEFAULT_MAX_PIXELS, as_pil, load_rgb
 from tagclip_cls.formats.mask_folder import read_cams
 from tagclip_cls.runtime.errors import UserError
 
-from wsss.masks import CRF_IMAGE_MODES
 from wsss.masks.label_maps import LabelSpace, check_cams, first_argmax, probability_stack, rows_to_labels
 from tagclip_cls.formats.mask_png import IGNORE, write_label_png
-from wsss.crf import CRF_BACKENDS, CRFParams, dense_crf_batch
+from wsss.crf import CRF_BACKENDS, CRF_IMAGE_MODES, CRFParams, bilateral_image, dense_crf_batch
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-PUBLISHED_BGR_MEAN = (104.008, 116.669, 122.675)
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
@@ -72,19 +62,6 @@ class CRFSettings:
             raise UserError(f"--crf-backend {self.backend!r}: choose one of {', '.join(CRF_BACKENDS)}")
         if self.ignore_below is not None and not 0.0 < self.ignore_below <= 1.0:
             raise UserError("--ignore-below must lie in (0, 1]")
-
-
-def bilateral_image(rgb: np.ndarray, mode: str = "published") -> np.ndarray:
-    """The ``H x W x 3`` C-contiguous uint8 image the bilateral kernel sees (see module doc)."""
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {rgb.dtype} {rgb.shape}")
-    if mode == "rgb":
-        return np.ascontiguousarray(rgb)
-    if mode == "published":
-        shifted = rgb[..., ::-1].astype(np.float64) - np.asarray(PUBLISHED_BGR_MEAN)
-        return np.ascontiguousarray(np.mod(np.trunc(shifted).astype(np.int64), 256).astype(np.uint8))
-    raise ValueError(f"unknown CRF image mode {mode!r}; choose one of {', '.join(CRF_IMAGE_MODES)}")
 
 
 def crf_rows(rgb: np.ndarray, prob: np.ndarray, settings: CRFSettings = CRFSettings()) -> np.ndarray:

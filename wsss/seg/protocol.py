@@ -6,7 +6,8 @@
   of the original size and fused by their element-wise maximum (the MSC model in eval mode),
   then the dense CRF (:class:`~wsss.crf.CRFParams`' defaults: 10 iterations, positional
   weight 3 and std 1, bilateral weight 4, xy std 67 and rgb std 3) on the softmax of the fused
-  logits at image size.
+  logits at image size, its bilateral kernel fed the image as deeplab-pytorch feeds it (the BGR
+  image minus the Caffe mean, cast to uint8: :func:`~wsss.crf.bilateral_image` ``published``).
 
 Every protocol scores each of its stages, named by :attr:`TestProtocol.variants`
 (``single_scale``, ``multi_scale``, ``multi_scale_crf``); the last one is its result.
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wsss.crf import CRFParams, default_backend, dense_crf
+from wsss.crf import CRFParams, bilateral_image, default_backend, dense_crf
 from wsss.seg.errors import SegUserError
 
 
@@ -31,6 +32,7 @@ class TestProtocol:
 
     scales: tuple[float, ...] = (1.0,)
     crf: CRFParams | None = None
+    crf_image: str = "published"  # the bilateral kernel's colour input (wsss.crf.CRF_IMAGE_MODES)
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -97,6 +99,7 @@ def predict_variants(model: Any, inputs: Tensor, protocol: TestProtocol, size: t
         last = list(fused)[-1]
         device = str(inputs.device)
         prob = torch.softmax(fused[last], 0).cpu().numpy()
-        q = dense_crf(image, prob, protocol.crf, backend=default_backend(device), device=device)
+        q = dense_crf(bilateral_image(image, protocol.crf_image), prob, protocol.crf, backend=default_backend(device),
+                      device=device)
         labels[f"{last}_crf"] = torch.from_numpy(q.argmax(0)).to(inputs.device)
     return labels
