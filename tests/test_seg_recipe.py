@@ -60,6 +60,27 @@ def test_optimizer_groups_follow_main_py(clip_es):
     assert sum(n.startswith("decode_head.aspp.") and n.endswith(".bias") for n in trained) == 4
 
 
+def test_lr_follows_deeplab_pytorchs_stepped_poly_schedule(clip_es):
+    """main.py calls PolynomialLR(step_size=10, iter_max=20000, power=0.9).step(epoch=iteration)
+    after each iteration: the lr of iteration k (1-based) is lr0 * (1 - 10 floor((k-1)/10) / 20000)
+    ** 0.9 for every group, here the 1x and 20x ones, hand-computed."""
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    (scheduler_cfg,) = clip_es.param_scheduler
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD([{"params": [model.weight], "lr": LR}, {"params": [model.bias], "lr": 20 * LR}])
+    scheduler = PARAM_SCHEDULERS.build({**scheduler_cfg, "optimizer": optimizer})
+    used = []
+    for _ in range(25):  # iterations 1..25
+        used.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    for k, lrs in enumerate(used, start=1):
+        factor = (1 - 10 * ((k - 1) // 10) / 20000) ** 0.9
+        assert lrs == pytest.approx([LR * factor, 20 * LR * factor], rel=1e-12), k
+    assert used[9] == used[0] != used[10] == used[19] != used[20]  # changes after iterations 10 and 20 only
+
+
 def test_clip_es_config_is_the_published_model(clip_es):
     model = clip_es.model
     assert model.type == "MSCEncoderDecoder" and tuple(model.scales) == (1.0, 0.75, 0.5)

@@ -1,10 +1,11 @@
 """Import side effect: registers the project's datasets, mask-loading and rescaling transforms,
-DeepLabV2 head, multi-scale segmentor, Caffe ResNet, strict pretrained init, metric, result-table
+DeepLabV2 head, multi-scale segmentor, Caffe ResNet, strict pretrained init, deeplab-pytorch's lr
+schedule, metric, result-table
 hook, test-protocol loops and VOC test export hook in mmseg's registries, and lets mmengine's own
 checkpoint classes through ``torch.load``'s weights-only check. Configs import it through
 ``custom_imports = dict(imports=['wsss.seg.register'])``."""
-from wsss.seg import (caffe_resnet, datasets, heads, loops, metric, msc, pretrained,  # noqa: F401  (registration
-                      scale_choice, voc_export)  # noqa: F401  by decorators)
+from wsss.seg import (caffe_resnet, datasets, heads, loops, lr_schedule, metric, msc,  # noqa: F401  (registration
+                      pretrained, scale_choice, voc_export)  # noqa: F401  by decorators)
 from wsss.seg.compat import allow_mmengine_checkpoints
 
 allow_mmengine_checkpoints()
