@@ -146,7 +146,9 @@ def test_tags_and_segmenter_tables(tags, segmenter, masks):
         assert _md_row(tag_table, name)[3].strip("*") == f"{d:+.2f}"
     assert _md_row(tag_table, "cow")[1:] == ["-", "-", "-"]  # no positive image
     [paper] = [line for line in tag_table.splitlines() if line.startswith("| paper |")]
-    assert "| TagCLIP, VOC2007 test |" in paper and "| 92.80 |" in paper  # not COCO's 68.8
+    assert "| TagCLIP, VOC2007 test |" in paper and "| 92.80 |" in paper
+    [coco] = [line for line in tag_table.splitlines() if line.startswith("| reference |")]  # COCO's 68.8: no delta
+    assert _md_row(coco, "reference")[4] == "68.80" and coco.endswith("| other classes (coco2014, 80): no delta |")
     # the segmenter: one row per results file, the CLIP-ES figures labelled as another experiment
     names = [_md_row(seg_table, f"R{i}")[1] for i in (1, 2)]
     assert names == [str(segmenter / "results_test"), str(segmenter / "results_val")]

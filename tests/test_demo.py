@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from tagclip_cls.formats.mask_png import read_label_png
 from wsss.evaluation.results import read_results
 
 HORSE = CLASSES.index("horse") + 1
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def go_offline(mp: pytest.MonkeyPatch) -> None:
@@ -100,6 +104,37 @@ def test_horse_ground_truth_and_tables(offline_run):
         assert card.count('<img class="cam"') == len(tags[image_id])
         assert card.count('<div class="legend">') == 2  # before and after CRF, no segmenter
     assert result.report.read_text().count('<div class="miou">') == 2
+
+
+def test_compare_puts_the_eval_tables_beside_the_papers(offline_run, tmp_path):
+    """compare_results.py on eval/masks.json and eval/masks_crf.json: both runs with their delta,
+    TagCLIP's six CLS-SEG figures as references of other class tables, no delta."""
+    out, _ = offline_run
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "compare_results.py"), out / "eval" / "masks.json",
+                           out / "eval" / "masks_crf.json", "--out", tmp_path], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compare.html", "compare.md"]
+    text = (tmp_path / "compare.md").read_text()
+    assert text.startswith("## pseudo masks (eval_masks.py): mIoU, classes of your own list (6)")
+    rows = {line.split(" | ")[0][2:]: line.strip("|").split(" | ") for line in text.splitlines()
+            if line.startswith(("| R", "| reference |", "| paper |"))}
+    plain, crf = (read_results(out / "eval" / f"{name}.json")["mIoU"] for name in ("masks", "masks_crf"))
+    delta = crf - plain
+    assert rows["R1"][1] == str(out / "eval" / "masks") and rows["R1"][4] == f"{plain:.2f}"
+    assert rows["R2"][1] == str(out / "eval" / "masks_crf") and rows["R2"][4] == f"{crf:.2f}"
+    assert rows["R2"][-1].strip() == (f"**{delta:+.2f}**" if abs(delta) >= 1 else f"{delta:+.2f}")
+    references = [line for line in text.splitlines() if line.startswith("| reference |")]
+    assert "paper" not in rows and len(references) == 6
+    marks = ["other classes (voc2012, 21): no delta", "other classes (coco2017, 81): no delta",
+             "other classes (cocostuff, 27): no delta"]
+    for line, value, mark in zip(references, (64.8, 68.7, 34.0, 35.3, 30.1, 31.0), [m for m in marks for _ in "ab"]):
+        assert f"| {value:.2f} |" in line and line.endswith(f"| {mark} |")
+        assert "TagCLIP CLS-SEG" in line and "| TagCLIP: " in line
+    summary = (tmp_path / "compare.html").read_text().split('<table class="classes">')[0]
+    assert summary.count('<tr class="reference">') == 6 and summary.count('<tr class="run">') == 2
+    assert summary.count('<td class="mark">other classes (') == 6
 
 
 def test_rerun_resumes_without_recomputing(offline_run):

@@ -7,8 +7,9 @@ A RUN is an output folder of tools/gen_tags.py (metrics.json: mAP), tools/eval_m
 (results.json: pseudo-mask mIoU) or tools/train_seg.py / test_seg.py (results_val.json,
 results_test.json and their variants: segmenter mIoU), or one such JSON file. The first run of
 each benchmark is the baseline R1; the others get their deltas against it, overall and per
-class. Runs of one benchmark must score the same classes. Prints the tables as markdown; with
---out, also writes DIR/compare.md and DIR/compare.html.
+class. Runs of one benchmark must score the same classes. The paper's figures of each benchmark
+join its table: with a delta where scored on the runs' classes, else as references without one.
+Prints the tables as markdown; with --out, also writes DIR/compare.md and DIR/compare.html.
 """
 from __future__ import annotations
 

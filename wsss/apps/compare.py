@@ -11,8 +11,9 @@ A run is a folder (or one file) the tools wrote:
 
 Every metrics file is one row, named by its path without ``.json``. The runs of one benchmark
 must score the same class table (else a :class:`UserError` names both); the first is the
-baseline that the others' deltas, per class and overall, are taken against. The paper's figures
-(:mod:`wsss.evaluation.published`) of that benchmark and class table join the table as rows.
+baseline that the others' deltas, per class and overall, are taken against. Every paper figure
+(:mod:`wsss.evaluation.published`) of that benchmark joins the table as a row: with its delta
+where it was scored on the runs' class table, as a reference without one where not.
 """
 from __future__ import annotations
 
@@ -58,13 +59,15 @@ class RunScores:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One benchmark's table: its runs (the first the baseline) and the paper's figures."""
+    """One benchmark's table: its runs (the first the baseline), the paper's figures on their class
+    table and the paper's figures on other class tables (references)."""
 
     benchmark: str
     classes: tuple[str, ...]
     presets: tuple[str, ...]  # presets with this class table (empty: the user's own classes)
     runs: tuple[RunScores, ...]
     figures: tuple[PublishedFigure, ...]
+    references: tuple[PublishedFigure, ...]
 
     @property
     def metric(self) -> str:
@@ -149,8 +152,9 @@ def compare_runs(runs: Sequence[str | os.PathLike]) -> list[Comparison]:
         if other is not None:
             raise UserError(f"{first.path} and {other.path}: different class tables "
                             f"({_class_difference(first.classes, other.classes)}); compare runs on the same classes")
+        figures, references = figures_for(benchmark, first.classes)
         comparisons.append(Comparison(benchmark, first.classes, tuple(presets_with(benchmark, first.classes)),
-                                      tuple(group), tuple(figures_for(benchmark, first.classes))))
+                                      tuple(group), tuple(figures), tuple(references)))
     return comparisons
 
 

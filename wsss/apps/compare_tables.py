@@ -1,7 +1,8 @@
 """The tables of :mod:`wsss.apps.compare` as markdown (for the terminal) and as one HTML page.
 
 Per benchmark: a summary (runs ``R1``, ``R2``, ... and the paper's figures, each with the
-experiment it measures, and every headline value's delta against ``R1``), the paper's sources,
+experiment it measures, and every headline value's delta against ``R1``; a figure scored on
+another class table is a ``reference`` row, marked so, without a delta), the paper's sources,
 then the per-class scores of the runs side by side with each run's per-class delta against
 ``R1``. Values are rounded to two decimals here only; a delta whose size is at least the
 highlight threshold is bold in markdown and coloured in HTML (green up, red down).
@@ -12,9 +13,12 @@ import html
 from typing import Iterator, Sequence
 
 from wsss.apps.compare import BENCHMARK_TITLES, SUMMARY_KEYS, Comparison, RunScores
+from wsss.evaluation.published import PublishedFigure
 
 Cell = tuple[str, str]  # (text, CSS classes)
-NO_FIGURES = "No published figure for this benchmark and class table."
+NO_FIGURES = "No published figure was scored on these classes: the paper's rows are references, without a delta."
+#: the id cell of a paper figure's row: scored on the runs' class table, or on another one
+FIGURE_ROW_IDS = ("paper", "reference")
 
 
 def _value(v: float | None) -> str:
@@ -40,8 +44,22 @@ def _run_label(run: RunScores) -> str:
     return "this project's run" + (f" ({run.description})" if run.description else "")
 
 
+def other_classes(figure: PublishedFigure) -> str:
+    """A reference row's mark in place of its delta, e.g. ``other classes (voc2012, 21): no delta``."""
+    return f"other classes ({figure.dataset}, {len(figure.classes)}): no delta"
+
+
+def _figure_row(comparison: Comparison, figure: PublishedFigure, row_id: str, last: Cell) -> list[Cell]:
+    """A paper figure's summary row: ``row_id``, its labels, its value, then ``last`` (delta or mark)."""
+    return [(row_id, "id"), (figure.name, "name"), (figure.experiment, "experiment"),
+            (f"{figure.paper}: {figure.table}", "source"),
+            *[(_value(figure.value if k == comparison.metric else None), "value")
+              for k in SUMMARY_KEYS[comparison.benchmark]], ("-", "value"), last]
+
+
 def summary_rows(comparison: Comparison, highlight: float) -> Iterator[list[Cell]]:
-    """Rows of the summary: id, name, experiment, source, the summary values, images, delta."""
+    """Rows of the summary: id, name, experiment, source, the summary values, images, delta (a
+    reference's :func:`other_classes` mark instead)."""
     keys = SUMMARY_KEYS[comparison.benchmark]
     for index, run in enumerate(comparison.runs):
         delta = ("", "delta") if index == 0 else _delta(comparison.summary_delta(run.summary[comparison.metric]),
@@ -50,10 +68,10 @@ def summary_rows(comparison: Comparison, highlight: float) -> Iterator[list[Cell
                *[(_value(run.summary[k]), "value") for k in keys],
                (_value(None) if run.num_images is None else str(run.num_images), "value"), delta]
     for figure in comparison.figures:
-        yield [("paper", "id"), (figure.name, "name"), (figure.experiment, "experiment"),
-               (f"{figure.paper}: {figure.table}", "source"),
-               *[(_value(figure.value if k == comparison.metric else None), "value") for k in keys],
-               ("-", "value"), _delta(comparison.summary_delta(figure.value), highlight)]
+        yield _figure_row(comparison, figure, FIGURE_ROW_IDS[0], _delta(comparison.summary_delta(figure.value),
+                                                                        highlight))
+    for figure in comparison.references:
+        yield _figure_row(comparison, figure, FIGURE_ROW_IDS[1], (other_classes(figure), "mark"))
 
 
 def summary_header(comparison: Comparison) -> list[str]:
@@ -77,7 +95,7 @@ def class_header(comparison: Comparison) -> list[str]:
 
 def sources(comparison: Comparison) -> list[str]:
     """``paper: citation`` of each paper the table's figures come from."""
-    return list(dict.fromkeys(f"{f.paper}: {f.citation}" for f in comparison.figures))
+    return list(dict.fromkeys(f"{f.paper}: {f.citation}" for f in (*comparison.figures, *comparison.references)))
 
 
 def _note(highlight: float) -> str:
@@ -103,7 +121,8 @@ def markdown(comparisons: Sequence[Comparison], highlight: float) -> str:
     for comparison in comparisons:
         lines += [f"## {_md_cell(title(comparison), '')}", ""]
         lines += _md_table(summary_header(comparison), summary_rows(comparison, highlight)) + [""]
-        lines += [f"- {_md_cell(s, '')}" for s in sources(comparison)] or [NO_FIGURES]
+        lines += [f"- {_md_cell(s, '')}" for s in sources(comparison)]
+        lines += [] if comparison.figures else ["", NO_FIGURES]
         lines += ["", _note(highlight), ""]
         lines += _md_table(class_header(comparison), class_rows(comparison, highlight)) + [""]
     return "\n".join(lines)
@@ -121,6 +140,7 @@ td.delta.beyond{font-weight:bold}
 td.delta.beyond.up{background-color:rgb(200, 230, 201)}
 td.delta.beyond.down{background-color:rgb(255, 205, 210)}
 tr.paper{background-color:rgb(245, 245, 245)}
+tr.reference{color:#777;font-style:italic}
 .note,.sources{font-size:13px;color:#555}
 """
 
@@ -128,7 +148,7 @@ tr.paper{background-color:rgb(245, 245, 245)}
 def _html_table(header: Sequence[str], rows: Iterator[list[Cell]], table_class: str) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
-        f'<tr class="{"paper" if row[0][0] == "paper" else "run"}">'
+        f'<tr class="{row[0][0] if row[0][0] in FIGURE_ROW_IDS else "run"}">'
         + "".join(f'<td class="{c}">{html.escape(t)}</td>' for t, c in row) + "</tr>" for row in rows)
     return f'<table class="{table_class}"><tr>{head}</tr>{body}</table>'
 

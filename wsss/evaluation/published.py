@@ -5,7 +5,8 @@ Each figure is one number of one benchmark: ``tags`` (mAP of stage 1's image tag
 trained network, ``tools/train_seg.py`` / ``tools/test_seg.py``). It names its paper, where in
 the paper it stands, the experiment it measures (a label that says, e.g., that CLIP-ES trained
 its network on masks made from ground-truth labels) and the dataset preset whose class table it
-was scored on, which is how runs find the figures they are compared with.
+was scored on: runs of that class table get their deltas to it, runs of other classes see it as a
+reference only.
 """
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ class PublishedFigure:
         """A row name, e.g. ``TagCLIP, VOC2012 val, with CRF``."""
         return ", ".join(p for p in (self.paper, self.split, self.variant) if p)
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class table it was scored on (:func:`class_table` of its benchmark and preset)."""
+        return class_table(self.benchmark, self.dataset)
+
 
 def class_table(benchmark: str, dataset: str) -> tuple[str, ...]:
     """The names a run of ``benchmark`` on preset ``dataset`` scores: the classes for tags, the
@@ -80,9 +86,11 @@ def published_figures() -> list[PublishedFigure]:
     return [_figure(f, papers, experiments, f"{path}: figure {i}") for i, f in enumerate(raw["figures"])]
 
 
-def figures_for(benchmark: str, classes: tuple[str, ...]) -> list[PublishedFigure]:
-    """The figures of ``benchmark`` scored on exactly the class table ``classes``."""
-    return [f for f in published_figures() if f.benchmark == benchmark and class_table(benchmark, f.dataset) == classes]
+def figures_for(benchmark: str, classes: tuple[str, ...]) -> tuple[list[PublishedFigure], list[PublishedFigure]]:
+    """The figures of ``benchmark``: those scored on exactly the class table ``classes``, then
+    those scored on another one (references, which no delta can be taken against)."""
+    figures = [f for f in published_figures() if f.benchmark == benchmark]
+    return [f for f in figures if f.classes == classes], [f for f in figures if f.classes != classes]
 
 
 def segmenter_references(dataset: str) -> list[dict[str, Any]]:
