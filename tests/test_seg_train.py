@@ -61,13 +61,16 @@ def test_tiny_config_learns_from_noisy_pseudo_masks(trained):
 
 def test_published_recipe_at_tiny_size_learns(data, tmp_path):
     _tool("train_seg").main([TINY_MSC, "--pseudo-masks", str(data / "pseudo_masks"), "--data-root", str(data),
-                             "--work-dir", str(tmp_path), "--cfg-options", "train_cfg.max_iters=40",
-                             "train_cfg.val_interval=40", "default_hooks.checkpoint.interval=40", *QUIET])
+                             "--work-dir", str(tmp_path), "--cfg-options", "train_cfg.max_iters=80",
+                             "train_cfg.val_interval=80", "default_hooks.checkpoint.interval=80", *QUIET])
     res = json.loads((tmp_path / "results_val.json").read_text())
-    # background everywhere scores ~22; 40 iterations reach ~70 (the order of batches varies)
-    assert res["iteration"] == 40 and res["mIoU"] > 55, res
+    # background everywhere scores ~22. Measured at 80 iterations on an AMD EPYC (2026-12-07),
+    # per kernel setting (each run to run identical): mIoU 77.1 / 75.6 / 73.0 / 75.3 and the
+    # weakest shape 65.1 / 61.4 / 51.7 / 63.1 under ATEN_CPU_CAPABILITY=avx512 / default / avx2
+    # and one thread; at 40 iterations avx2's bird was only 17.8
+    assert res["iteration"] == 80 and res["mIoU"] > 60, res
     for name in SHAPE_CLASSES:
-        assert res["per_class"][name]["IoU"] > 25, res["per_class"]
+        assert res["per_class"][name]["IoU"] > 35, res["per_class"]
 
 
 def test_resume_continues_the_iteration_count(data, trained, tmp_path):

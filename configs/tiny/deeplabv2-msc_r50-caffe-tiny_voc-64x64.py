@@ -2,7 +2,7 @@
 # size, for tests and smoke runs: the multi-scale model (scales 1/0.75/0.5, max fusion, a loss
 # per scale and on the fused logits), a narrow Caffe ResNet-50 (4 base channels, output stride 8,
 # no pretraining, so BatchNorm learns), the discrete training scales and SGD with the published
-# multipliers (ASPP weights 10x, ASPP biases 20x without decay) at a base lr that learns from
+# multipliers (ASPP weights 10x, ASPP biases 20x without decay) and stepped poly schedule at a base lr that learns from
 # scratch in a few hundred iterations; 64x64 inputs in the VOC layout and label space.
 _base_ = ['./deeplabv2_r18-tiny_voc-64x64.py', '../_base_/schedules/deeplab_v2_lr_mult.py']
 crop_size = (64, 64)
@@ -33,4 +33,5 @@ train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 optim_wrapper = dict(_delete_=True, type='OptimWrapper',
                      optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=5e-4),
                      paramwise_cfg={{_base_.deeplab_v2_paramwise_cfg}}, clip_grad=None)
-param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=200, by_epoch=False)]
+# deeplab-pytorch's stepped poly decay (../_base_/schedules/clip_es_20k.py), over 200 iterations
+param_scheduler = [dict(type='SteppedPolyLR', iter_max=200, power=0.9, step_size=10, begin=0, end=200, by_epoch=False)]
