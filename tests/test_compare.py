@@ -254,3 +254,18 @@ def test_names_are_escaped(tmp_path):
     assert "| x\\|y | - | - | - |" in text and f"| R1 | {tmp_path}/a\\|b/metrics |" in text
     page = (tmp_path / "cmp" / "compare.html").read_text()
     assert "<b>dog" not in page and "&lt;b&gt;dog&lt;/b&gt;" in page and "<i>c" not in page
+
+
+def test_classes_named_like_row_kinds_are_not_styled_as_the_papers_rows(tmp_path):
+    """Only summary rows carry the paper/reference styling: a class called 'paper' or
+    'reference' is a plain row of the class table."""
+    for folder, ap in (("r1", 40.0), ("r2", 50.0)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "metrics.json").write_text(json.dumps(
+            {"mAP": ap, "per_class_AP": {"paper": ap, "reference": ap}, "precision": 1.0, "recall": 2.0,
+             "F1": 1.5, "num_images": 2}))
+    run_tool("compare_results", tmp_path / "r1", tmp_path / "r2", "--out", tmp_path / "cmp")
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    classes = page[page.index('<table class="classes">'):]
+    assert '<tr class="paper">' not in classes and '<tr class="reference">' not in classes
+    assert ">paper</td>" in classes and ">reference</td>" in classes

@@ -10,7 +10,7 @@ highlight threshold is bold in markdown and coloured in HTML (green up, red down
 from __future__ import annotations
 
 import html
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from wsss.apps.compare import BENCHMARK_TITLES, SUMMARY_KEYS, Comparison, RunScores
 from wsss.evaluation.published import PublishedFigure
@@ -145,12 +145,19 @@ tr.reference{color:#777;font-style:italic}
 """
 
 
-def _html_table(header: Sequence[str], rows: Iterator[list[Cell]], table_class: str) -> str:
+def _html_table(header: Sequence[str], rows: Iterator[list[Cell]], table_class: str,
+                row_class: Callable[[list[Cell]], str] | None = None) -> str:
+    """A table; ``row_class`` gives each row's CSS class (none without it)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
-        f'<tr class="{row[0][0] if row[0][0] in FIGURE_ROW_IDS else "run"}">'
+        ("<tr>" if row_class is None else f'<tr class="{row_class(row)}">')
         + "".join(f'<td class="{c}">{html.escape(t)}</td>' for t, c in row) + "</tr>" for row in rows)
     return f'<table class="{table_class}"><tr>{head}</tr>{body}</table>'
+
+
+def summary_row_class(row: list[Cell]) -> str:
+    """A summary row's CSS class: its id for the paper's figures (``paper``, ``reference``), else ``run``."""
+    return row[0][0] if row[0][0] in FIGURE_ROW_IDS else "run"
 
 
 def html_page(comparisons: Sequence[Comparison], highlight: float) -> str:
@@ -162,7 +169,8 @@ def html_page(comparisons: Sequence[Comparison], highlight: float) -> str:
         sections.append(
             f'<section class="benchmark" data-benchmark="{html.escape(comparison.benchmark)}">'
             f"<h2>{html.escape(title(comparison))}</h2>"
-            + _html_table(summary_header(comparison), summary_rows(comparison, highlight), "summary")
+            + _html_table(summary_header(comparison), summary_rows(comparison, highlight), "summary",
+                          summary_row_class)
             + missing + f'<ul class="sources">{refs}</ul><p class="note">{html.escape(_note(highlight))}</p>'
             + _html_table(class_header(comparison), class_rows(comparison, highlight), "classes") + "</section>")
     return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>run comparison</title>'
