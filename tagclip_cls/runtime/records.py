@@ -1,5 +1,6 @@
 """Reading the JSON records the tools write (results and metrics files): one place that turns
-an unreadable, broken or foreign file into a one-line :class:`UserError` naming it."""
+an unreadable, broken or foreign file into a one-line :class:`UserError` naming it, and the
+value checks their schemas share."""
 from __future__ import annotations
 
 import json
@@ -25,3 +26,15 @@ def read_json_record(path: str | os.PathLike, what: str, problem: Callable[[Any]
     if found:
         raise UserError(f"{path}: not a {what} ({found}); it is written by {writers}")
     return record
+
+
+def is_percent(value: Any, nullable: bool = False) -> bool:
+    """Whether ``value`` is a number in [0, 100] (not a bool), or ``None`` when ``nullable``."""
+    if value is None:
+        return nullable
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100
+
+
+def is_count(value: Any) -> bool:
+    """Whether ``value`` is a non-negative integer (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

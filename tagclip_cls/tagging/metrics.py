@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tagclip_cls.runtime.records import read_json_record
+from tagclip_cls.runtime.records import is_count, is_percent, read_json_record
 
 #: keys of every ``metrics.json``, in the order they are written
 METRIC_KEYS = ("mAP", "per_class_AP", "precision", "recall", "F1", "num_images")
@@ -60,12 +60,6 @@ def _fmt(value: float | None) -> str:
     return "  n/a" if value is None else f"{value:5.2f}"
 
 
-def _is_pct(value: Any, nullable: bool = False) -> bool:
-    if value is None:
-        return nullable
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100
-
-
 def metrics_problem(record: Any) -> str | None:
     """What makes ``record`` not a ``metrics.json`` record, or ``None`` when it is one."""
     if not isinstance(record, dict):
@@ -75,16 +69,15 @@ def metrics_problem(record: Any) -> str | None:
     per_class = record["per_class_AP"]
     if not isinstance(per_class, dict) or not per_class:
         return "'per_class_AP' must be a non-empty object"
-    bad = next((name for name, ap in per_class.items() if not _is_pct(ap, nullable=True)), None)
+    bad = next((name for name, ap in per_class.items() if not is_percent(ap, nullable=True)), None)
     if bad is not None:
         return f"per_class_AP[{bad!r}] must be a percentage or null"
-    if not _is_pct(record["mAP"], nullable=True):
+    if not is_percent(record["mAP"], nullable=True):
         return "'mAP' must be a percentage or null"
-    bad = next((key for key in ("precision", "recall", "F1") if not _is_pct(record[key])), None)
+    bad = next((key for key in ("precision", "recall", "F1") if not is_percent(record[key])), None)
     if bad is not None:
         return f"{bad!r} must be a percentage"
-    images = record["num_images"]
-    if not (isinstance(images, int) and not isinstance(images, bool) and images >= 0):
+    if not is_count(record["num_images"]):
         return "'num_images' must be a non-negative integer"
     return None
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from tagclip_cls.core.presets import available_presets, load_preset
 from tagclip_cls.runtime.errors import UserError
+from tagclip_cls.runtime.records import is_percent
 from tagclip_cls.runtime.resources import data_file
 from wsss.evaluation.miou import eval_class_names
 
@@ -63,7 +64,7 @@ def _figure(raw: Any, papers: dict, experiments: dict, where: str) -> PublishedF
     if not isinstance(raw, dict) or set(raw) != set(FIGURE_KEYS):
         raise ValueError(f"{where}: expected an object with exactly the keys {list(FIGURE_KEYS)}")
     value = raw["value"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+    if not is_percent(value):
         raise ValueError(f"{where}: 'value' must be a percentage")
     if raw["benchmark"] not in BENCHMARK_METRICS:
         raise ValueError(f"{where}: unknown benchmark {raw['benchmark']!r}")

@@ -40,7 +40,7 @@ import numpy as np
 from tagclip_cls.runtime.atomic_io import write_text_atomic
 from tagclip_cls.runtime.ids import inside_root
 from tagclip_cls.runtime.errors import UserError
-from tagclip_cls.runtime.records import read_json_record
+from tagclip_cls.runtime.records import is_count, is_percent, read_json_record
 
 #: keys of every results file, in the order they are written
 RESULT_KEYS = ("split", "dataset", "num_images", "missing", "iteration", "checkpoint",
@@ -140,14 +140,6 @@ def results_record(scores: dict[str, Any], *, split: str | os.PathLike | None = 
     return record
 
 
-def _is_pct(v: Any) -> bool:
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 100)
-
-
-def _is_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
 def _is_opt(v: Any, kind: type) -> bool:
     return v is None or (isinstance(v, kind) and not isinstance(v, bool))
 
@@ -165,7 +157,7 @@ def schema_problem(record: Any) -> str | None:
         if not _is_opt(record[key], str):
             return f"{key!r} must be a string or null"
     for key in ("num_images", "iteration"):
-        if not (record[key] is None or _is_count(record[key])):
+        if not (record[key] is None or is_count(record[key])):
             return f"{key!r} must be a non-negative integer or null"
     if not (isinstance(record["missing"], list) and all(isinstance(i, str) for i in record["missing"])):
         return "'missing' must be a list of image ids"
@@ -180,9 +172,9 @@ def _scores_problem(scores: dict[str, Any]) -> str | None:
     for name, row in per_class.items():
         if not isinstance(row, dict) or set(row) != set(CLASS_KEYS):
             return f"per_class[{name!r}] must have exactly the keys {list(CLASS_KEYS)}"
-        if not (_is_count(row["gt_pixels"]) and _is_count(row["pred_pixels"])):
+        if not (is_count(row["gt_pixels"]) and is_count(row["pred_pixels"])):
             return f"per_class[{name!r}]: pixel counts must be non-negative integers"
-        if not (_is_pct(row["IoU"]) and _is_pct(row["Acc"])):
+        if not (is_percent(row["IoU"], nullable=True) and is_percent(row["Acc"], nullable=True)):
             return f"per_class[{name!r}]: IoU and Acc must be percentages or null"
         no_gt = row["gt_pixels"] == 0
         if (row["IoU"] is None, row["Acc"] is None) != (no_gt, no_gt):
@@ -192,7 +184,7 @@ def _scores_problem(scores: dict[str, Any]) -> str | None:
         return (f"'num_classes_evaluated' is {scores['num_classes_evaluated']!r} but {evaluated} classes "
                 "have ground-truth pixels")
     for key in ("mIoU", "mAcc", "aAcc"):
-        if not _is_pct(scores[key]) or (scores[key] is None) != (evaluated == 0):
+        if not is_percent(scores[key], nullable=True) or (scores[key] is None) != (evaluated == 0):
             return f"{key!r} must be a percentage (null only when no class has ground truth)"
     return None
 
@@ -221,7 +213,7 @@ def _variants_problem(record: dict[str, Any]) -> str | None:
 def published_problem(published: Any) -> str | None:
     """What makes ``published`` not a list of ``{"name": str, "mIoU": percent}`` objects, or ``None``."""
     if not (isinstance(published, list) and all(isinstance(r, dict) and isinstance(r.get("name"), str)
-                                                and _is_pct(r.get("mIoU")) for r in published)):
+                                                and is_percent(r.get("mIoU"), nullable=True) for r in published)):
         return "'published' must be a list of {\"name\": text, \"mIoU\": percent} objects"
     return None
 
