@@ -14,15 +14,12 @@ from typing import Callable, Iterator, Sequence
 
 from wsss.apps.compare import BENCHMARK_TITLES, SUMMARY_KEYS, Comparison, RunScores
 from wsss.evaluation.published import PublishedFigure
+from wsss.evaluation.results import format_percent
 
 Cell = tuple[str, str]  # (text, CSS classes)
 NO_FIGURES = "No published figure was scored on these classes: the paper's rows are references, without a delta."
 #: the id cell of a paper figure's row: scored on the runs' class table, or on another one
 FIGURE_ROW_IDS = ("paper", "reference")
-
-
-def _value(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
 
 
 def _delta(d: float | None, highlight: float) -> Cell:
@@ -53,7 +50,7 @@ def _figure_row(comparison: Comparison, figure: PublishedFigure, row_id: str, la
     """A paper figure's summary row: ``row_id``, its labels, its value, then ``last`` (delta or mark)."""
     return [(row_id, "id"), (figure.name, "name"), (figure.experiment, "experiment"),
             (f"{figure.paper}: {figure.table}", "source"),
-            *[(_value(figure.value if k == comparison.metric else None), "value")
+            *[(format_percent(figure.value if k == comparison.metric else None), "value")
               for k in SUMMARY_KEYS[comparison.benchmark]], ("-", "value"), last]
 
 
@@ -65,8 +62,8 @@ def summary_rows(comparison: Comparison, highlight: float) -> Iterator[list[Cell
         delta = ("", "delta") if index == 0 else _delta(comparison.summary_delta(run.summary[comparison.metric]),
                                                           highlight)
         yield [(f"R{index + 1}", "id"), (run.name, "name"), (_run_label(run), "experiment"), ("this run", "source"),
-               *[(_value(run.summary[k]), "value") for k in keys],
-               (_value(None) if run.num_images is None else str(run.num_images), "value"), delta]
+               *[(format_percent(run.summary[k]), "value") for k in keys],
+               (format_percent(None) if run.num_images is None else str(run.num_images), "value"), delta]
     for figure in comparison.figures:
         yield _figure_row(comparison, figure, FIGURE_ROW_IDS[0], _delta(comparison.summary_delta(figure.value),
                                                                         highlight))
@@ -83,7 +80,7 @@ def class_rows(comparison: Comparison, highlight: float) -> Iterator[list[Cell]]
     """Rows of the per-class table: class, each run's score, each later run's delta vs R1."""
     deltas = [comparison.class_deltas(run) for run in comparison.runs[1:]]
     for name in comparison.classes:
-        yield [(name, "name"), *[(_value(run.per_class[name]), "value") for run in comparison.runs],
+        yield [(name, "name"), *[(format_percent(run.per_class[name]), "value") for run in comparison.runs],
                *[_delta(d[name], highlight) for d in deltas]]
 
 

@@ -40,10 +40,6 @@ class PublishedFigure:
     variant: str  # e.g. "with CRF"; may be empty
 
     @property
-    def metric(self) -> str:
-        return BENCHMARK_METRICS[self.benchmark]
-
-    @property
     def name(self) -> str:
         """A row name, e.g. ``TagCLIP, VOC2012 val, with CRF``."""
         return ", ".join(p for p in (self.paper, self.split, self.variant) if p)

@@ -218,7 +218,9 @@ def published_problem(published: Any) -> str | None:
     return None
 
 
-def _fmt(v: float | None) -> str:
+def format_percent(v: float | None) -> str:
+    """A table cell of a percentage: two decimals, ``-`` for none (the results tables' and the
+    comparison tables' one rounding)."""
     return "-" if v is None else f"{v:.2f}"
 
 
@@ -244,15 +246,15 @@ def markdown_table(record: dict[str, Any]) -> str:
     lines = ["| result | mIoU | mAcc | aAcc |", "|---|---|---|---|"]
     for name, scores in [(v["name"], v) for v in record.get("variants", [])] or [(None, record)]:
         what = ", ".join(p for p in (where, name) if p)
-        lines.append(f"| this run{f' ({what})' if what else ''} | {_fmt(scores['mIoU'])} | {_fmt(scores['mAcc'])} "
-                     f"| {_fmt(scores['aAcc'])} |")
+        lines.append(f"| this run{f' ({what})' if what else ''} | {format_percent(scores['mIoU'])} | {format_percent(scores['mAcc'])} "
+                     f"| {format_percent(scores['aAcc'])} |")
     for ref in record["published"]:
-        lines.append(f"| published: {ref['name']} | {_fmt(ref.get('mIoU'))} | - | - |")
+        lines.append(f"| published: {ref['name']} | {format_percent(ref.get('mIoU'))} | - | - |")
     result = f" Per class: {record['variants'][-1]['name']}." if "variants" in record else ""
     lines += ["", f"Means over the {coverage_description(record)}.{result}", "",
               "| class | IoU | Acc | GT pixels | predicted pixels |", "|---|---|---|---|---|"]
     for name, row in record["per_class"].items():
-        lines.append(f"| {name} | {_fmt(row['IoU'])} | {_fmt(row['Acc'])} | {row['gt_pixels']} "
+        lines.append(f"| {name} | {format_percent(row['IoU'])} | {format_percent(row['Acc'])} | {row['gt_pixels']} "
                      f"| {row['pred_pixels']} |")
     return "\n".join(lines) + "\n"
 
