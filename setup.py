@@ -12,8 +12,9 @@ MAPPED = {DATA_PACKAGE: "data", CONFIG_PACKAGE: "configs", "tagclip_wsss_tools":
 DATA_FOLDERS = ("presets", "templates", "published", "splits")  # the project's own: data/ also holds datasets
 DATA_FILES = ["*.json", "*.txt"]
 
-# each data folder is a namespace package of the data package, as setuptools wants package data laid out
-data_packages = [DATA_PACKAGE] + [f"{DATA_PACKAGE}.{name}" for name in find_namespace_packages(
+# each data folder is a namespace package of the data package (itself in MAPPED), as setuptools
+# wants package data laid out; the top of data/ (the datasets' own files) ships nothing
+data_packages = [f"{DATA_PACKAGE}.{name}" for name in find_namespace_packages(
     "data", include=[pattern for folder in DATA_FOLDERS for pattern in (folder, f"{folder}.*")])]
 
 # the configs (and their _base_ files) are read by path: every folder ships its .py files
