@@ -16,7 +16,8 @@ from PIL import Image
 from test_seg_train import REPO, TINY, _tool, data  # noqa: F401  (the synthetic data set fixture)
 from wsss.evaluation.results import read_results, results_record, scores_from_areas, write_results
 from wsss.seg.errors import MissingFileError
-from wsss.seg.protocol import PROTOCOLS, fuse_max, predict_variants
+from wsss.seg.msc import fuse_max
+from wsss.seg.protocol import PROTOCOLS, predict_variants
 
 COCOSTUFF27_VAL = REPO / "data/splits/cocostuff27_val_tagclip.txt"
 

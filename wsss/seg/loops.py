@@ -29,7 +29,7 @@ def predict_batch(model: Any, data_batch: dict, protocol: TestProtocol, fp16: bo
         for i, sample in enumerate(samples):
             h, w = sample.img_shape[:2]
             raw = data_batch["inputs"][i][:, :h, :w]  # uint8 BGR as loaded, before padding
-            image = raw.flip(0).permute(1, 2, 0).cpu().numpy()
+            image = raw.flip(0).permute(1, 2, 0).cpu().numpy() if protocol.crf is not None else None  # the CRF's
             labels = predict_variants(module, data["inputs"][i:i + 1, :, :h, :w], protocol,
                                       tuple(sample.ori_shape[:2]), image)
             sample.variant_labels = labels

@@ -62,8 +62,7 @@ def load_backbone_state(backbone: torch.nn.Module, state: dict[str, torch.Tensor
     if missing:
         raise UserError(f"{path}: as a {layout} checkpoint it leaves {len(missing)} backbone weights unset "
                         f"or of another shape (first: {', '.join(missing[:SHOWN_KEYS])})")
-    own = backbone.state_dict()
-    backbone.load_state_dict({k: v for k, v in converted.items() if k in own}, strict=False)
+    backbone.load_state_dict(converted, strict=False)  # every weight is set (checked above); extra keys ignored
     return layout
 
 

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from wsss.crf import CRFParams, bilateral_image, default_backend, dense_crf
 from wsss.seg.errors import SegUserError
+from wsss.seg.msc import fuse_max, scaled_logits
 
 
 @dataclass(frozen=True)
@@ -56,24 +57,6 @@ def get_protocol(name: str) -> TestProtocol:
     return PROTOCOLS[name]
 
 
-def fuse_max(logits: list[Tensor]) -> Tensor:
-    """Element-wise maximum of ``N x C x h x w`` logit maps, each resized (bilinear, corners not
-    aligned) to the size of the first one, the original scale's."""
-    size = logits[0].shape[-2:]
-    resized = [logits[0]] + [F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-                             for x in logits[1:]]
-    return torch.stack(resized).amax(0)
-
-
-def network_logits(model: Any, inputs: Tensor, scale: float) -> Tensor:
-    """The decode head's logits (at its output stride) of ``inputs`` (``N x 3 x H x W``,
-    normalised) resized by ``scale`` (bilinear, corners not aligned) for an mmseg
-    ``EncoderDecoder``."""
-    if scale != 1.0:
-        inputs = F.interpolate(inputs, scale_factor=scale, mode="bilinear", align_corners=False)
-    return model.decode_head.forward(model.extract_feat(inputs)).float()
-
-
 def predict_variants(model: Any, inputs: Tensor, protocol: TestProtocol, size: tuple[int, int],
                      image: np.ndarray | None = None) -> dict[str, Tensor]:
     """The ``size`` (``H x W``) label maps (int64) of one image for each of ``protocol.variants``.
@@ -81,7 +64,7 @@ def predict_variants(model: Any, inputs: Tensor, protocol: TestProtocol, size: t
     ``inputs`` is the ``1 x 3 x h x w`` normalised network input, ``size`` the original image
     size the labels are scored at and ``image`` the picture at that size as ``H x W x 3`` uint8
     colours, for the CRF."""
-    by_scale = {s: network_logits(model, inputs, s) for s in sorted(set(protocol.scales), reverse=True)}
+    by_scale = {s: scaled_logits(model, inputs, s).float() for s in sorted(set(protocol.scales), reverse=True)}
     if 1.0 not in by_scale:
         raise SegUserError(f"test scales {protocol.scales} must include 1.0 (the original size)")
 

@@ -152,8 +152,9 @@ class InitCheckpointRunner(WholeCheckpointRunner):
     def load_weights(self, checkpoint: dict[str, Any], filename: str) -> None:
         """A segmentor checkpoint whole, a ResNet one into the backbone, or a :class:`UserError`."""
         state = state_dict_of(checkpoint, filename)
-        if detect_layout(state) in ("deeplab-pytorch", "torchvision"):
-            load_backbone_state(self.unwrapped_model.backbone, state, filename)
+        layout = detect_layout(state)
+        if layout in ("deeplab-pytorch", "torchvision"):
+            load_backbone_state(self.unwrapped_model.backbone, state, filename, layout)
         else:
             super().load_weights(checkpoint, filename)
 
