@@ -205,7 +205,9 @@ def test_training_labels_are_confidence_guided_and_evaluated_masks_keep_every_pi
     opts = _copy(first_run[0], tmp_path / "out")
     assert opts.ignore_below == 0.95  # the published default
     layout = pipeline.PipelineLayout(Path(opts.out))
-    status = pipeline._confident_labels(opts, layout, pipeline.make_preset("voc2012"))
+    preset = pipeline.make_preset("voc2012")
+    resolved = pipeline.MaskChoices.resolve(opts, preset)
+    status = pipeline._confident_labels(opts, layout, preset, resolved)
     assert status.ran and status.detail.startswith("3 written, 0 already")
     assert pipeline.training_labels(opts, layout) == layout.stage2.root / "masks_crf_conf0.95"
     ignored = 0
@@ -221,6 +223,18 @@ def test_training_labels_are_confidence_guided_and_evaluated_masks_keep_every_pi
         assert ((confident == every_pixel) | (confident == 255)).all()
         ignored += int((confident == 255).sum())
     assert ignored > 0  # the tiny random CLIP leaves some pixels unsure
-    assert not pipeline._confident_labels(opts, layout, pipeline.make_preset("voc2012")).ran  # resumable
+    assert not pipeline._confident_labels(opts, layout, preset, resolved).ran  # resumable
     opts.ignore_below = None
     assert pipeline.training_labels(opts, layout) == layout.stage2.root / "masks_crf"
+
+
+def test_a_bad_training_threshold_is_refused_before_stage_1(dataset, tmp_path):
+    """The training labels' threshold is checked with every stage-2 choice up front, not after
+    stages 1 and 2 have run."""
+    from tagclip_cls.runtime.errors import UserError
+
+    opts = PipelineOptions(img_root=str(dataset / "images"), out=str(tmp_path / "out"), dataset="voc2012",
+                           pretrained="unused.pt", ignore_below=1.5, progress=False)
+    with pytest.raises(UserError, match="ignore-below"):
+        run_pipeline(opts)
+    assert not (tmp_path / "out").exists()

@@ -25,11 +25,6 @@ class Runtime:
     batching: str = "grid"  # core.batches.BATCHINGS
     loader_threads: int = 0  # image readers beside the model (0: inline)
 
-    @property
-    def device_type(self) -> str:
-        """``cpu`` or ``cuda``."""
-        return self.device.split(":")[0]
-
 
 def resolve_runtime(device: str = "cpu", precision: str = "fp32", attention: str | None = None,
                     batching: str | None = None, loader_threads: int | None = None) -> Runtime:

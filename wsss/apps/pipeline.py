@@ -36,7 +36,7 @@ from wsss.evaluation.miou import evaluate_dirs
 from wsss.evaluation.results import read_results, write_results
 from tagclip_cls.formats.mask_folder import MaskFolder
 from tagclip_cls.formats.tags import TagFolder
-from wsss.masks.api import MaskChoices
+from wsss.masks.api import MaskChoices, MaskOptions
 from wsss.masks.crf import CRFJob, CRFWork, run_crf_batch
 from wsss.masks.label_maps import LabelSpace
 from wsss.masks.run import MaskRunOptions, run_stage2
@@ -187,18 +187,19 @@ def training_labels(opts: PipelineOptions, layout: PipelineLayout) -> Path:
     return layout.stage2.label_dir(crf=opts.crf_masks)
 
 
-def _confident_labels(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
+def _confident_labels(opts: PipelineOptions, layout: PipelineLayout, preset: Preset,
+                      resolved: MaskOptions) -> StageStatus:
     """CLIP-ES's confidence-guided training labels, by the CRF again from the stored CAMs (the
-    CRF's own settings and backend, with ``ignore_below``), resumable image by image."""
+    CRF's own settings and backend, with ``ignore_below``: ``resolved``, the pipeline's stage-2
+    options), resumable image by image."""
     if not opts.crf_masks or opts.ignore_below is None:
         why = "no CRF: stage 3 trains on masks/" if not opts.crf_masks else "stage 3 trains on every pixel of masks_crf/"
         return StageStatus("labels", False, why)
     folder = layout.stage2
-    settings = stage2_options(opts, layout, ignore_below=opts.ignore_below).resolve(preset)
     ids = [e.image_id for e in read_split(layout.stage1.txt, preset.classes) if folder.cam(e.image_id).is_file()]
     jobs = [CRFJob(str(find_image(opts.img_root, i)), str(folder.cam(i)), str(folder.confident(i, opts.ignore_below)),
                    str(folder.root)) for i in ids]
-    work = CRFWork(LabelSpace.from_preset(preset), settings.crf, settings.max_pixels)
+    work = CRFWork(LabelSpace.from_preset(preset), resolved.crf, resolved.max_pixels)
     result = run_crf_batch(jobs, work, opts.crf_workers, opts.overwrite, opts.progress)
     if result.failed:
         raise UserError(f"{len(result.failed)} training labels could not be made (first: "
@@ -207,7 +208,7 @@ def _confident_labels(opts: PipelineOptions, layout: PipelineLayout, preset: Pre
                        f"{result.written} written, {result.skipped} already in {folder.confident_dir(opts.ignore_below)}")
 
 
-def _train(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> StageStatus:
+def _train(opts: PipelineOptions, layout: PipelineLayout, preset: Preset, resolved: MaskOptions) -> StageStatus:
     if not trains(opts):
         return StageStatus("stage3", False, "--skip-train given" if opts.skip_train else "no --seg-config given")
     last = final_checkpoint(opts.seg_config, opts.cfg_options, layout.stage3)
@@ -215,8 +216,7 @@ def _train(opts: PipelineOptions, layout: PipelineLayout, preset: Preset) -> Sta
         return StageStatus("stage3", False, f"{last} exists")
     from wsss.seg.runner import load_config, train  # mmseg is needed from here on only
 
-    labels = _confident_labels(opts, layout, preset)
-    log.info("[labels] %s", labels.detail)
+    log.info(_confident_labels(opts, layout, preset, resolved).line())
 
     masks = training_labels(opts, layout)
     resume = (layout.stage3 / "last_checkpoint").is_file() and not opts.overwrite
@@ -278,7 +278,7 @@ def check_options(opts: PipelineOptions) -> None:
             raise UserError("--gt-masks needs --dataset (its evaluation protocol gives the label names)")
         if not Path(opts.gt_masks).is_dir():
             raise UserError(f"{opts.gt_masks}: ground-truth folder not found")
-    if opts.seg_config and not opts.skip_train:
+    if trains(opts):
         if not Path(opts.seg_config).is_file():
             raise UserError(f"{opts.seg_config}: segmenter config not found")
         if opts.data_root and not Path(opts.data_root).is_dir():
@@ -293,6 +293,7 @@ def run_pipeline(opts: PipelineOptions, on_stage: Callable[[StageStatus], None] 
     """
     check_options(opts)
     preset = make_preset(opts.dataset, opts.classes, opts.background)
+    resolved = MaskChoices.resolve(opts, preset)  # every stage-2 choice checked before stage 1 runs
     layout = PipelineLayout(Path(opts.out))
     statuses: list[StageStatus] = []
 
@@ -304,7 +305,7 @@ def run_pipeline(opts: PipelineOptions, on_stage: Callable[[StageStatus], None] 
     record(_stage1(opts, layout, preset))
     masks_ran = record(_stage2(opts, layout, preset)).ran
     record(_evaluate(opts, layout, preset, stale=masks_ran))
-    record(_train(opts, layout, preset))
+    record(_train(opts, layout, preset, resolved))
     if opts.report_images > 0:
         path = _report(opts, layout, preset)
         record(StageStatus("report", True, str(path)))
